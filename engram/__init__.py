@@ -1,0 +1,1 @@
+"""Engram: long-term, per-user memory for chatbots (settings, shared clients, CLI)."""

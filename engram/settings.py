@@ -1,0 +1,99 @@
+"""The one place where Engram's configuration is read: environment variables and `.env`."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+import platformdirs
+from pydantic import AliasChoices, Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from engram.errors import ConfigurationError
+
+DEFAULT_LOCAL_EMBEDDING_MODEL = "all-MiniLM-L6-v2"
+
+
+class Settings(BaseSettings):
+    """Process-wide defaults. Per-run knobs (user, models, top_k) travel in the run context."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="ENGRAM_", env_file=".env", extra="ignore", populate_by_name=True
+    )
+
+    openai_api_key: SecretStr | None = Field(
+        default=None, validation_alias=AliasChoices("OPENAI_API_KEY", "openai_api_key")
+    )
+    openai_base_url: str | None = Field(
+        default=None, validation_alias=AliasChoices("OPENAI_BASE_URL", "openai_base_url")
+    )
+    chat_model: str = "gpt-4o-mini"
+    memory_model: str | None = None
+    embeddings: Literal["openai", "local"] = "openai"
+    embedding_model: str | None = None
+    embedding_dims: int | None = Field(default=None, ge=1, le=65536)
+    qdrant_url: str | None = Field(
+        default=None, validation_alias=AliasChoices("QDRANT_URL", "qdrant_url")
+    )
+    qdrant_api_key: SecretStr | None = Field(
+        default=None, validation_alias=AliasChoices("QDRANT_API_KEY", "qdrant_api_key")
+    )
+    data_dir: Path = Field(default_factory=lambda: platformdirs.user_data_path("engram"))
+    collection: str = "engram_memories"
+    top_k: int = Field(default=5, ge=1, le=50)
+    history_window: int = Field(default=12, ge=1, le=200)
+    max_message_chars: int = Field(default=8000, ge=1)
+    llm_timeout: float = Field(default=60.0, gt=0)
+    llm_attempts: int = Field(default=2, ge=1, le=10)
+
+    @field_validator("openai_base_url", "qdrant_url", "memory_model", "embedding_model")
+    @classmethod
+    def _blank_is_unset(cls, value: str | None) -> str | None:
+        return value.strip() or None if value is not None else None
+
+    @property
+    def resolved_memory_model(self) -> str:
+        return self.memory_model or self.chat_model
+
+    @property
+    def resolved_embedding_model(self) -> str:
+        if self.embedding_model:
+            return self.embedding_model
+        return "text-embedding-3-small" if self.embeddings == "openai" else DEFAULT_LOCAL_EMBEDDING_MODEL
+
+    @property
+    def resolved_embedding_dims(self) -> int | None:
+        """OpenAI's text-embedding-3 models shrink to any size; 64 keeps the store small."""
+        if self.embedding_dims is not None:
+            return self.embedding_dims
+        return 64 if self.embeddings == "openai" else None
+
+    @property
+    def qdrant_path(self) -> Path:
+        return self.data_dir / "qdrant"
+
+    @property
+    def conversations_path(self) -> Path:
+        return self.data_dir / "conversations.sqlite"
+
+    def llm_credentials(self) -> tuple[str, str | None]:
+        """API key and base URL for OpenAI-compatible calls, or a clear error.
+
+        A local endpoint (Ollama, vLLM, llama.cpp) needs no key, but the OpenAI client
+        insists on one, so a placeholder is sent.
+        """
+        if self.openai_api_key is not None and self.openai_api_key.get_secret_value().strip():
+            return self.openai_api_key.get_secret_value(), self.openai_base_url
+        if self.openai_base_url:
+            return "not-needed", self.openai_base_url
+        raise ConfigurationError(
+            "No LLM endpoint configured: set OPENAI_API_KEY, or OPENAI_BASE_URL for a local "
+            "OpenAI-compatible endpoint (e.g. http://localhost:11434/v1 for Ollama)."
+        )
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """Settings read once per process (tests build their own `Settings(...)`)."""
+    return Settings()

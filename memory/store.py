@@ -1,0 +1,650 @@
+"""The memory store: versioned, per-user memories in one Qdrant collection.
+
+Every read and write filters on the user id. A memory is a chain of versions (a lineage):
+UPDATE writes a new version and marks the old one `superseded`, DELETE marks `deleted`,
+so no text is ever destroyed until the explicit `forget`. Only `active` versions are
+searched. Writes for one user are serialized; in embedded (local) mode every call is,
+because the local client is plain Python and not thread-safe.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import threading
+import uuid
+import warnings
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import AbstractContextManager, nullcontext
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from langchain_core.embeddings import Embeddings
+from langchain_qdrant import QdrantVectorStore
+from qdrant_client import QdrantClient, models
+
+from engram.errors import EmbeddingDimensionError, InvalidInputError, MemoryNotFoundError
+from state.contracts import (
+    AppliedOp,
+    EventName,
+    MemoryEvent,
+    MemoryRecord,
+    MemoryStatus,
+    OpName,
+    RejectedOp,
+    Source,
+)
+
+CONTENT_KEY = QdrantVectorStore.CONTENT_KEY
+METADATA_KEY = QdrantVectorStore.METADATA_KEY
+MAX_MEMORY_CHARS = 2000
+SCROLL_PAGE = 1000
+
+# Keyword indexes speed up the filters every call makes; `user_id` is the tenant key so a
+# Qdrant server co-locates each user's points. Datetime indexes serve date-range filters.
+_KEYWORD_INDEXES = ("status", "category", "lineage_id", "text_hash", "supersedes")
+_DATETIME_INDEXES = ("created_at", "updated_at", "observed_at")
+
+
+def now_utc() -> datetime:
+    return datetime.now(UTC)
+
+
+def normalize_text(text: str) -> str:
+    """What makes two memories the same text: case, spacing and end punctuation ignored."""
+    return re.sub(r"\s+", " ", text).strip().rstrip(".!").strip().casefold()
+
+
+def text_hash(text: str) -> str:
+    return hashlib.sha256(normalize_text(text).encode()).hexdigest()[:32]
+
+
+def clean_memory_text(text: str | None) -> str:
+    """Validate a memory's text; empty or oversized text is refused, not stored."""
+    cleaned = (text or "").strip()
+    if not cleaned:
+        raise InvalidInputError("memory text must not be empty")
+    if len(cleaned) > MAX_MEMORY_CHARS:
+        raise InvalidInputError(f"memory text is over {MAX_MEMORY_CHARS} characters")
+    return cleaned
+
+
+def clean_category(category: str | None) -> str:
+    cleaned = re.sub(r"\s+", "_", (category or "").strip().casefold())
+    return cleaned[:64] or "other"
+
+
+@dataclass(frozen=True)
+class PlannedOp:
+    """A validated operation ready for the store: targets are real point ids."""
+
+    op: OpName
+    ref: int | None = None
+    target_id: str | None = None
+    text: str | None = None
+    category: str | None = None
+    observed_at: datetime | None = None
+    source: Source = field(default_factory=Source)
+
+
+@dataclass
+class ApplyReport:
+    applied: list[AppliedOp] = field(default_factory=list)
+    rejected: list[RejectedOp] = field(default_factory=list)
+
+
+class MemoryStore:
+    """Per-user versioned memories on langchain-qdrant's `QdrantVectorStore`.
+
+    Methods are synchronous and thread-safe; async code calls them through
+    `asyncio.to_thread` so the event loop never blocks on embeddings or Qdrant.
+    """
+
+    def __init__(
+        self,
+        client: QdrantClient,
+        embeddings: Embeddings,
+        *,
+        collection: str = "engram_memories",
+        embedding_id: str = "custom",
+        dims: int | None = None,
+    ) -> None:
+        self.client = client
+        self.embeddings = embeddings
+        self.collection = collection
+        self.dims = dims if dims is not None else len(embeddings.embed_query("dimension probe"))
+        self.embedding_id = f"{embedding_id}:{self.dims}"
+        self.is_local = _is_local(client)
+        self._global_lock = threading.RLock()
+        self._user_locks: dict[str, threading.RLock] = {}
+        self._ensure_collection()
+        self.vectors = QdrantVectorStore(
+            client=client,
+            collection_name=collection,
+            embedding=embeddings,
+            validate_collection_config=False,  # checked above without an embedding call
+        )
+
+    # -- setup -------------------------------------------------------------------------
+
+    def _ensure_collection(self) -> None:
+        if self.client.collection_exists(self.collection):
+            vectors = self.client.get_collection(self.collection).config.params.vectors
+            existing = vectors.size if isinstance(vectors, models.VectorParams) else None
+            if existing != self.dims:
+                raise EmbeddingDimensionError(
+                    f"Collection '{self.collection}' stores {existing}-dimensional vectors, "
+                    f"but the embedding backend ({self.embedding_id}) makes {self.dims}-dimensional "
+                    "ones. Use the embedding settings the memories were written with "
+                    "(ENGRAM_EMBEDDINGS, ENGRAM_EMBEDDING_MODEL, ENGRAM_EMBEDDING_DIMS), or set "
+                    "ENGRAM_COLLECTION to a new collection and move memories with "
+                    "`engram export` / `engram import` (which re-embeds)."
+                )
+        else:
+            self.client.create_collection(
+                self.collection,
+                vectors_config=models.VectorParams(size=self.dims, distance=models.Distance.COSINE),
+            )
+        with warnings.catch_warnings():  # local mode warns that indexes are no-ops there
+            warnings.simplefilter("ignore")
+            self.client.create_payload_index(
+                self.collection,
+                f"{METADATA_KEY}.user_id",
+                models.KeywordIndexParams(type=models.KeywordIndexType.KEYWORD, is_tenant=True),
+            )
+            for name in _KEYWORD_INDEXES:
+                self.client.create_payload_index(
+                    self.collection, f"{METADATA_KEY}.{name}", models.PayloadSchemaType.KEYWORD
+                )
+            for name in _DATETIME_INDEXES:
+                self.client.create_payload_index(
+                    self.collection, f"{METADATA_KEY}.{name}", models.PayloadSchemaType.DATETIME
+                )
+
+    # -- locking and filters -------------------------------------------------------------
+
+    def _write_lock(self, user_id: str) -> threading.RLock:
+        if self.is_local:
+            return self._global_lock
+        with self._global_lock:
+            return self._user_locks.setdefault(user_id, threading.RLock())
+
+    def _read_lock(self) -> AbstractContextManager[Any]:
+        return self._global_lock if self.is_local else nullcontext()
+
+    @staticmethod
+    def _filter(user_id: str, **match: str | list[str] | None) -> models.Filter:
+        user_id = require_user_id(user_id)
+        must: list[models.Condition] = [
+            models.FieldCondition(
+                key=f"{METADATA_KEY}.user_id", match=models.MatchValue(value=user_id)
+            )
+        ]
+        for name, value in match.items():
+            if value is None:
+                continue
+            key = f"{METADATA_KEY}.{name}"
+            condition = (
+                models.MatchAny(any=value)
+                if isinstance(value, list)
+                else models.MatchValue(value=value)
+            )
+            must.append(models.FieldCondition(key=key, match=condition))
+        return models.Filter(must=must)
+
+    # -- reads ---------------------------------------------------------------------------
+
+    def search(
+        self, user_id: str, query: str, k: int = 5, category: str | None = None
+    ) -> list[MemoryRecord]:
+        """The user's `k` active memories nearest to `query`, best first."""
+        flt = self._filter(user_id, status="active", category=category)
+        vector = self.embeddings.embed_query(query)  # outside the lock: may be a network call
+        with self._read_lock():
+            hits = self.vectors.similarity_search_with_score_by_vector(
+                vector, k=k + 2, filter=flt  # room for versions hidden by an interrupted update
+            )
+            records = [
+                _record(str(doc.metadata["_id"]), doc.page_content, doc.metadata, score)
+                for doc, score in hits
+            ]
+            replaced = self._interrupted_updates(user_id, [r.id for r in records])
+        return [r for r in records if r.id not in replaced][:k]
+
+    def get(self, user_id: str, memory_id: str) -> MemoryRecord:
+        """One version by id; another user's id is reported exactly like a missing one."""
+        with self._read_lock():
+            return self._get(user_id, memory_id)
+
+    def _get(self, user_id: str, memory_id: str) -> MemoryRecord:
+        found = self._get_many(user_id, [memory_id])
+        if not found:
+            raise MemoryNotFoundError(f"no memory {memory_id!r} for user {user_id!r}")
+        return found[0]
+
+    def _get_many(self, user_id: str, memory_ids: list[str]) -> list[MemoryRecord]:
+        ids = [i for i in memory_ids if _is_uuid(i)]
+        if not ids:
+            return []
+        points = self.client.retrieve(self.collection, ids=ids, with_payload=True)
+        records = [_record_from_point(p) for p in points]
+        return [r for r in records if r.user_id == user_id]
+
+    def list(
+        self, user_id: str, *, status: MemoryStatus | None = "active", category: str | None = None
+    ) -> list[MemoryRecord]:
+        """The user's memories (all pages, no cap), oldest first; `status=None` for all."""
+        with self._read_lock():
+            records = [
+                _record_from_point(p)
+                for p in self._scroll(self._filter(user_id, status=status, category=category))
+            ]
+        return sorted(records, key=lambda r: (r.created_at, r.id))
+
+    def count(self, user_id: str, *, status: MemoryStatus | None = None) -> int:
+        with self._read_lock():
+            return self.client.count(
+                self.collection, count_filter=self._filter(user_id, status=status), exact=True
+            ).count
+
+    def history(self, user_id: str, memory_id: str) -> list[MemoryRecord]:
+        """Every version of the memory that `memory_id` belongs to, oldest first."""
+        with self._read_lock():
+            lineage = self._get(user_id, memory_id).lineage_id
+            points = self._scroll(self._filter(user_id, lineage_id=lineage))
+            versions = [_record_from_point(p) for p in points]
+        return sorted(versions, key=lambda r: (r.created_at, r.id))
+
+    def _scroll(self, flt: models.Filter, with_vectors: bool = False) -> Iterator[models.Record]:
+        offset: models.ExtendedPointId | None = None
+        while True:
+            points, offset = self.client.scroll(
+                self.collection,
+                scroll_filter=flt,
+                limit=SCROLL_PAGE,
+                offset=offset,
+                with_payload=True,
+                with_vectors=with_vectors,
+            )
+            yield from points
+            if offset is None:
+                return
+
+    def _interrupted_updates(self, user_id: str, ids: list[str]) -> dict[str, str]:
+        """Old versions still active although a newer active version supersedes them.
+
+        This is what a crash between writing a new version and marking the old one
+        leaves behind; maps old id -> new id.
+        """
+        if not ids:
+            return {}
+        flt = self._filter(user_id, status="active", supersedes=ids)
+        return {
+            str(p.payload[METADATA_KEY]["supersedes"]): str(p.id)
+            for p in self._scroll(flt)
+            if p.payload
+        }
+
+    # -- writes --------------------------------------------------------------------------
+
+    def add(
+        self,
+        user_id: str,
+        text: str,
+        category: str | None = None,
+        *,
+        observed_at: datetime | None = None,
+        source: Source | None = None,
+    ) -> AppliedOp:
+        """Add a memory; an exact duplicate of an active one is a no-op (idempotent)."""
+        report = self.apply(
+            user_id,
+            [PlannedOp("ADD", text=text, category=category, observed_at=observed_at,
+                       source=source or Source(actor="api"))],
+        )
+        return _single(report)
+
+    def update(
+        self,
+        user_id: str,
+        memory_id: str,
+        text: str,
+        category: str | None = None,
+        *,
+        source: Source | None = None,
+    ) -> AppliedOp:
+        report = self.apply(
+            user_id,
+            [PlannedOp("UPDATE", target_id=memory_id, text=text, category=category,
+                       source=source or Source(actor="api"))],
+        )
+        return _single(report)
+
+    def delete(self, user_id: str, memory_id: str, *, source: Source | None = None) -> AppliedOp:
+        """Mark a memory deleted; it stays restorable until `forget`."""
+        report = self.apply(
+            user_id,
+            [PlannedOp("DELETE", target_id=memory_id, source=source or Source(actor="api"))],
+        )
+        return _single(report)
+
+    def apply(self, user_id: str, ops: Iterable[PlannedOp]) -> ApplyReport:
+        """Apply operations for one user atomically with respect to other writers.
+
+        Targets must belong to `user_id`. A target changed by a concurrent turn is
+        followed to its newest version, so neither update is lost.
+        """
+        user_id = require_user_id(user_id)
+        ops = list(ops)
+        report = ApplyReport()
+        with self._write_lock(user_id):
+            targets = [op.target_id for op in ops if op.target_id]
+            self._finish_interrupted_updates(user_id, [t for t in targets if t])
+            for op in ops:
+                try:
+                    report.applied.append(self._apply_one(user_id, op))
+                except (MemoryNotFoundError, InvalidInputError) as error:
+                    report.rejected.append(
+                        RejectedOp(op=op.op, ref=op.ref, text=op.text, reason=str(error))
+                    )
+        return report
+
+    def _apply_one(self, user_id: str, op: PlannedOp) -> AppliedOp:
+        at = now_utc()
+        if op.op == "NOOP":
+            return AppliedOp(op="NOOP", ref=op.ref, memory_id=op.target_id, result="unchanged")
+        if op.op == "ADD":
+            return self._add(user_id, op, at)
+        if op.target_id is None:
+            raise InvalidInputError(f"{op.op} needs the id of an existing memory")
+        head = self._head(user_id, op.target_id)
+        if op.op == "DELETE":
+            if head.status == "deleted":
+                return AppliedOp(op="DELETE", ref=op.ref, memory_id=head.id,
+                                 result="already deleted")
+            self._set_status(head, "deleted", MemoryEvent(op="DELETE", at=at, source=op.source))
+            return AppliedOp(op="DELETE", ref=op.ref, memory_id=head.id, text=head.text,
+                             result="deleted")
+        # UPDATE
+        text = clean_memory_text(op.text)
+        category = clean_category(op.category or head.category)
+        if head.status == "deleted":
+            # Deleted meanwhile by another turn: keep what the user just said as new.
+            added = self._add(user_id, op, at)
+            return added.model_copy(update={"op": "UPDATE", "result": f"target was deleted; "
+                                            f"{added.result} as a new memory"})
+        if text_hash(text) == text_hash(head.text) and category == head.category:
+            return AppliedOp(op="UPDATE", ref=op.ref, memory_id=head.id, text=head.text,
+                             result="unchanged")
+        duplicate = self._active_duplicate(user_id, text)
+        if duplicate is not None and duplicate.id != head.id:
+            self._set_status(head, "superseded",
+                             MemoryEvent(op="SUPERSEDED", at=at, source=op.source,
+                                         detail=f"merged into {duplicate.id}"),
+                             superseded_by=duplicate.id)
+            return AppliedOp(op="UPDATE", ref=op.ref, memory_id=duplicate.id, text=duplicate.text,
+                             result="merged into an existing memory")
+        new_id = self._write_version(
+            user_id, text, category, at=at, operation="UPDATE", source=op.source,
+            observed_at=op.observed_at or at, lineage_id=head.lineage_id, supersedes=head.id,
+        )
+        # Crash window: both versions are active until the next line; readers hide the old
+        # one and the next write to it completes the change (_finish_interrupted_updates).
+        self._set_status(head, "superseded",
+                         MemoryEvent(op="SUPERSEDED", at=at, source=op.source),
+                         superseded_by=new_id)
+        return AppliedOp(op="UPDATE", ref=op.ref, memory_id=new_id, text=text, result="updated")
+
+    def _add(self, user_id: str, op: PlannedOp, at: datetime) -> AppliedOp:
+        text = clean_memory_text(op.text)
+        duplicate = self._active_duplicate(user_id, text)
+        if duplicate is not None:
+            return AppliedOp(op="ADD", ref=op.ref, memory_id=duplicate.id, text=duplicate.text,
+                             result="duplicate of an existing memory")
+        new_id = self._write_version(
+            user_id, text, clean_category(op.category), at=at, operation="ADD",
+            source=op.source, observed_at=op.observed_at or at,
+        )
+        return AppliedOp(op="ADD", ref=op.ref, memory_id=new_id, text=text, result="added")
+
+    def restore(self, user_id: str, memory_id: str, *, source: Source | None = None) -> AppliedOp:
+        """Make a deleted or superseded version the active one again (as a new version)."""
+        source = source or Source(actor="api")
+        user_id = require_user_id(user_id)
+        with self._write_lock(user_id):
+            version = self._get(user_id, memory_id)
+            head = self._head(user_id, memory_id)
+            at = now_utc()
+            event = MemoryEvent(op="RESTORE", at=at, source=source)
+            if version.id == head.id:
+                if head.status == "active":
+                    return AppliedOp(op="NOOP", memory_id=head.id, text=head.text,
+                                     result="already active")
+                self._set_status(head, "active", event)
+                return AppliedOp(op="ADD", memory_id=head.id, text=head.text, result="restored")
+            new_id = self._write_version(
+                user_id, version.text, version.category, at=at, operation="RESTORE",
+                source=source, observed_at=version.observed_at, lineage_id=version.lineage_id,
+                supersedes=head.id, detail=f"restored from {version.id}",
+            )
+            self._set_status(head, "superseded",
+                             MemoryEvent(op="SUPERSEDED", at=at, source=source,
+                                         detail=f"restore of {version.id}"),
+                             superseded_by=new_id)
+            return AppliedOp(op="ADD", memory_id=new_id, text=version.text, result="restored")
+
+    def forget(self, user_id: str) -> int:
+        """Erase every version of every memory of the user. Returns how many were erased."""
+        user_id = require_user_id(user_id)
+        flt = self._filter(user_id)
+        with self._write_lock(user_id), self._read_lock():
+            total = self.client.count(self.collection, count_filter=flt, exact=True).count
+            self.client.delete(
+                self.collection, points_selector=models.FilterSelector(filter=flt), wait=True
+            )
+            left = self.client.count(self.collection, count_filter=flt, exact=True).count
+        if left:
+            raise RuntimeError(f"forget left {left} memories of {user_id!r}; run it again")
+        return total
+
+    # -- version plumbing ----------------------------------------------------------------
+
+    def _head(self, user_id: str, memory_id: str) -> MemoryRecord:
+        """The newest version of the lineage `memory_id` belongs to (follows superseded_by)."""
+        record = self._get(user_id, memory_id)
+        seen = {record.id}
+        while record.superseded_by:
+            if record.superseded_by in seen:
+                break
+            nxt = self._get_many(user_id, [record.superseded_by])
+            if not nxt:
+                break
+            record = nxt[0]
+            seen.add(record.id)
+        return record
+
+    def _active_duplicate(self, user_id: str, text: str) -> MemoryRecord | None:
+        flt = self._filter(user_id, status="active", text_hash=text_hash(text))
+        points, _ = self.client.scroll(self.collection, scroll_filter=flt, limit=1,
+                                       with_payload=True)
+        return _record_from_point(points[0]) if points else None
+
+    def _finish_interrupted_updates(self, user_id: str, ids: list[str]) -> None:
+        heads = [r.id for r in self._get_many(user_id, ids)]
+        for old_id, new_id in self._interrupted_updates(user_id, heads).items():
+            old = self._get(user_id, old_id)
+            self._set_status(old, "superseded",
+                             MemoryEvent(op="SUPERSEDED", at=now_utc(),
+                                         source=Source(actor="repair"),
+                                         detail="completed an interrupted update"),
+                             superseded_by=new_id)
+
+    def _write_version(
+        self,
+        user_id: str,
+        text: str,
+        category: str,
+        *,
+        at: datetime,
+        operation: EventName,
+        source: Source,
+        observed_at: datetime,
+        lineage_id: str | None = None,
+        supersedes: str | None = None,
+        detail: str | None = None,
+    ) -> str:
+        new_id = str(uuid.uuid4())
+        record = MemoryRecord(
+            id=new_id, user_id=user_id, text=text, category=category, status="active",
+            created_at=at, updated_at=at, observed_at=observed_at, supersedes=supersedes,
+            source=source, lineage_id=lineage_id or new_id,
+            events=[MemoryEvent(op=operation, at=at, source=source, detail=detail)],
+        )
+        self.vectors.add_texts([text], metadatas=[_metadata(record)], ids=[new_id])
+        return new_id
+
+    def _set_status(
+        self,
+        record: MemoryRecord,
+        status: MemoryStatus,
+        event: MemoryEvent,
+        superseded_by: str | None = None,
+    ) -> None:
+        changed = record.model_copy(
+            update={
+                "status": status,
+                "updated_at": event.at,
+                "superseded_by": superseded_by if status == "superseded" else None,
+                "events": [*record.events, event],
+            }
+        )
+        self.client.set_payload(
+            self.collection, payload={METADATA_KEY: _metadata(changed)}, points=[record.id],
+            wait=True,
+        )
+
+    # -- export / import -----------------------------------------------------------------
+
+    def export_records(self, user_id: str) -> Iterator[tuple[MemoryRecord, list[float]]]:
+        """Every version of every memory of the user, with its vector, oldest first."""
+        with self._read_lock():
+            points = list(self._scroll(self._filter(user_id), with_vectors=True))
+        rows = [(_record_from_point(p), _dense_vector(p.vector)) for p in points]
+        yield from sorted(rows, key=lambda row: (row[0].created_at, row[0].id))
+
+    def import_records(
+        self,
+        records: list[tuple[MemoryRecord, list[float] | None]],
+        *,
+        embed_batch: int = 64,
+        on_progress: Callable[[int], None] | None = None,
+    ) -> int:
+        """Write records as they are (ids, links, timestamps). All or nothing.
+
+        Vectors of the wrong size or missing are re-embedded. Ids already owned by another
+        user are refused; ids of the same user are overwritten (re-import is idempotent).
+        """
+        if not records:
+            return 0
+        user_ids = {record.user_id for record, _ in records}
+        ids = [record.id for record, _ in records]
+        with self._read_lock():
+            existing = self.client.retrieve(self.collection, ids=ids, with_payload=True)
+        owners = {str(p.id): (p.payload or {}).get(METADATA_KEY, {}).get("user_id")
+                  for p in existing}
+        clash = [i for i, owner in owners.items() if owner not in user_ids]
+        if clash:
+            raise InvalidInputError(
+                f"{len(clash)} memory id(s) already belong to another user (first: {clash[0]}); "
+                "import under another user id to get fresh ids"
+            )
+        vectors: list[list[float]] = []
+        for start in range(0, len(records), embed_batch):
+            batch = records[start : start + embed_batch]
+            missing = [r.text for r, v in batch if v is None or len(v) != self.dims]
+            embedded = iter(self.embeddings.embed_documents(missing)) if missing else iter(())
+            for _record_, vector in batch:
+                usable = vector is not None and len(vector) == self.dims
+                vectors.append(vector if usable and vector is not None else next(embedded))
+            if on_progress:
+                on_progress(len(batch))
+        points = [
+            models.PointStruct(
+                id=record.id, vector=vector,
+                payload={CONTENT_KEY: record.text, METADATA_KEY: _metadata(record)},
+            )
+            for (record, _), vector in zip(records, vectors, strict=True)
+        ]
+        fresh = [i for i in ids if i not in owners]
+        locks = [self._write_lock(u) for u in sorted(user_ids)]
+        for lock in locks:
+            lock.acquire()
+        try:
+            for start in range(0, len(points), 256):
+                self.client.upsert(self.collection, points[start : start + 256], wait=True)
+        except Exception:
+            if fresh:  # roll back what this import created; nothing half-imported
+                self.client.delete(self.collection, points_selector=models.PointIdsList(
+                    points=list(fresh)), wait=True)
+            raise
+        finally:
+            for lock in reversed(locks):
+                lock.release()
+        return len(points)
+
+
+# -- helpers -------------------------------------------------------------------------------
+
+
+def require_user_id(user_id: str) -> str:
+    """The same rule as the run context: a non-blank user id, always."""
+    if not isinstance(user_id, str) or not user_id.strip():
+        raise InvalidInputError("user_id must not be blank")
+    return user_id.strip()
+
+
+def _single(report: ApplyReport) -> AppliedOp:
+    if report.rejected:
+        reason = report.rejected[0].reason
+        if "no memory" in reason:
+            raise MemoryNotFoundError(reason)
+        raise InvalidInputError(reason)
+    return report.applied[0]
+
+
+def _is_uuid(value: str) -> bool:
+    try:
+        uuid.UUID(str(value))
+    except ValueError:
+        return False
+    return True
+
+
+def _is_local(client: QdrantClient) -> bool:
+    from qdrant_client.local.qdrant_local import QdrantLocal
+
+    return isinstance(getattr(client, "_client", None), QdrantLocal)
+
+
+def _metadata(record: MemoryRecord) -> dict[str, Any]:
+    data = record.model_dump(mode="json", exclude={"id", "text", "score"})
+    data["text_hash"] = text_hash(record.text)
+    return data
+
+
+def _record(point_id: str, text: str, metadata: dict[str, Any], score: float | None = None
+            ) -> MemoryRecord:
+    fields = {k: v for k, v in metadata.items() if k in MemoryRecord.model_fields}
+    return MemoryRecord.model_validate({**fields, "id": point_id, "text": text, "score": score})
+
+
+def _record_from_point(point: models.Record) -> MemoryRecord:
+    payload = point.payload or {}
+    return _record(str(point.id), payload.get(CONTENT_KEY, ""), payload.get(METADATA_KEY, {}))
+
+
+def _dense_vector(vector: Any) -> list[float]:
+    if isinstance(vector, dict):  # named vectors: langchain-qdrant's default is unnamed ""
+        vector = vector.get("", next(iter(vector.values()), []))
+    return [float(x) for x in (vector or [])]

@@ -1,0 +1,23 @@
+"""The graph's nodes: recall, respond, decide_save, extract, retrieve_similar, maintain."""
+
+from nodes.decide_save import make_decide_save, route_after_decide
+from nodes.extract import make_extract, route_after_extract
+from nodes.maintain import make_maintain
+from nodes.programs import DecideSave, ExtractFacts, MaintainMemory
+from nodes.recall import make_recall
+from nodes.respond import make_respond
+from nodes.retrieve_similar import make_retrieve_similar
+
+__all__ = [
+    "DecideSave",
+    "ExtractFacts",
+    "MaintainMemory",
+    "make_decide_save",
+    "make_extract",
+    "make_maintain",
+    "make_recall",
+    "make_respond",
+    "make_retrieve_similar",
+    "route_after_decide",
+    "route_after_extract",
+]

@@ -1,0 +1,56 @@
+"""decide_save: does the latest exchange hold new information about the user? Runs after
+the answer, so the user never waits on it."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Any, Literal
+
+from langgraph.graph import END
+from langgraph.runtime import Runtime
+
+from engram.errors import MemoryStepError
+from engram.resources import Resources
+from nodes.common import latest_exchange, render_memories, run_context
+from nodes.programs import DecideSave, run_program
+from state.context import EngramContext
+from state.graph_state import EngramState
+
+
+def make_decide_save(
+    resources: Resources, program: DecideSave
+) -> Callable[..., Awaitable[dict[str, Any]]]:
+    async def decide_save(state: EngramState, runtime: Runtime[EngramContext]) -> dict[str, Any]:
+        context = run_context(runtime)
+        if context.save_policy != "auto":
+            return {"save": context.save_policy == "always"}
+        user_message, reply = latest_exchange(state.get("messages", []))
+        settings = resources.settings
+        try:
+            prediction = await run_program(
+                "decide_save",
+                program,
+                resources.memory_lm(context.memory_model),
+                attempts=settings.llm_attempts,
+                timeout=settings.llm_timeout,
+                known_memories=render_memories(state.get("recalled", [])),
+                user_message=user_message.text if user_message else "",
+                assistant_message=reply.text if reply else "",
+            )
+        except MemoryStepError as error:
+            # Fail open: extraction decides, and returns no facts when there is nothing.
+            return {"save": True, "memory_error": str(error)}
+        return {"save": prediction.save is True}
+
+    return decide_save
+
+
+def route_after_decide(
+    state: EngramState, runtime: Runtime[EngramContext]
+) -> Literal["extract", "__end__"]:
+    """Extract when there is something to save, or unfinished work from earlier turns."""
+    if run_context(runtime).save_policy == "never":
+        return END
+    if state.get("save") or state.get("facts") or state.get("unextracted"):
+        return "extract"
+    return END

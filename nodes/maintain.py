@@ -1,0 +1,145 @@
+"""maintain: ONE DSPy call returns the operations for all new facts; the node validates
+them against this turn's candidates and applies them to the store.
+
+Nothing the LLM returns can reach a memory it was not shown this turn: ids are small
+integers mapped through the candidates, so a bulk "forget everything" is impossible here
+(that is `engram forget`). Rejected operations are reported in the state and the log.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+from typing import Any
+
+from langgraph.runtime import Runtime
+
+from engram.errors import EndpointError, MemoryStepError
+from engram.resources import Resources
+from memory.store import PlannedOp, normalize_text
+from nodes.common import endpoint_errors, render_memories, run_context
+from nodes.programs import MaintainMemory, run_program
+from state.context import EngramContext
+from state.contracts import Candidate, MemoryOp, ObservedFact, RejectedOp, Source
+from state.graph_state import EngramState
+
+log = logging.getLogger("engram")
+
+
+def make_maintain(
+    resources: Resources, program: MaintainMemory
+) -> Callable[..., Awaitable[dict[str, Any]]]:
+    async def maintain(state: EngramState, runtime: Runtime[EngramContext]) -> dict[str, Any]:
+        context = run_context(runtime)
+        facts = state.get("facts", [])
+        candidates = state.get("candidates")
+        if not facts or candidates is None:
+            return {}  # nothing to do, or retrieval failed: facts stay for the next turn
+        settings = resources.settings
+        previous_error = state.get("memory_error")
+        try:
+            prediction = await run_program(
+                "maintain",
+                program,
+                resources.memory_lm(context.memory_model),
+                attempts=settings.llm_attempts,
+                timeout=settings.llm_timeout,
+                new_facts="\n".join(f"- {f.text} ({f.category})" for f in facts),
+                existing_memories=render_memories([c.memory for c in candidates], numbered=True),
+                today=datetime.now(UTC).date().isoformat(),
+            )
+        except MemoryStepError as error:
+            return {"memory_error": "; ".join(filter(None, [previous_error, str(error)]))}
+        planned, rejected = plan_operations(list(prediction.operations or []), candidates, facts)
+        store = await asyncio.to_thread(resources.store)
+        try:
+            with endpoint_errors("embedding model", settings.openai_base_url):
+                report = await asyncio.to_thread(store.apply, context.user_id, planned)
+        except EndpointError as error:
+            # Re-applying is idempotent (duplicate ADDs, repeated UPDATE/DELETE are no-ops),
+            # so keeping the facts for a retry cannot double-write.
+            message = f"maintain could not write: {error}"
+            return {"memory_error": "; ".join(filter(None, [previous_error, message]))}
+        rejected += report.rejected
+        for item in rejected:
+            log.warning("rejected %s (id %s): %s", item.op, item.ref, item.reason)
+        return {
+            "facts": [],
+            "applied": report.applied,
+            "rejected": [*state.get("rejected", []), *rejected],
+        }
+
+    return maintain
+
+
+def plan_operations(
+    operations: list[MemoryOp], candidates: list[Candidate], facts: list[ObservedFact]
+) -> tuple[list[PlannedOp], list[RejectedOp]]:
+    """Map the LLM's small ids to real ids; refuse what cannot be trusted, with a reason.
+
+    If the LLM deleted memories but added and updated nothing, the new facts are added
+    anyway: a contradiction must replace the old memory, not erase what the user said.
+    """
+    by_ref = {c.ref: c.memory for c in candidates}
+    shown = f"ids 1-{len(candidates)}" if candidates else "no existing memories"
+    touched: set[int] = set()
+    planned: list[PlannedOp] = []
+    rejected: list[RejectedOp] = []
+
+    def reject(op: MemoryOp, reason: str) -> None:
+        rejected.append(RejectedOp(op=op.op, ref=op.id, text=op.text, reason=reason))
+
+    for op in operations:
+        if op.op in ("UPDATE", "DELETE"):
+            if op.id is None:
+                reject(op, f"{op.op} without an id")
+                continue
+            if op.id not in by_ref:
+                reject(op, f"unknown id {op.id}: this turn showed {shown}")
+                continue
+            if op.id in touched:
+                reject(op, f"id {op.id} was already changed by an earlier operation")
+                continue
+            touched.add(op.id)
+        if op.op in ("ADD", "UPDATE") and not (op.text or "").strip():
+            reject(op, f"{op.op} with empty text")
+            continue
+        if op.op == "NOOP":
+            continue
+        fact = _matching_fact(op.text, facts)
+        target = by_ref[op.id] if op.op != "ADD" and op.id is not None else None
+        planned.append(PlannedOp(
+            op=op.op,
+            ref=op.id if target else None,
+            target_id=target.id if target else None,
+            text=op.text,
+            category=op.category or (fact.category if fact else None),
+            observed_at=fact.observed_at if fact else None,
+            source=_source(facts, fact),
+        ))
+    if any(p.op == "DELETE" for p in planned) and not any(p.op in ("ADD", "UPDATE")
+                                                           for p in planned):
+        planned += [
+            PlannedOp(op="ADD", text=f.text, category=f.category, observed_at=f.observed_at,
+                      source=_source(facts, f))
+            for f in facts
+        ]
+    return planned, rejected
+
+
+def _matching_fact(text: str | None, facts: list[ObservedFact]) -> ObservedFact | None:
+    """The fact an operation came from (same text), else the latest fact of the turn."""
+    if not facts:
+        return None
+    wanted = normalize_text(text or "")
+    exact = next((f for f in facts if normalize_text(f.text) == wanted), None)
+    return exact or max(facts, key=lambda f: f.observed_at)
+
+
+def _source(facts: list[ObservedFact], fact: ObservedFact | None) -> Source:
+    chosen = [fact] if fact else facts
+    thread_id = next((f.thread_id for f in chosen if f.thread_id), None)
+    message_ids = list(dict.fromkeys(i for f in chosen for i in f.message_ids))
+    return Source(thread_id=thread_id, message_ids=message_ids, actor="chat")

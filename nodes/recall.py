@@ -1,0 +1,64 @@
+"""recall: embed the latest user message (with a little context) and fetch the user's
+top-k active memories. Embedding and vector search only; no LLM call."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from langchain_core.messages import AIMessage, HumanMessage
+from langgraph.runtime import Runtime
+
+from engram.errors import InvalidInputError
+from engram.resources import Resources
+from nodes.common import endpoint_errors, latest_exchange, run_context
+from state.context import EngramContext
+from state.graph_state import EngramState
+
+CONTEXT_CHARS = 300  # of the previous assistant reply, to resolve "yes, that one"
+
+
+def make_recall(resources: Resources) -> Callable[..., Awaitable[dict[str, Any]]]:
+    async def recall(state: EngramState, runtime: Runtime[EngramContext]) -> dict[str, Any]:
+        context = run_context(runtime)
+        messages = state.get("messages", [])
+        user_message = validate_user_message(messages, resources.settings.max_message_chars)
+        previous_reply = next(
+            (m for m in reversed(messages[:-1]) if isinstance(m, AIMessage)), None
+        )
+        query = user_message.text
+        if previous_reply is not None:
+            query = f"{previous_reply.text[-CONTEXT_CHARS:]}\n{query}"
+        top_k = context.top_k or resources.settings.top_k
+        store = await asyncio.to_thread(resources.store)
+        with endpoint_errors("embedding model", resources.settings.openai_base_url):
+            recalled = await asyncio.to_thread(store.search, context.user_id, query, top_k)
+        # Per-turn fields start empty; `facts` and `unextracted` carry over on purpose.
+        return {
+            "recalled": recalled,
+            "save": None,
+            "candidates": None,
+            "applied": [],
+            "rejected": [],
+            "memory_error": None,
+        }
+
+    return recall
+
+
+def validate_user_message(messages: list[Any], max_chars: int) -> HumanMessage:
+    """The turn's user message, or a clear error for a missing, empty or oversized one."""
+    if not messages or not isinstance(messages[-1], HumanMessage):
+        raise InvalidInputError("a turn must end with a user message")
+    user_message, _ = latest_exchange(messages)
+    assert user_message is not None
+    text = user_message.text
+    if not text.strip():
+        raise InvalidInputError("the user message is empty")
+    if len(text) > max_chars:
+        raise InvalidInputError(
+            f"the user message is {len(text)} characters; the limit is {max_chars} "
+            "(ENGRAM_MAX_MESSAGE_CHARS)"
+        )
+    return user_message

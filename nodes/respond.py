@@ -1,0 +1,62 @@
+"""respond: the chat model answers from a bounded window of recent messages plus the
+recalled memories. The prompt never grows with the length of the conversation."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+from langchain_core.messages import AnyMessage, BaseMessage, SystemMessage, trim_messages
+from langgraph.runtime import Runtime
+
+from engram.resources import Resources
+from nodes.common import endpoint_errors, render_memories, run_context
+from state.context import EngramContext
+from state.contracts import MemoryRecord
+from state.graph_state import EngramState
+
+SYSTEM_PROMPT = """You are a helpful assistant with long-term memory of this user.
+Today is {today}. What you remember about the user (with the date they told you):
+{memories}
+Use these memories when they help; do not list them unprompted. If a memory seems outdated,
+ask. Never claim to remember things that are not listed here or in the conversation."""
+
+
+def make_respond(resources: Resources) -> Callable[..., Awaitable[dict[str, Any]]]:
+    async def respond(state: EngramState, runtime: Runtime[EngramContext]) -> dict[str, Any]:
+        context = run_context(runtime)
+        settings = resources.settings
+        chat = resources.chat_model(context.chat_model)
+        prompt = build_prompt(
+            state.get("messages", []),
+            state.get("recalled", []),
+            window=settings.history_window,
+            max_chars=settings.max_message_chars,
+        )
+        with endpoint_errors("chat model", settings.openai_base_url):
+            reply = await chat.ainvoke(prompt)
+        return {"messages": [reply]}
+
+    return respond
+
+
+def build_prompt(
+    messages: Sequence[AnyMessage],
+    memories: Sequence[MemoryRecord],
+    *,
+    window: int,
+    max_chars: int,
+) -> list[BaseMessage]:
+    """System prompt with memories + the last `window` messages, each cut to `max_chars`."""
+    recent = trim_messages(
+        list(messages), max_tokens=window, token_counter=len, strategy="last", start_on="human"
+    )
+    bounded = [
+        m if len(m.text) <= max_chars else m.model_copy(update={"content": m.text[:max_chars]})
+        for m in recent
+    ]
+    system = SYSTEM_PROMPT.format(
+        today=datetime.now(UTC).date().isoformat(), memories=render_memories(memories)
+    )
+    return [SystemMessage(system), *bounded]

@@ -1,0 +1,55 @@
+"""retrieve_similar: for each fact, the nearest active memories of the same user, merged.
+
+They are shown to the maintain step as small integers (the candidates' `ref`), never as
+point ids, and they are the only memories this turn may change.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from langgraph.runtime import Runtime
+
+from engram.errors import EndpointError
+from engram.resources import Resources
+from memory.store import MemoryStore
+from nodes.common import endpoint_errors, run_context
+from state.context import EngramContext
+from state.contracts import Candidate, MemoryRecord
+from state.graph_state import EngramState
+
+PER_FACT = 3
+MAX_CANDIDATES = 15
+
+
+def make_retrieve_similar(resources: Resources) -> Callable[..., Awaitable[dict[str, Any]]]:
+    async def retrieve_similar(
+        state: EngramState, runtime: Runtime[EngramContext]
+    ) -> dict[str, Any]:
+        user_id = run_context(runtime).user_id
+        texts = [fact.text for fact in state.get("facts", [])]
+        try:
+            store = await asyncio.to_thread(resources.store)
+            with endpoint_errors("embedding model", resources.settings.openai_base_url):
+                nearest = await asyncio.to_thread(similar_memories, store, user_id, texts)
+        except EndpointError as error:
+            # candidates stay None ("not retrieved"): maintain keeps the facts for later.
+            message = f"retrieve_similar failed: {error}"
+            return {"memory_error": "; ".join(filter(None, [state.get("memory_error"), message]))}
+        return {"candidates": [Candidate(ref=i, memory=m) for i, m in enumerate(nearest, 1)]}
+
+    return retrieve_similar
+
+
+def similar_memories(store: MemoryStore, user_id: str, texts: list[str]) -> list[MemoryRecord]:
+    """Nearest memories per text, merged by id keeping the best score, best first."""
+    best: dict[str, MemoryRecord] = {}
+    for text in texts:
+        for record in store.search(user_id, text, k=PER_FACT):
+            kept = best.get(record.id)
+            if kept is None or (record.score or 0) > (kept.score or 0):
+                best[record.id] = record
+    ranked = sorted(best.values(), key=lambda r: r.score or 0, reverse=True)
+    return ranked[:MAX_CANDIDATES]

@@ -1,0 +1,34 @@
+"""Run context: who the turn is for and per-run knobs. The LLM never chooses the user."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, Field, field_validator
+
+MAX_USER_ID_CHARS = 256
+
+
+class EngramContext(BaseModel):
+    """Passed as `context=` to every run; validated by LangGraph before any node runs."""
+
+    user_id: str = Field(description="Whose memories this run reads and writes.")
+    chat_model: str | None = Field(default=None, description="Overrides ENGRAM_CHAT_MODEL.")
+    memory_model: str | None = Field(default=None, description="Overrides ENGRAM_MEMORY_MODEL.")
+    top_k: int | None = Field(default=None, ge=1, le=50, description="Memories recalled.")
+    save_policy: Literal["auto", "always", "never"] = Field(
+        default="auto",
+        description="auto: an LLM decides; always: extract every turn; never: read-only.",
+    )
+
+    @field_validator("user_id")
+    @classmethod
+    def _valid_user_id(cls, value: str) -> str:
+        value = value.strip()
+        if not value:
+            raise ValueError("user_id must not be blank")
+        if len(value) > MAX_USER_ID_CHARS:
+            raise ValueError(f"user_id must be at most {MAX_USER_ID_CHARS} characters")
+        if any(not ch.isprintable() for ch in value):
+            raise ValueError("user_id must not contain control characters")
+        return value

@@ -1,0 +1,108 @@
+"""Pydantic contracts: what the LLM returns, what the store keeps, what a turn reports."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Literal
+
+from pydantic import BaseModel, Field
+
+MemoryStatus = Literal["active", "superseded", "deleted"]
+OpName = Literal["ADD", "UPDATE", "DELETE", "NOOP"]
+EventName = Literal["ADD", "UPDATE", "DELETE", "RESTORE", "SUPERSEDED", "IMPORT"]
+
+
+class Fact(BaseModel):
+    """An atomic, self-contained statement about the user (DSPy extract output item)."""
+
+    text: str
+    category: str
+
+
+class ObservedFact(Fact):
+    """A fact with the provenance it needs until it is applied to the store."""
+
+    observed_at: datetime
+    thread_id: str | None = None
+    message_ids: list[str] = Field(default_factory=list)
+
+
+class MemoryOp(BaseModel):
+    """One operation decided by the maintain step (DSPy maintain output item).
+
+    `id` is the small integer the LLM was shown for an existing memory, never a point id.
+    """
+
+    op: OpName
+    id: int | None = None
+    text: str | None = None
+    category: str | None = None
+
+
+class Source(BaseModel):
+    """Where a memory version (or a change to it) came from."""
+
+    thread_id: str | None = None
+    message_ids: list[str] = Field(default_factory=list)
+    actor: str = "chat"
+
+
+class MemoryEvent(BaseModel):
+    """One entry of a version's audit trail: what happened, when, and what caused it."""
+
+    op: EventName
+    at: datetime
+    source: Source = Field(default_factory=Source)
+    detail: str | None = None
+
+
+class MemoryRecord(BaseModel):
+    """One stored version of a memory, as the store returns it."""
+
+    id: str
+    user_id: str
+    text: str
+    category: str
+    status: MemoryStatus
+    created_at: datetime
+    updated_at: datetime
+    observed_at: datetime
+    supersedes: str | None = None
+    superseded_by: str | None = None
+    source: Source = Field(default_factory=Source)
+    lineage_id: str
+    events: list[MemoryEvent] = Field(default_factory=list)
+    score: float | None = None
+
+
+class Candidate(BaseModel):
+    """An existing memory shown to the maintain step under a small integer `ref`."""
+
+    ref: int
+    memory: MemoryRecord
+
+
+class AppliedOp(BaseModel):
+    """An operation that reached the store, with what it did."""
+
+    op: OpName
+    ref: int | None = None
+    memory_id: str | None = None
+    text: str | None = None
+    result: str
+
+
+class RejectedOp(BaseModel):
+    """An operation (or fact) that was refused, with the reason; never silently dropped."""
+
+    op: str
+    ref: int | None = None
+    text: str | None = None
+    reason: str
+
+
+class Unextracted(BaseModel):
+    """A user message whose fact extraction failed; the next turn or a retry tries again."""
+
+    message_id: str
+    observed_at: datetime

@@ -1,0 +1,33 @@
+"""The graph's state: the conversation plus what the nodes hand each other in a turn."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from langchain_core.messages import AnyMessage
+from langgraph.graph.message import add_messages
+from typing_extensions import TypedDict
+
+from state.contracts import (
+    AppliedOp,
+    Candidate,
+    MemoryRecord,
+    ObservedFact,
+    RejectedOp,
+    Unextracted,
+)
+
+
+class EngramState(TypedDict, total=False):
+    """`facts` and `unextracted` outlive a turn on purpose: work the memory steps could not
+    finish is carried to the next turn (or `engram memories retry`) instead of being lost."""
+
+    messages: Annotated[list[AnyMessage], add_messages]
+    recalled: list[MemoryRecord]
+    save: bool | None
+    facts: list[ObservedFact]
+    unextracted: list[Unextracted]
+    candidates: list[Candidate] | None  # None: not retrieved this turn
+    applied: list[AppliedOp]
+    rejected: list[RejectedOp]
+    memory_error: str | None
