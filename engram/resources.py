@@ -34,8 +34,9 @@ def qdrant_client(settings: Settings) -> QdrantClient:
     with _lock:
         if key not in _clients:
             if settings.qdrant_url:
-                api_key = settings.qdrant_api_key.get_secret_value() if settings.qdrant_api_key \
-                    else None
+                api_key = (
+                    settings.qdrant_api_key.get_secret_value() if settings.qdrant_api_key else None
+                )
                 _clients[key] = QdrantClient(url=settings.qdrant_url, api_key=api_key)
             else:
                 settings.qdrant_path.mkdir(parents=True, exist_ok=True)
@@ -71,10 +72,10 @@ def build_embeddings(settings: Settings) -> Embeddings:
     return OpenAIEmbeddings(
         model=settings.resolved_embedding_model,
         dimensions=settings.resolved_embedding_dims,
-        api_key=api_key,  # type: ignore[arg-type]
-        base_url=base_url,
+        openai_api_key=api_key,
+        openai_api_base=base_url,
         check_embedding_ctx_length=False,  # avoids a tokenizer download
-        timeout=settings.llm_timeout,
+        request_timeout=settings.llm_timeout,
         max_retries=1,
     )
 
@@ -155,7 +156,7 @@ class Resources:
         api_key, base_url = self.settings.llm_credentials()
         return ChatOpenAI(
             model=name,
-            api_key=api_key,  # type: ignore[arg-type]
+            api_key=api_key,
             base_url=base_url,
             timeout=self.settings.llm_timeout,
             max_retries=1,

@@ -60,7 +60,9 @@ class Settings(BaseSettings):
     def resolved_embedding_model(self) -> str:
         if self.embedding_model:
             return self.embedding_model
-        return "text-embedding-3-small" if self.embeddings == "openai" else DEFAULT_LOCAL_EMBEDDING_MODEL
+        if self.embeddings == "openai":
+            return "text-embedding-3-small"
+        return DEFAULT_LOCAL_EMBEDDING_MODEL
 
     @property
     def resolved_embedding_dims(self) -> int | None:

@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterable, Iterator
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any, TextIO
 
 from langchain_core.embeddings import Embeddings
 from langchain_qdrant import QdrantVectorStore
@@ -35,6 +35,9 @@ from state.contracts import (
     RejectedOp,
     Source,
 )
+
+if TYPE_CHECKING:
+    from memory.transfer import ImportReport
 
 CONTENT_KEY = QdrantVectorStore.CONTENT_KEY
 METADATA_KEY = QdrantVectorStore.METADATA_KEY
@@ -135,8 +138,9 @@ class MemoryStore:
             if existing != self.dims:
                 raise EmbeddingDimensionError(
                     f"Collection '{self.collection}' stores {existing}-dimensional vectors, "
-                    f"but the embedding backend ({self.embedding_id}) makes {self.dims}-dimensional "
-                    "ones. Use the embedding settings the memories were written with "
+                    f"but the embedding backend ({self.embedding_id}) makes "
+                    f"{self.dims}-dimensional ones. Use the embedding settings the memories "
+                    "were written with "
                     "(ENGRAM_EMBEDDINGS, ENGRAM_EMBEDDING_MODEL, ENGRAM_EMBEDDING_DIMS), or set "
                     "ENGRAM_COLLECTION to a new collection and move memories with "
                     "`engram export` / `engram import` (which re-embeds)."
@@ -203,7 +207,9 @@ class MemoryStore:
         vector = self.embeddings.embed_query(query)  # outside the lock: may be a network call
         with self._read_lock():
             hits = self.vectors.similarity_search_with_score_by_vector(
-                vector, k=k + 2, filter=flt  # room for versions hidden by an interrupted update
+                vector,
+                k=k + 2,
+                filter=flt,  # room for versions hidden by an interrupted update
             )
             records = [
                 _record(str(doc.metadata["_id"]), doc.page_content, doc.metadata, score)
@@ -231,7 +237,7 @@ class MemoryStore:
         records = [_record_from_point(p) for p in points]
         return [r for r in records if r.user_id == user_id]
 
-    def list(
+    def memories(
         self, user_id: str, *, status: MemoryStatus | None = "active", category: str | None = None
     ) -> list[MemoryRecord]:
         """The user's memories (all pages, no cap), oldest first; `status=None` for all."""
@@ -300,8 +306,15 @@ class MemoryStore:
         """Add a memory; an exact duplicate of an active one is a no-op (idempotent)."""
         report = self.apply(
             user_id,
-            [PlannedOp("ADD", text=text, category=category, observed_at=observed_at,
-                       source=source or Source(actor="api"))],
+            [
+                PlannedOp(
+                    "ADD",
+                    text=text,
+                    category=category,
+                    observed_at=observed_at,
+                    source=source or Source(actor="api"),
+                )
+            ],
         )
         return _single(report)
 
@@ -316,8 +329,15 @@ class MemoryStore:
     ) -> AppliedOp:
         report = self.apply(
             user_id,
-            [PlannedOp("UPDATE", target_id=memory_id, text=text, category=category,
-                       source=source or Source(actor="api"))],
+            [
+                PlannedOp(
+                    "UPDATE",
+                    target_id=memory_id,
+                    text=text,
+                    category=category,
+                    source=source or Source(actor="api"),
+                )
+            ],
         )
         return _single(report)
 
@@ -361,50 +381,86 @@ class MemoryStore:
         head = self._head(user_id, op.target_id)
         if op.op == "DELETE":
             if head.status == "deleted":
-                return AppliedOp(op="DELETE", ref=op.ref, memory_id=head.id,
-                                 result="already deleted")
+                return AppliedOp(
+                    op="DELETE", ref=op.ref, memory_id=head.id, result="already deleted"
+                )
             self._set_status(head, "deleted", MemoryEvent(op="DELETE", at=at, source=op.source))
-            return AppliedOp(op="DELETE", ref=op.ref, memory_id=head.id, text=head.text,
-                             result="deleted")
+            return AppliedOp(
+                op="DELETE", ref=op.ref, memory_id=head.id, text=head.text, result="deleted"
+            )
         # UPDATE
         text = clean_memory_text(op.text)
         category = clean_category(op.category or head.category)
         if head.status == "deleted":
             # Deleted meanwhile by another turn: keep what the user just said as new.
             added = self._add(user_id, op, at)
-            return added.model_copy(update={"op": "UPDATE", "result": f"target was deleted; "
-                                            f"{added.result} as a new memory"})
+            return added.model_copy(
+                update={
+                    "op": "UPDATE",
+                    "result": f"target was deleted; {added.result} as a new memory",
+                }
+            )
         if text_hash(text) == text_hash(head.text) and category == head.category:
-            return AppliedOp(op="UPDATE", ref=op.ref, memory_id=head.id, text=head.text,
-                             result="unchanged")
+            return AppliedOp(
+                op="UPDATE", ref=op.ref, memory_id=head.id, text=head.text, result="unchanged"
+            )
         duplicate = self._active_duplicate(user_id, text)
         if duplicate is not None and duplicate.id != head.id:
-            self._set_status(head, "superseded",
-                             MemoryEvent(op="SUPERSEDED", at=at, source=op.source,
-                                         detail=f"merged into {duplicate.id}"),
-                             superseded_by=duplicate.id)
-            return AppliedOp(op="UPDATE", ref=op.ref, memory_id=duplicate.id, text=duplicate.text,
-                             result="merged into an existing memory")
+            self._set_status(
+                head,
+                "superseded",
+                MemoryEvent(
+                    op="SUPERSEDED", at=at, source=op.source, detail=f"merged into {duplicate.id}"
+                ),
+                superseded_by=duplicate.id,
+            )
+            return AppliedOp(
+                op="UPDATE",
+                ref=op.ref,
+                memory_id=duplicate.id,
+                text=duplicate.text,
+                result="merged into an existing memory",
+            )
         new_id = self._write_version(
-            user_id, text, category, at=at, operation="UPDATE", source=op.source,
-            observed_at=op.observed_at or at, lineage_id=head.lineage_id, supersedes=head.id,
+            user_id,
+            text,
+            category,
+            at=at,
+            operation="UPDATE",
+            source=op.source,
+            observed_at=op.observed_at or at,
+            lineage_id=head.lineage_id,
+            supersedes=head.id,
         )
         # Crash window: both versions are active until the next line; readers hide the old
         # one and the next write to it completes the change (_finish_interrupted_updates).
-        self._set_status(head, "superseded",
-                         MemoryEvent(op="SUPERSEDED", at=at, source=op.source),
-                         superseded_by=new_id)
+        self._set_status(
+            head,
+            "superseded",
+            MemoryEvent(op="SUPERSEDED", at=at, source=op.source),
+            superseded_by=new_id,
+        )
         return AppliedOp(op="UPDATE", ref=op.ref, memory_id=new_id, text=text, result="updated")
 
     def _add(self, user_id: str, op: PlannedOp, at: datetime) -> AppliedOp:
         text = clean_memory_text(op.text)
         duplicate = self._active_duplicate(user_id, text)
         if duplicate is not None:
-            return AppliedOp(op="ADD", ref=op.ref, memory_id=duplicate.id, text=duplicate.text,
-                             result="duplicate of an existing memory")
+            return AppliedOp(
+                op="ADD",
+                ref=op.ref,
+                memory_id=duplicate.id,
+                text=duplicate.text,
+                result="duplicate of an existing memory",
+            )
         new_id = self._write_version(
-            user_id, text, clean_category(op.category), at=at, operation="ADD",
-            source=op.source, observed_at=op.observed_at or at,
+            user_id,
+            text,
+            clean_category(op.category),
+            at=at,
+            operation="ADD",
+            source=op.source,
+            observed_at=op.observed_at or at,
         )
         return AppliedOp(op="ADD", ref=op.ref, memory_id=new_id, text=text, result="added")
 
@@ -419,19 +475,31 @@ class MemoryStore:
             event = MemoryEvent(op="RESTORE", at=at, source=source)
             if version.id == head.id:
                 if head.status == "active":
-                    return AppliedOp(op="NOOP", memory_id=head.id, text=head.text,
-                                     result="already active")
+                    return AppliedOp(
+                        op="NOOP", memory_id=head.id, text=head.text, result="already active"
+                    )
                 self._set_status(head, "active", event)
                 return AppliedOp(op="ADD", memory_id=head.id, text=head.text, result="restored")
             new_id = self._write_version(
-                user_id, version.text, version.category, at=at, operation="RESTORE",
-                source=source, observed_at=version.observed_at, lineage_id=version.lineage_id,
-                supersedes=head.id, detail=f"restored from {version.id}",
+                user_id,
+                version.text,
+                version.category,
+                at=at,
+                operation="RESTORE",
+                source=source,
+                observed_at=version.observed_at,
+                lineage_id=version.lineage_id,
+                supersedes=head.id,
+                detail=f"restored from {version.id}",
             )
-            self._set_status(head, "superseded",
-                             MemoryEvent(op="SUPERSEDED", at=at, source=source,
-                                         detail=f"restore of {version.id}"),
-                             superseded_by=new_id)
+            self._set_status(
+                head,
+                "superseded",
+                MemoryEvent(
+                    op="SUPERSEDED", at=at, source=source, detail=f"restore of {version.id}"
+                ),
+                superseded_by=new_id,
+            )
             return AppliedOp(op="ADD", memory_id=new_id, text=version.text, result="restored")
 
     def forget(self, user_id: str) -> int:
@@ -466,19 +534,26 @@ class MemoryStore:
 
     def _active_duplicate(self, user_id: str, text: str) -> MemoryRecord | None:
         flt = self._filter(user_id, status="active", text_hash=text_hash(text))
-        points, _ = self.client.scroll(self.collection, scroll_filter=flt, limit=1,
-                                       with_payload=True)
+        points, _ = self.client.scroll(
+            self.collection, scroll_filter=flt, limit=1, with_payload=True
+        )
         return _record_from_point(points[0]) if points else None
 
     def _finish_interrupted_updates(self, user_id: str, ids: list[str]) -> None:
         heads = [r.id for r in self._get_many(user_id, ids)]
         for old_id, new_id in self._interrupted_updates(user_id, heads).items():
             old = self._get(user_id, old_id)
-            self._set_status(old, "superseded",
-                             MemoryEvent(op="SUPERSEDED", at=now_utc(),
-                                         source=Source(actor="repair"),
-                                         detail="completed an interrupted update"),
-                             superseded_by=new_id)
+            self._set_status(
+                old,
+                "superseded",
+                MemoryEvent(
+                    op="SUPERSEDED",
+                    at=now_utc(),
+                    source=Source(actor="repair"),
+                    detail="completed an interrupted update",
+                ),
+                superseded_by=new_id,
+            )
 
     def _write_version(
         self,
@@ -496,9 +571,17 @@ class MemoryStore:
     ) -> str:
         new_id = str(uuid.uuid4())
         record = MemoryRecord(
-            id=new_id, user_id=user_id, text=text, category=category, status="active",
-            created_at=at, updated_at=at, observed_at=observed_at, supersedes=supersedes,
-            source=source, lineage_id=lineage_id or new_id,
+            id=new_id,
+            user_id=user_id,
+            text=text,
+            category=category,
+            status="active",
+            created_at=at,
+            updated_at=at,
+            observed_at=observed_at,
+            supersedes=supersedes,
+            source=source,
+            lineage_id=lineage_id or new_id,
             events=[MemoryEvent(op=operation, at=at, source=source, detail=detail)],
         )
         self.vectors.add_texts([text], metadatas=[_metadata(record)], ids=[new_id])
@@ -520,11 +603,31 @@ class MemoryStore:
             }
         )
         self.client.set_payload(
-            self.collection, payload={METADATA_KEY: _metadata(changed)}, points=[record.id],
+            self.collection,
+            payload={METADATA_KEY: _metadata(changed)},
+            points=[record.id],
             wait=True,
         )
 
     # -- export / import -----------------------------------------------------------------
+
+    def export_jsonl(self, user_id: str, out: TextIO) -> int:
+        """Write the user's memories (every version) as JSON Lines; see memory.transfer."""
+        from memory.transfer import export_jsonl
+
+        return export_jsonl(self, user_id, out)
+
+    def import_jsonl(
+        self,
+        lines: Iterable[str],
+        *,
+        as_user: str | None = None,
+        on_progress: Callable[[int, int], None] | None = None,
+    ) -> ImportReport:
+        """Import an export (all or nothing), re-embedding when the model differs."""
+        from memory.transfer import import_jsonl
+
+        return import_jsonl(self, lines, as_user=as_user, on_progress=on_progress)
 
     def export_records(self, user_id: str) -> Iterator[tuple[MemoryRecord, list[float]]]:
         """Every version of every memory of the user, with its vector, oldest first."""
@@ -551,8 +654,9 @@ class MemoryStore:
         ids = [record.id for record, _ in records]
         with self._read_lock():
             existing = self.client.retrieve(self.collection, ids=ids, with_payload=True)
-        owners = {str(p.id): (p.payload or {}).get(METADATA_KEY, {}).get("user_id")
-                  for p in existing}
+        owners = {
+            str(p.id): (p.payload or {}).get(METADATA_KEY, {}).get("user_id") for p in existing
+        }
         clash = [i for i, owner in owners.items() if owner not in user_ids]
         if clash:
             raise InvalidInputError(
@@ -564,14 +668,15 @@ class MemoryStore:
             batch = records[start : start + embed_batch]
             missing = [r.text for r, v in batch if v is None or len(v) != self.dims]
             embedded = iter(self.embeddings.embed_documents(missing)) if missing else iter(())
-            for _record_, vector in batch:
+            for _, vector in batch:
                 usable = vector is not None and len(vector) == self.dims
                 vectors.append(vector if usable and vector is not None else next(embedded))
             if on_progress:
                 on_progress(len(batch))
         points = [
             models.PointStruct(
-                id=record.id, vector=vector,
+                id=record.id,
+                vector=vector,
                 payload={CONTENT_KEY: record.text, METADATA_KEY: _metadata(record)},
             )
             for (record, _), vector in zip(records, vectors, strict=True)
@@ -585,8 +690,11 @@ class MemoryStore:
                 self.client.upsert(self.collection, points[start : start + 256], wait=True)
         except Exception:
             if fresh:  # roll back what this import created; nothing half-imported
-                self.client.delete(self.collection, points_selector=models.PointIdsList(
-                    points=list(fresh)), wait=True)
+                self.client.delete(
+                    self.collection,
+                    points_selector=models.PointIdsList(points=list(fresh)),
+                    wait=True,
+                )
             raise
         finally:
             for lock in reversed(locks):
@@ -633,8 +741,9 @@ def _metadata(record: MemoryRecord) -> dict[str, Any]:
     return data
 
 
-def _record(point_id: str, text: str, metadata: dict[str, Any], score: float | None = None
-            ) -> MemoryRecord:
+def _record(
+    point_id: str, text: str, metadata: dict[str, Any], score: float | None = None
+) -> MemoryRecord:
     fields = {k: v for k, v in metadata.items() if k in MemoryRecord.model_fields}
     return MemoryRecord.model_validate({**fields, "id": point_id, "text": text, "score": score})
 

@@ -4,7 +4,7 @@ the answer, so the user never waits on it."""
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from typing import Any, Literal
+from typing import Any
 
 from langgraph.graph import END
 from langgraph.runtime import Runtime
@@ -32,7 +32,7 @@ def make_decide_save(
                 program,
                 resources.memory_lm(context.memory_model),
                 attempts=settings.llm_attempts,
-                timeout=settings.llm_timeout,
+                seconds=settings.llm_timeout,
                 known_memories=render_memories(state.get("recalled", [])),
                 user_message=user_message.text if user_message else "",
                 assistant_message=reply.text if reply else "",
@@ -45,9 +45,7 @@ def make_decide_save(
     return decide_save
 
 
-def route_after_decide(
-    state: EngramState, runtime: Runtime[EngramContext]
-) -> Literal["extract", "__end__"]:
+def route_after_decide(state: EngramState, runtime: Runtime[EngramContext]) -> str:
     """Extract when there is something to save, or unfinished work from earlier turns."""
     if run_context(runtime).save_policy == "never":
         return END

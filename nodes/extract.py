@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Awaitable, Callable
-from typing import Any, Literal
+from typing import Any
 
 from langchain_core.runnables import RunnableConfig
 from langgraph.graph import END
@@ -26,9 +26,9 @@ from state.graph_state import EngramState
 
 _STOPWORDS = frozenset(
     "the and for are was were has have had with that this from they them their there about "
-    "user users user's you your yours not but can will would could should into also very "
-    "just like likes liked been being than then what when where which who whom how does did "
-    "its it's our ours she her his him he".split()
+    "user users you your yours not but can will would could should into also very just like "
+    "likes liked been being than then what when where which who whom how does did its our "
+    "ours she her his him".split()
 )
 
 
@@ -62,7 +62,7 @@ def make_extract(
                     program,
                     resources.memory_lm(context.memory_model),
                     attempts=settings.llm_attempts,
-                    timeout=settings.llm_timeout,
+                    seconds=settings.llm_timeout,
                     user_message=user_message.text,
                     assistant_context=assistant_text,
                     message_time=item.observed_at.isoformat(),
@@ -76,17 +76,21 @@ def make_extract(
                 if not text:
                     rejected.append(RejectedOp(op="FACT", text=fact.text, reason="empty fact"))
                 elif not grounded_in_user(text, user_message.text, assistant_text):
-                    rejected.append(RejectedOp(
-                        op="FACT", text=text, reason="stated by the assistant, not the user"
-                    ))
+                    rejected.append(
+                        RejectedOp(
+                            op="FACT", text=text, reason="stated by the assistant, not the user"
+                        )
+                    )
                 else:
-                    new_facts.append(ObservedFact(
-                        text=text,
-                        category=clean_category(fact.category),
-                        observed_at=item.observed_at,
-                        thread_id=thread_id,
-                        message_ids=[m.id for m in (user_message, reply) if m and m.id],
-                    ))
+                    new_facts.append(
+                        ObservedFact(
+                            text=text,
+                            category=clean_category(fact.category),
+                            observed_at=item.observed_at,
+                            thread_id=thread_id,
+                            message_ids=[m.id for m in (user_message, reply) if m and m.id],
+                        )
+                    )
         facts = {normalize_text(f.text): f for f in [*state.get("facts", []), *new_facts]}
         update: dict[str, Any] = {
             "facts": list(facts.values()),
@@ -100,7 +104,7 @@ def make_extract(
     return extract
 
 
-def route_after_extract(state: EngramState) -> Literal["retrieve_similar", "__end__"]:
+def route_after_extract(state: EngramState) -> str:
     return "retrieve_similar" if state.get("facts") else END
 
 

@@ -45,7 +45,7 @@ def make_maintain(
                 program,
                 resources.memory_lm(context.memory_model),
                 attempts=settings.llm_attempts,
-                timeout=settings.llm_timeout,
+                seconds=settings.llm_timeout,
                 new_facts="\n".join(f"- {f.text} ({f.category})" for f in facts),
                 existing_memories=render_memories([c.memory for c in candidates], numbered=True),
                 today=datetime.now(UTC).date().isoformat(),
@@ -110,20 +110,28 @@ def plan_operations(
             continue
         fact = _matching_fact(op.text, facts)
         target = by_ref[op.id] if op.op != "ADD" and op.id is not None else None
-        planned.append(PlannedOp(
-            op=op.op,
-            ref=op.id if target else None,
-            target_id=target.id if target else None,
-            text=op.text,
-            category=op.category or (fact.category if fact else None),
-            observed_at=fact.observed_at if fact else None,
-            source=_source(facts, fact),
-        ))
-    if any(p.op == "DELETE" for p in planned) and not any(p.op in ("ADD", "UPDATE")
-                                                           for p in planned):
+        planned.append(
+            PlannedOp(
+                op=op.op,
+                ref=op.id if target else None,
+                target_id=target.id if target else None,
+                text=op.text,
+                category=op.category or (fact.category if fact else None),
+                observed_at=fact.observed_at if fact else None,
+                source=_source(facts, fact),
+            )
+        )
+    if any(p.op == "DELETE" for p in planned) and not any(
+        p.op in ("ADD", "UPDATE") for p in planned
+    ):
         planned += [
-            PlannedOp(op="ADD", text=f.text, category=f.category, observed_at=f.observed_at,
-                      source=_source(facts, f))
+            PlannedOp(
+                op="ADD",
+                text=f.text,
+                category=f.category,
+                observed_at=f.observed_at,
+                source=_source(facts, f),
+            )
             for f in facts
         ]
     return planned, rejected

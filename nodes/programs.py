@@ -109,10 +109,10 @@ async def run_program(
     lm: dspy.BaseLM,
     *,
     attempts: int,
-    timeout: float,
+    seconds: float,
     **inputs: Any,
 ) -> dspy.Prediction:
-    """Call a memory program with bounded retries and a timeout per attempt.
+    """Call a memory program with bounded retries and a timeout (`seconds`) per attempt.
 
     Malformed output, endpoint errors and timeouts are retried `attempts` times in all,
     then raised as one `MemoryStepError` naming the step and the last cause.
@@ -121,11 +121,10 @@ async def run_program(
     for attempt in range(1, attempts + 1):
         try:
             with dspy.context(lm=lm):
-                return await asyncio.wait_for(program.acall(**inputs), timeout)
+                return await asyncio.wait_for(program.acall(**inputs), seconds)
         except Exception as error:  # any provider or parse failure is retried, then reported
             last = error
-            log.warning("%s attempt %d/%d failed: %s", step, attempt, attempts,
-                        _one_line(error))
+            log.warning("%s attempt %d/%d failed: %s", step, attempt, attempts, _one_line(error))
     raise MemoryStepError(f"{step} failed after {attempts} attempt(s): {_one_line(last)}")
 
 

@@ -27,7 +27,7 @@ def make_recall(resources: Resources) -> Callable[..., Awaitable[dict[str, Any]]
         previous_reply = next(
             (m for m in reversed(messages[:-1]) if isinstance(m, AIMessage)), None
         )
-        query = user_message.text
+        query = str(user_message.text)
         if previous_reply is not None:
             query = f"{previous_reply.text[-CONTEXT_CHARS:]}\n{query}"
         top_k = context.top_k or resources.settings.top_k

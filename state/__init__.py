@@ -20,7 +20,14 @@ from state.graph_state import EngramState
 
 # Types that appear in checkpoints of the graph state (see graph.checkpoint_serde).
 CHECKPOINT_TYPES = (
-    AppliedOp, Candidate, MemoryEvent, MemoryRecord, ObservedFact, RejectedOp, Source, Unextracted
+    AppliedOp,
+    Candidate,
+    MemoryEvent,
+    MemoryRecord,
+    ObservedFact,
+    RejectedOp,
+    Source,
+    Unextracted,
 )
 
 __all__ = [

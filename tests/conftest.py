@@ -33,7 +33,10 @@ from memory.store import MemoryStore
 dspy.configure_cache(enable_disk_cache=False, enable_memory_cache=False)
 
 ENV_VARS = [
-    "OPENAI_API_KEY", "OPENAI_BASE_URL", "QDRANT_URL", "QDRANT_API_KEY",
+    "OPENAI_API_KEY",
+    "OPENAI_BASE_URL",
+    "QDRANT_URL",
+    "QDRANT_API_KEY",
     *[k for k in os.environ if k.startswith("ENGRAM_")],
 ]
 
@@ -58,8 +61,9 @@ def local_embeddings() -> Embeddings:
 
 @pytest.fixture
 def store(local_embeddings: Embeddings) -> MemoryStore:
-    return MemoryStore(QdrantClient(":memory:"), local_embeddings, dims=384,
-                       embedding_id="local:all-MiniLM-L6-v2")
+    return MemoryStore(
+        QdrantClient(":memory:"), local_embeddings, dims=384, embedding_id="local:all-MiniLM-L6-v2"
+    )
 
 
 def lm_answers(*answers: dict[str, Any]) -> list[dict[str, str]]:
