@@ -1,0 +1,315 @@
+"""Whole turns through the compiled graph with scripted LMs: every branch of design §2 and
+the bad outputs real models produce."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from langchain_core.messages import AIMessage, HumanMessage
+from pydantic import ValidationError
+
+from engram.errors import InvalidInputError
+from engram.settings import Settings
+from memory.store import MemoryStore
+from nodes.retrieve_similar import similar_memories
+from tests.conftest import facts, make_graph, ops, save, scripted_lm, turn
+
+
+def texts(store: MemoryStore, user_id: str = "alice") -> list[str]:
+    return [m.text for m in store.memories(user_id)]
+
+
+async def test_no_save_ends_after_decide(store: MemoryStore) -> None:
+    lm = scripted_lm(save(False))
+    result = await turn(make_graph(store, lm, ["Hi there!"]), "hello!")
+    assert result["save"] is False
+    assert isinstance(result["messages"][-1], AIMessage)
+    assert result["messages"][-1].text == "Hi there!"
+    assert result["applied"] == [] and result.get("facts", []) == []
+    assert len(lm.history) == 1  # only decide_save ran
+    assert store.count("alice") == 0
+
+
+async def test_save_with_no_facts_ends_after_extract(store: MemoryStore) -> None:
+    lm = scripted_lm(save(), {"facts": []})
+    result = await turn(make_graph(store, lm), "I had a long day")
+    assert result["save"] is True and result["facts"] == []
+    assert result["candidates"] is None  # retrieve_similar did not run
+    assert len(lm.history) == 2 and store.count("alice") == 0
+
+
+async def test_add_records_provenance(store: MemoryStore) -> None:
+    lm = scripted_lm(
+        save(),
+        facts(("User's sister is called Mia", "relationships")),
+        ops({"op": "ADD", "text": "User's sister is called Mia", "category": "relationships"}),
+    )
+    graph = make_graph(store, lm)
+    result = await graph.ainvoke(
+        {
+            "messages": [
+                HumanMessage(
+                    "My sister is called Mia",
+                    additional_kwargs={"sent_at": "2026-01-05T10:00:00+00:00"},
+                )
+            ]
+        },
+        config={"configurable": {"thread_id": "t-42"}},
+        context={"user_id": "alice"},
+    )
+    assert [a.result for a in result["applied"]] == ["added"]
+    memory = store.get("alice", result["applied"][0].memory_id)
+    assert memory.category == "relationships"
+    assert memory.observed_at.isoformat() == "2026-01-05T10:00:00+00:00"
+    assert memory.created_at > memory.observed_at
+    assert memory.source.thread_id == "t-42"
+    human, reply = result["messages"][-2:]
+    assert memory.source.message_ids == [human.id, reply.id]
+    assert result["facts"] == []  # applied facts are no longer pending
+
+
+async def test_update_delete_and_noop_in_one_call(store: MemoryStore) -> None:
+    store.add("alice", "User lives in Paris", "location")
+    store.add("alice", "User owns a red bike", "personal")
+    store.add("alice", "User likes jazz", "preferences")
+    new_facts = [
+        ("User moved to Berlin", "location"),
+        ("User sold the bike", "personal"),
+        ("User likes jazz", "preferences"),
+    ]
+    # The order the candidates will be shown in decides the small ids the LLM uses.
+    shown = similar_memories(store, "alice", [text for text, _ in new_facts])
+    ref = {m.text: i for i, m in enumerate(shown, start=1)}
+    lm = scripted_lm(
+        save(),
+        facts(*new_facts),
+        ops(
+            {"op": "UPDATE", "id": ref["User lives in Paris"], "text": "User lives in Berlin"},
+            {"op": "DELETE", "id": ref["User owns a red bike"]},
+            {"op": "NOOP", "id": ref["User likes jazz"]},
+        ),
+    )
+    graph = make_graph(store, lm)
+    result = await turn(graph, "I moved to Berlin and sold my bike. Still love jazz.")
+    assert sorted(a.result for a in result["applied"]) == ["deleted", "updated"]
+    assert result["rejected"] == []
+    assert sorted(texts(store)) == ["User likes jazz", "User lives in Berlin"]
+    deleted = store.memories("alice", status="deleted")
+    assert [m.text for m in deleted] == ["User owns a red bike"]
+
+
+@pytest.mark.parametrize(
+    ("bad_op", "reason"),
+    [
+        (
+            {"op": "UPDATE", "id": 7, "text": "User lives on Mars"},
+            "unknown id 7: this turn showed ids 1-1",
+        ),
+        ({"op": "DELETE", "id": 0}, "unknown id 0"),
+        ({"op": "DELETE", "id": -3}, "unknown id -3"),
+        ({"op": "UPDATE", "id": None, "text": "x"}, "UPDATE without an id"),
+        ({"op": "UPDATE", "id": 1, "text": "  "}, "UPDATE with empty text"),
+        ({"op": "ADD", "text": ""}, "ADD with empty text"),
+    ],
+)
+async def test_invalid_operations_are_rejected_and_reported(
+    store: MemoryStore, bad_op: dict[str, Any], reason: str
+) -> None:
+    store.add("alice", "User lives in Paris", "location")
+    lm = scripted_lm(save(), facts(("User lives in Lyon", "location")), ops(bad_op))
+    result = await turn(make_graph(store, lm), "I live in Lyon now")
+    assert result["applied"] == []
+    assert len(result["rejected"]) == 1
+    assert result["rejected"][0].reason.startswith(reason)
+    assert texts(store) == ["User lives in Paris"]
+
+
+async def test_same_id_twice_in_one_call_is_rejected_the_second_time(store: MemoryStore) -> None:
+    store.add("alice", "User lives in Paris", "location")
+    lm = scripted_lm(
+        save(),
+        facts(("User lives in Lyon", "location")),
+        ops({"op": "UPDATE", "id": 1, "text": "User lives in Lyon"}, {"op": "DELETE", "id": 1}),
+    )
+    result = await turn(make_graph(store, lm), "I live in Lyon now")
+    assert [a.result for a in result["applied"]] == ["updated"]
+    assert "already changed" in result["rejected"][0].reason
+    assert texts(store) == ["User lives in Lyon"]
+
+
+async def test_delete_without_add_still_keeps_the_new_fact(store: MemoryStore) -> None:
+    store.add("alice", "User lives in Paris", "location")
+    lm = scripted_lm(
+        save(), facts(("User moved to Berlin", "location")), ops({"op": "DELETE", "id": 1})
+    )
+    result = await turn(make_graph(store, lm), "I moved to Berlin")
+    assert sorted(a.result for a in result["applied"]) == ["added", "deleted"]
+    assert texts(store) == ["User moved to Berlin"]
+
+
+async def test_delete_everything_is_bounded_to_this_turns_candidates(
+    store: MemoryStore,
+) -> None:
+    for index in range(12):
+        store.add("alice", f"User collects stamps from country number {index}", "preferences")
+    store.add("alice", "User is a nurse", "work")
+    lm = scripted_lm(
+        save(),
+        facts(("User wants all stamp memories gone", "preferences")),
+        ops(*[{"op": "DELETE", "id": i} for i in range(1, 40)]),
+    )
+    result = await turn(make_graph(store, lm), "Delete everything you know about me!")
+    shown = len(result["candidates"])
+    assert shown == 3  # PER_FACT nearest memories of the single fact
+    deleted = [a for a in result["applied"] if a.op == "DELETE"]
+    assert len(deleted) == shown
+    assert len([r for r in result["rejected"] if "unknown id" in r.reason]) == 39 - shown
+    assert store.count("alice", status="active") >= 13 - shown  # the rest survives
+    assert "User is a nurse" in texts(store)
+
+
+async def test_other_users_memories_are_never_recalled_nor_touched(store: MemoryStore) -> None:
+    bob = store.add("bob", "User lives in Paris", "location")
+    lm = scripted_lm(
+        save(),
+        facts(("User lives in Paris", "location")),
+        # The model tries Bob's real point id and a guess; neither can reach his memory.
+        {"reasoning": "x", "operations": f'[{{"op": "DELETE", "id": "{bob.memory_id}"}}]'},
+        {"reasoning": "x", "operations": f'[{{"op": "DELETE", "id": "{bob.memory_id}"}}]'},
+    )
+    result = await turn(make_graph(store, lm), "Where do I live? I live in Paris.")
+    assert result["recalled"] == [] and result["candidates"] == []
+    assert result["memory_error"] and "maintain failed" in result["memory_error"]
+    assert store.get("bob", bob.memory_id or "").status == "active"
+    assert texts(store, "bob") == ["User lives in Paris"]
+    assert store.count("alice") == 0
+
+
+async def test_assistant_statements_never_become_user_facts(store: MemoryStore) -> None:
+    lm = scripted_lm(
+        save(),
+        facts(("User lives in Lisbon", "location"), ("User has a dog named Rex", "personal")),
+        ops({"op": "ADD", "text": "User has a dog named Rex", "category": "personal"}),
+    )
+    graph = make_graph(store, lm, ["You live in Lisbon, right? Lisbon is lovely."])
+    result = await turn(graph, "My dog is called Rex.")
+    assert [r.reason for r in result["rejected"]] == ["stated by the assistant, not the user"]
+    assert [f.text for f in result["facts"]] == []
+    assert texts(store) == ["User has a dog named Rex"]
+    maintain_prompt = lm.history[-1]["messages"][-1]["content"]
+    assert "Lisbon" not in maintain_prompt
+
+
+async def test_malformed_extract_output_is_retried_then_kept_for_next_turn(
+    store: MemoryStore,
+) -> None:
+    lm = scripted_lm(
+        save(),
+        {"facts": "this is not json"},
+        {"facts": "still not json"},  # chat + JSON fallback
+        {"facts": "[{'text': broken"},
+        {"facts": "nope"},  # second attempt
+        # next turn: nothing new, but the failed message is extracted again
+        save(False),
+        facts(("User's favourite colour is teal", "preferences")),
+        ops({"op": "ADD", "text": "User's favourite colour is teal", "category": "preferences"}),
+    )
+    graph = make_graph(store, lm, settings=Settings(llm_attempts=2))
+    first = await turn(graph, "My favourite colour is teal")
+    assert first["messages"][-1].text == "Noted."  # the user still got the answer
+    assert "extract failed after 2 attempt(s)" in first["memory_error"]
+    assert [u.message_id for u in first["unextracted"]] == [first["messages"][-2].id]
+    assert store.count("alice") == 0
+
+    second = await turn(graph, "ok thanks")
+    assert second["memory_error"] is None and second["unextracted"] == []
+    assert texts(store) == ["User's favourite colour is teal"]
+    memory = store.memories("alice")[0]
+    assert memory.source.message_ids[0] == first["messages"][-2].id
+
+
+async def test_failing_maintain_keeps_facts_and_the_next_turn_applies_them(
+    store: MemoryStore,
+) -> None:
+    lm = scripted_lm(
+        save(),
+        facts(("User runs marathons", "preferences")),
+        {"reasoning": "x", "operations": "{not a list"},
+        {"operations": "nope"},
+        save(False),
+        ops({"op": "ADD", "text": "User runs marathons", "category": "preferences"}),
+    )
+    graph = make_graph(store, lm)
+    first = await turn(graph, "I run marathons")
+    assert "maintain failed after 1 attempt(s)" in first["memory_error"]
+    assert [f.text for f in first["facts"]] == ["User runs marathons"]
+    assert store.count("alice") == 0
+
+    second = await turn(graph, "what's the weather like?")
+    assert [a.result for a in second["applied"]] == ["added"]
+    assert second["facts"] == [] and texts(store) == ["User runs marathons"]
+
+
+async def test_endpoint_exception_in_decide_fails_open(store: MemoryStore) -> None:
+    class Boom(Exception):
+        pass
+
+    lm = scripted_lm(
+        facts(("User is learning Greek", "plans")),
+        ops({"op": "ADD", "text": "User is learning Greek", "category": "plans"}),
+    )
+    original = lm.acall
+
+    calls = {"n": 0}
+
+    async def flaky(*args: Any, **kwargs: Any) -> Any:
+        calls["n"] += 1
+        if calls["n"] == 1:
+            raise Boom("HTTP 503 from provider")
+        return await original(*args, **kwargs)
+
+    lm.acall = flaky  # type: ignore[method-assign]
+    result = await turn(make_graph(store, lm), "I'm learning Greek")
+    assert "decide_save failed" in result["memory_error"]
+    assert "Boom: HTTP 503" in result["memory_error"]
+    assert texts(store) == ["User is learning Greek"]
+
+
+@pytest.mark.parametrize("context", [{}, {"user_id": ""}, {"user_id": "   "}])
+async def test_missing_or_blank_user_id_is_refused(
+    store: MemoryStore, context: dict[str, Any]
+) -> None:
+    graph = make_graph(store, scripted_lm())
+    with pytest.raises(ValidationError, match="user_id"):
+        await graph.ainvoke(
+            {"messages": [("user", "hi")]},
+            config={"configurable": {"thread_id": "t"}},
+            context=context,
+        )
+    assert store.count("alice") == 0
+
+
+@pytest.mark.parametrize(
+    ("text", "error"),
+    [
+        ("", "the user message is empty"),
+        ("   \n", "the user message is empty"),
+        ("x" * 8001, "8001 characters; the limit is 8000"),
+    ],
+)
+async def test_empty_or_oversized_message_is_refused(
+    store: MemoryStore, text: str, error: str
+) -> None:
+    lm = scripted_lm(save(), facts(("x", "other")))
+    with pytest.raises(InvalidInputError, match=error):
+        await turn(make_graph(store, lm), text)
+    assert lm.history == [] and store.count("alice") == 0
+
+
+async def test_never_policy_is_read_only(store: MemoryStore) -> None:
+    store.add("alice", "User likes tea", "preferences")
+    lm = scripted_lm()
+    result = await turn(make_graph(store, lm), "I now prefer coffee", save_policy="never")
+    assert [m.text for m in result["recalled"]] == ["User likes tea"]
+    assert lm.history == [] and texts(store) == ["User likes tea"]

@@ -1,0 +1,225 @@
+"""The store's semantics (design §4): per-user isolation, versions, idempotent ADD,
+restore, forget without a cap, dimension checks, and surviving an interrupted update."""
+
+from __future__ import annotations
+
+import uuid
+import warnings
+
+import pytest
+from langchain_core.embeddings import DeterministicFakeEmbedding
+from qdrant_client import QdrantClient, models
+
+from engram.errors import EmbeddingDimensionError, InvalidInputError, MemoryNotFoundError
+from memory.store import METADATA_KEY, MemoryStore, PlannedOp, _metadata, now_utc
+from state.contracts import MemoryRecord, Source
+
+
+def test_search_is_semantic_and_per_user(store: MemoryStore) -> None:
+    store.add("alice", "User loves hiking in the Alps", "preferences")
+    store.add("alice", "User works as a tax accountant", "work")
+    store.add("alice", "User is allergic to peanuts", "health")
+    store.add("bob", "User enjoys mountain climbing and trekking", "preferences")
+
+    hits = store.search("alice", "what outdoor activities do I like?", k=1)
+    assert [h.text for h in hits] == ["User loves hiking in the Alps"]
+    assert hits[0].score is not None
+    assert all(h.user_id == "alice" for h in store.search("alice", "mountain trekking", k=10))
+    assert [h.text for h in store.search("carol", "hiking", k=5)] == []
+
+
+def test_add_of_exact_duplicate_is_idempotent(store: MemoryStore) -> None:
+    first = store.add("alice", "User likes green tea", "preferences")
+    again = store.add("alice", "  user likes GREEN tea. ", "preferences")
+    assert first.result == "added"
+    assert again.result == "duplicate of an existing memory"
+    assert again.memory_id == first.memory_id
+    assert store.count("alice") == 1
+    # the same text for another user is that user's own memory
+    assert store.add("bob", "User likes green tea").result == "added"
+
+
+def test_update_writes_a_new_version_linked_both_ways(store: MemoryStore) -> None:
+    old = store.add("alice", "User lives in Paris", "location")
+    new = store.update("alice", old.memory_id or "", "User lives in Berlin")
+    versions = store.history("alice", new.memory_id or "")
+    assert [(v.text, v.status) for v in versions] == [
+        ("User lives in Paris", "superseded"),
+        ("User lives in Berlin", "active"),
+    ]
+    assert versions[0].superseded_by == versions[1].id
+    assert versions[1].supersedes == versions[0].id
+    assert versions[1].category == "location"  # kept from the old version
+    assert [e.op for e in versions[0].events] == ["ADD", "SUPERSEDED"]
+    assert [m.text for m in store.search("alice", "Paris", k=5)] == ["User lives in Berlin"]
+
+
+def test_update_of_a_superseded_version_follows_to_the_newest(store: MemoryStore) -> None:
+    first = store.add("alice", "User has one cat", "personal")
+    store.update("alice", first.memory_id or "", "User has two cats")
+    late = store.update("alice", first.memory_id or "", "User has three cats")
+    history = store.history("alice", late.memory_id or "")
+    assert [v.text for v in history] == [
+        "User has one cat",
+        "User has two cats",
+        "User has three cats",
+    ]
+    assert [v.status for v in history] == ["superseded", "superseded", "active"]
+
+
+def test_delete_is_soft_and_restore_brings_it_back(store: MemoryStore) -> None:
+    added = store.add("alice", "User plays the cello", "preferences")
+    memory_id = added.memory_id or ""
+    assert store.delete("alice", memory_id).result == "deleted"
+    assert store.search("alice", "cello", k=5) == []
+    assert store.get("alice", memory_id).status == "deleted"
+    assert store.delete("alice", memory_id).result == "already deleted"
+
+    assert store.restore("alice", memory_id).result == "restored"
+    assert [m.text for m in store.search("alice", "cello", k=5)] == ["User plays the cello"]
+    assert [e.op for e in store.get("alice", memory_id).events] == ["ADD", "DELETE", "RESTORE"]
+    assert store.restore("alice", memory_id).result == "already active"
+
+
+def test_restore_of_a_superseded_version_makes_it_active_again(store: MemoryStore) -> None:
+    old = store.add("alice", "User is vegetarian", "health")
+    store.update("alice", old.memory_id or "", "User eats fish again")
+    restored = store.restore("alice", old.memory_id or "")
+    assert restored.result == "restored"
+    assert [m.text for m in store.memories("alice")] == ["User is vegetarian"]
+    history = store.history("alice", old.memory_id or "")
+    assert [v.status for v in history] == ["superseded", "superseded", "active"]
+    assert history[-1].supersedes == history[1].id
+    assert history[-1].events[0].detail == f"restored from {old.memory_id}"
+
+
+def test_another_users_memory_is_invisible_and_untouchable(store: MemoryStore) -> None:
+    secret = store.add("alice", "User's bank PIN hint is her cat's name", "personal")
+    memory_id = secret.memory_id or ""
+    for call in (
+        lambda: store.get("bob", memory_id),
+        lambda: store.history("bob", memory_id),
+        lambda: store.delete("bob", memory_id),
+        lambda: store.update("bob", memory_id, "hijacked"),
+        lambda: store.restore("bob", memory_id),
+    ):
+        with pytest.raises(MemoryNotFoundError, match="no memory"):
+            call()
+    report = store.apply("bob", [PlannedOp("DELETE", ref=1, target_id=memory_id)])
+    assert report.applied == [] and "no memory" in report.rejected[0].reason
+    assert store.get("alice", memory_id).status == "active"
+    assert store.get("alice", memory_id).events[-1].op == "ADD"
+
+
+@pytest.mark.parametrize("user_id", ["", "   "])
+def test_blank_user_id_is_refused(store: MemoryStore, user_id: str) -> None:
+    with pytest.raises(InvalidInputError, match="user_id must not be blank"):
+        store.add(user_id, "User likes tea")
+    with pytest.raises(InvalidInputError, match="user_id"):
+        store.search(user_id, "tea")
+
+
+def test_empty_or_oversized_text_is_refused(store: MemoryStore) -> None:
+    with pytest.raises(InvalidInputError, match="empty"):
+        store.add("alice", "   ")
+    with pytest.raises(InvalidInputError, match="over 2000"):
+        store.add("alice", "x" * 2001)
+    assert store.count("alice") == 0
+
+
+def test_embedding_dimension_mismatch_is_a_clear_error() -> None:
+    client = QdrantClient(":memory:")
+    MemoryStore(client, DeterministicFakeEmbedding(size=384), dims=384)
+    with pytest.raises(EmbeddingDimensionError) as error:
+        MemoryStore(
+            client,
+            DeterministicFakeEmbedding(size=64),
+            dims=64,
+            embedding_id="openai:text-embedding-3-small",
+        )
+    message = str(error.value)
+    assert "stores 384-dimensional vectors" in message
+    assert "makes 64-dimensional" in message and "ENGRAM_EMBEDDING_DIMS" in message
+
+
+def test_dims_are_probed_when_not_given() -> None:
+    store = MemoryStore(QdrantClient(":memory:"), DeterministicFakeEmbedding(size=12))
+    assert store.dims == 12 and store.embedding_id == "custom:12"
+
+
+def test_interrupted_update_loses_nothing_and_the_next_write_repairs_it(
+    store: MemoryStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    old = store.add("alice", "User lives in Paris", "location")
+    old_id = old.memory_id or ""
+
+    def crash(*args: object, **kwargs: object) -> None:
+        raise RuntimeError("power cut")
+
+    monkeypatch.setattr(store, "_set_status", crash)
+    with pytest.raises(RuntimeError, match="power cut"):
+        store.update("alice", old_id, "User lives in Berlin")
+    monkeypatch.undo()
+
+    # Both versions exist and are active: nothing lost. Readers see only the new one.
+    assert {m.text for m in store.memories("alice")} == {
+        "User lives in Paris",
+        "User lives in Berlin",
+    }
+    assert [m.text for m in store.search("alice", "where does the user live", k=5)] == [
+        "User lives in Berlin"
+    ]
+    # The next write touching the old version completes the update first.
+    report = store.apply("alice", [PlannedOp("NOOP", ref=1, target_id=old_id)])
+    assert report.rejected == []
+    assert [m.text for m in store.memories("alice")] == ["User lives in Berlin"]
+    old_version = store.get("alice", old_id)
+    assert old_version.status == "superseded"
+    assert old_version.events[-1].detail == "completed an interrupted update"
+
+
+def _bulk_insert(store: MemoryStore, user_id: str, count: int) -> None:
+    at = now_utc()
+    for start in range(0, count, 2500):
+        points = []
+        for index in range(start, min(start + 2500, count)):
+            record = MemoryRecord(
+                id=str(uuid.uuid4()),
+                user_id=user_id,
+                text=f"fact {index}",
+                category="other",
+                status="active",
+                created_at=at,
+                updated_at=at,
+                observed_at=at,
+                lineage_id="x",
+                source=Source(actor="test"),
+            )
+            points.append(
+                models.PointStruct(
+                    id=record.id,
+                    vector=[1.0, float(index % 7), 0.5, 0.25],
+                    payload={"page_content": record.text, METADATA_KEY: _metadata(record)},
+                )
+            )
+        with warnings.catch_warnings():  # local mode warns above 20k points; known
+            warnings.simplefilter("ignore")
+            store.client.upsert(store.collection, points)
+
+
+def test_forget_erases_every_memory_without_a_cap() -> None:
+    store = MemoryStore(QdrantClient(":memory:"), DeterministicFakeEmbedding(size=4), dims=4)
+    _bulk_insert(store, "alice", 25_000)
+    store.add("bob", "User likes jazz")
+    assert store.count("alice") == 25_000
+
+    assert store.forget("alice") == 25_000
+    assert store.count("alice") == 0
+    assert [m.text for m in store.memories("bob")] == ["User likes jazz"]
+    assert store.forget("alice") == 0
+
+
+def test_listing_pages_through_everything() -> None:
+    store = MemoryStore(QdrantClient(":memory:"), DeterministicFakeEmbedding(size=4), dims=4)
+    _bulk_insert(store, "alice", 2_345)  # more than one scroll page
+    assert len(store.memories("alice")) == 2_345
