@@ -15,7 +15,7 @@ from langchain_core.messages import AIMessageChunk, HumanMessage
 from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
 from langgraph.graph.state import CompiledStateGraph
 from rich.console import Console
-from rich.progress import Progress
+from rich.progress import Progress, TaskID
 from rich.table import Table
 
 from engram.errors import EngramError
@@ -35,7 +35,7 @@ memories_app = typer.Typer(no_args_is_help=True, help="Inspect and manage a user
 app.add_typer(memories_app, name="memories")
 
 out = Console(highlight=False, soft_wrap=True)
-err = Console(stderr=True, highlight=False)
+err = Console(stderr=True, highlight=False, soft_wrap=True)  # errors stay one line
 
 User = Annotated[str, typer.Option("--user", "-u", help="Whose memories.")]
 Thread = Annotated[str, typer.Option("--thread", "-t", help="Conversation name.")]
@@ -411,13 +411,22 @@ def import_memories(
 ) -> None:
     """Import an export (all or nothing); re-embeds when the embedding model differs."""
     store = _store()
-    with path.open(encoding="utf-8") as handle, Progress(console=err, transient=True) as bar:
-        task = bar.add_task("re-embedding", total=None, visible=False)
+    bar = Progress(console=err, transient=True)
+    task: TaskID | None = None
 
-        def progress(done: int, total: int) -> None:
-            bar.update(task, completed=done, total=total, visible=True)
+    def progress(done: int, total: int) -> None:
+        nonlocal task
+        if task is None:  # only shown when re-embedding actually happens
+            bar.start()
+            task = bar.add_task("re-embedding", total=total)
+        bar.update(task, completed=done)
 
-        report = store.import_jsonl(handle, as_user=as_user, on_progress=progress)
+    try:
+        with path.open(encoding="utf-8") as handle:
+            report = store.import_jsonl(handle, as_user=as_user, on_progress=progress)
+    finally:
+        if task is not None:
+            bar.stop()
     note = f", {report.re_embedded} re-embedded" if report.re_embedded else ""
     out.print(f"imported {report.imported} memory versions for {report.user_id}{note}")
 

@@ -6,6 +6,7 @@ locked by its first client, so a second one in the same process would fail.
 
 from __future__ import annotations
 
+import atexit
 import os
 import threading
 from typing import TYPE_CHECKING, Any
@@ -42,6 +43,16 @@ def qdrant_client(settings: Settings) -> QdrantClient:
                 settings.qdrant_path.mkdir(parents=True, exist_ok=True)
                 _clients[key] = QdrantClient(path=str(settings.qdrant_path))
         return _clients[key]
+
+
+@atexit.register
+def close_clients() -> None:
+    """Close Qdrant clients before interpreter teardown (their __del__ fails that late)."""
+    with _lock:
+        for client in _clients.values():
+            client.close()
+        _clients.clear()
+        _stores.clear()
 
 
 def build_embeddings(settings: Settings) -> Embeddings:

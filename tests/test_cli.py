@@ -1,0 +1,154 @@
+"""The `engram` command on the real embedded store (Qdrant on disk, SQLite)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from langchain_core.embeddings import Embeddings
+from typer.testing import CliRunner
+
+from engram import cli, resources
+from engram.errors import MemoryNotFoundError
+from engram.resources import default_store
+from engram.settings import get_settings
+from memory.store import MemoryStore
+
+runner = CliRunner()
+
+
+@pytest.fixture
+def store(monkeypatch: pytest.MonkeyPatch, local_embeddings: Embeddings) -> MemoryStore:
+    """The CLI's own store in this test's data dir, with the already-loaded local model."""
+    monkeypatch.setenv("ENGRAM_EMBEDDINGS", "local")
+    monkeypatch.setattr(resources, "build_embeddings", lambda settings: local_embeddings)
+    monkeypatch.setattr(cli.out, "width", 200)  # tables unfolded, as on a wide terminal
+    get_settings.cache_clear()
+    return default_store()
+
+
+def run(*args: str, input: str | None = None) -> tuple[int, str]:
+    result = runner.invoke(cli.app, list(args), input=input)
+    if result.exception and not isinstance(result.exception, SystemExit):
+        raise result.exception
+    return result.exit_code, result.output
+
+
+def test_list_search_show_as_table_and_json(store: MemoryStore) -> None:
+    tea = store.add("alice", "User drinks green tea every morning", "preferences")
+    store.add("alice", "User works night shifts as a nurse", "work")
+    store.add("bob", "User drinks coffee", "preferences")
+
+    code, output = run("memories", "list", "--user", "alice")
+    assert code == 0 and "green tea" in output and "nurse" in output and "coffee" not in output
+    code, output = run("memories", "list", "--user", "alice", "--json")
+    assert sorted(m["text"] for m in json.loads(output)) == [
+        "User drinks green tea every morning",
+        "User works night shifts as a nurse",
+    ]
+
+    code, output = run("memories", "search", "hot drinks", "--user", "alice", "-k", "1", "--json")
+    hits = json.loads(output)
+    assert [h["text"] for h in hits] == ["User drinks green tea every morning"]
+    assert hits[0]["score"] > 0
+
+    code, output = run("memories", "show", tea.memory_id or "", "--user", "alice")
+    assert code == 0 and "preferences" in output and "ADD" in output
+    with pytest.raises(MemoryNotFoundError):
+        run("memories", "show", tea.memory_id or "", "--user", "bob")
+
+
+def test_delete_history_restore(store: MemoryStore) -> None:
+    added = store.add("alice", "User lives in Paris", "location")
+    updated = store.update("alice", added.memory_id or "", "User lives in Berlin")
+    code, output = run("memories", "delete", updated.memory_id or "", "--user", "alice")
+    assert code == 0 and "deleted" in output
+    assert store.memories("alice") == []
+
+    code, output = run("memories", "history", added.memory_id or "", "--user", "alice", "--json")
+    versions = json.loads(output)
+    assert [(v["text"], v["status"]) for v in versions] == [
+        ("User lives in Paris", "superseded"),
+        ("User lives in Berlin", "deleted"),
+    ]
+    assert [e["op"] for e in versions[1]["events"]] == ["UPDATE", "DELETE"]
+    assert versions[1]["events"][1]["source"]["actor"] == "cli"
+    code, output = run("memories", "history", added.memory_id or "", "--user", "alice")
+    assert "DELETE" in output and "superseded" in output
+
+    code, output = run("memories", "restore", added.memory_id or "", "--user", "alice")
+    assert code == 0 and "restored" in output
+    assert [m.text for m in store.memories("alice")] == ["User lives in Paris"]
+
+
+def test_forget_asks_then_erases_memories_and_conversations(store: MemoryStore) -> None:
+    for n in range(30):
+        store.add("alice", f"User fact number {n}", "other")
+    store.add("bob", "User likes jazz", "preferences")
+    code, _ = run("forget", "--user", "alice", input="n\n")
+    assert code != 0 and store.count("alice") == 30  # declined: nothing erased
+
+    code, output = run("forget", "--user", "alice", "--yes")
+    assert code == 0 and "Erased 30 memory versions" in output
+    assert store.count("alice") == 0 and store.count("bob") == 1
+
+
+def test_export_import_round_trip_through_files(store: MemoryStore, tmp_path: Path) -> None:
+    first = store.add("alice", "User lives in Paris", "location")
+    store.update("alice", first.memory_id or "", "User lives in Berlin")
+    before = [m.model_dump(mode="json") for m in store.memories("alice", status=None)]
+    export = tmp_path / "alice.jsonl"
+    code, _ = run("export", "--user", "alice", "--output", str(export))
+    assert code == 0 and len(export.read_text().splitlines()) == 3
+    run("forget", "--user", "alice", "--yes")
+    code, output = run("import", str(export))
+    assert code == 0 and "imported 2 memory versions for alice" in output
+    assert [m.model_dump(mode="json") for m in store.memories("alice", status=None)] == before
+    code, output = run("import", str(export), "--as-user", "dave")
+    assert "for dave" in output and len(store.memories("dave", status=None)) == 2
+
+
+def engram(*args: str, env: dict[str, str], input: str = "") -> subprocess.CompletedProcess[str]:
+    script = Path(sys.executable).with_name("engram")
+    return subprocess.run(
+        [str(script), *args],
+        input=input,
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+        check=False,
+    )
+
+
+def clean_env(tmp_path: Path) -> dict[str, str]:
+    env = {
+        k: v for k, v in os.environ.items() if not k.startswith(("OPENAI_", "ENGRAM_", "QDRANT_"))
+    }
+    env["ENGRAM_DATA_DIR"] = str(tmp_path / "data")
+    return env
+
+
+def test_chat_without_key_or_endpoint_says_what_to_set(tmp_path: Path) -> None:
+    result = engram("chat", "--user", "alice", env=clean_env(tmp_path))
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines() == [
+        "error: No LLM endpoint configured: set OPENAI_API_KEY, or OPENAI_BASE_URL for a local "
+        "OpenAI-compatible endpoint (e.g. http://localhost:11434/v1 for Ollama)."
+    ]
+    assert not (tmp_path / "data" / "qdrant").exists()  # nothing opened, nothing written
+
+
+def test_errors_are_one_line_with_nonzero_exit(tmp_path: Path) -> None:
+    env = clean_env(tmp_path) | {"ENGRAM_EMBEDDINGS": "local", "HF_HUB_OFFLINE": "1"}
+    result = engram("memories", "show", "not-an-id", "--user", "alice", env=env)
+    assert result.returncode == 1
+    assert result.stderr.strip() == "error: no memory 'not-an-id' for user 'alice'"
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text("{oops\n")
+    result = engram("import", str(bad), env=env)
+    assert result.returncode == 1 and result.stderr.startswith("error: line 1: ")
