@@ -93,6 +93,7 @@ def make_extract(
                     )
         facts = {normalize_text(f.text): f for f in [*state.get("facts", []), *new_facts]}
         update: dict[str, Any] = {
+            "extracted": new_facts,
             "facts": list(facts.values()),
             "unextracted": failed,
             "rejected": [*state.get("rejected", []), *rejected],

@@ -38,6 +38,7 @@ def make_recall(resources: Resources) -> Callable[..., Awaitable[dict[str, Any]]
         return {
             "recalled": recalled,
             "save": None,
+            "extracted": [],
             "candidates": None,
             "applied": [],
             "rejected": [],

@@ -25,7 +25,8 @@ class EngramState(TypedDict, total=False):
     messages: Annotated[list[AnyMessage], add_messages]
     recalled: list[MemoryRecord]
     save: bool | None
-    facts: list[ObservedFact]
+    extracted: list[ObservedFact]  # this turn's new facts (for callers and Studio)
+    facts: list[ObservedFact]  # facts waiting to be applied (cleared once applied)
     unextracted: list[Unextracted]
     candidates: list[Candidate] | None  # None: not retrieved this turn
     applied: list[AppliedOp]

@@ -58,6 +58,7 @@ async def test_add_records_provenance(store: MemoryStore) -> None:
         config={"configurable": {"thread_id": "t-42"}},
         context={"user_id": "alice"},
     )
+    assert [f.text for f in result["extracted"]] == ["User's sister is called Mia"]
     assert [a.result for a in result["applied"]] == ["added"]
     memory = store.get("alice", result["applied"][0].memory_id)
     assert memory.category == "relationships"
