@@ -14,6 +14,7 @@ import typer
 from langchain_core.messages import AIMessageChunk, HumanMessage
 from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
 from langgraph.graph.state import CompiledStateGraph
+from langgraph.types import Command
 from rich.console import Console
 from rich.progress import Progress, TaskID
 from rich.table import Table
@@ -333,11 +334,14 @@ async def _retry(settings: Settings, user_id: str, thread: str | None) -> None:
             if not (values.get("facts") or values.get("unextracted")):
                 continue
             pending += 1
-            # Resume as if decide_save had just run: the graph continues with extract,
-            # retrieve_similar and maintain on the carried-over work only.
-            await graph.aupdate_state(config, {"save": False}, as_node="decide_save")
-            result = await graph.ainvoke(None, config, context={"user_id": user_id})
-            out.print(f"{thread_id}:", end=" ")
+            # Straight to extract with save=False: it only redoes the carried-over work,
+            # then retrieve_similar and maintain apply it.
+            result = await graph.ainvoke(
+                Command(update={"save": False, "memory_error": None}, goto="extract"),
+                config,
+                context={"user_id": user_id},
+            )
+            out.print(f"{thread_id}:", markup=False)
             _print_memory_update(result)
             if not result.get("memory_error") and not result.get("applied"):
                 out.print("nothing left to apply")

@@ -1,0 +1,146 @@
+"""`engram chat` and `engram memories retry` as a user runs them: separate processes, the
+real OpenAI clients talking to the fake server, memories in embedded Qdrant on disk and
+conversations in SQLite."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.fake_openai import FakeOpenAI, facts_answer
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture
+def fake() -> Iterator[FakeOpenAI]:
+    with FakeOpenAI(dims=64) as server:
+        yield server
+
+
+@pytest.fixture
+def env(fake: FakeOpenAI, tmp_path: Path) -> dict[str, str]:
+    base = {
+        k: v for k, v in os.environ.items() if not k.startswith(("OPENAI_", "ENGRAM_", "QDRANT_"))
+    }
+    return base | {
+        "OPENAI_BASE_URL": fake.url,
+        "OPENAI_API_KEY": "test",
+        "ENGRAM_DATA_DIR": str(tmp_path / "data"),
+        "ENGRAM_EMBEDDINGS": "openai",
+        "LITELLM_LOCAL_MODEL_COST_MAP": "True",
+        "DSPY_CACHEDIR": str(tmp_path / "dspy"),
+        "ENGRAM_LLM_ATTEMPTS": "1",
+    }
+
+
+def engram(env: dict[str, str], *args: str, typed: str = "") -> subprocess.CompletedProcess[str]:
+    script = Path(sys.executable).with_name("engram")
+    return subprocess.run(
+        [str(script), *args],
+        input=typed,
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=REPO_ROOT,
+        timeout=180,
+        check=False,
+    )
+
+
+def test_memories_persist_across_sessions_and_stay_per_user(
+    fake: FakeOpenAI, env: dict[str, str]
+) -> None:
+    fake.queue("extract", facts_answer(("User lives in Paris", "location")))
+    first = engram(env, "chat", "--user", "alice", typed="I live in Paris\n/quit\n")
+    assert first.returncode == 0, first.stderr
+    assert "bot> Fake reply to: I live in Paris" in first.stdout
+    assert "· memory: 1 added" in first.stdout
+    assert len(fake.requests_for("chat")[-1].body["messages"]) == 2  # system + the message
+
+    # A new process: the memory comes back from disk and reaches the chat model.
+    second = engram(env, "chat", "--user", "alice", typed="Where do I live?\n/quit\n")
+    assert second.returncode == 0, second.stderr
+    chat = fake.requests_for("chat")[-1]
+    assert "User lives in Paris (location; said " in chat.system_prompt
+    # ...and so does the conversation itself (SQLite): the first exchange is in the window.
+    assert "I live in Paris" in [m["content"] for m in chat.messages]
+
+    third = engram(env, "chat", "--user", "bob", typed="Where do I live?\n/quit\n")
+    assert third.returncode == 0, third.stderr
+    bob_chat = fake.requests_for("chat")[-1]
+    assert "Paris" not in bob_chat.system_prompt
+    assert [m["role"] for m in bob_chat.messages] == ["system", "user"]
+
+    listed = engram(env, "memories", "list", "--user", "alice", "--json")
+    assert re.search(r'"text": "User lives in Paris"', listed.stdout)
+    bob_memories = engram(env, "memories", "list", "--user", "bob", "--json").stdout
+    assert "Where do I live?" in bob_memories and "Paris" not in bob_memories
+
+
+def test_failed_memory_steps_are_kept_and_retried(fake: FakeOpenAI, env: dict[str, str]) -> None:
+    fake.queue("extract", facts_answer(("User keeps bees", "preferences")))
+    fake.fail("maintain", status=503, message="overloaded")
+    chat = engram(env, "chat", "--user", "alice", typed="I keep bees\n/quit\n")
+    assert chat.returncode == 0, chat.stderr
+    assert "bot> Fake reply to: I keep bees" in chat.stdout  # the answer still came
+    assert "memory steps failed, kept for the next turn" in chat.stdout
+    assert "overloaded" in chat.stdout
+    assert engram(env, "memories", "list", "--user", "alice").stdout.strip() == (
+        "memories of alice: none"
+    )
+
+    fake.clear("maintain")
+    retry = engram(env, "memories", "retry", "--user", "alice")
+    assert retry.returncode == 0, retry.stderr
+    assert retry.stdout.splitlines() == ["cli:alice:main:", "  · memory: 1 added"]
+    listed = engram(env, "memories", "list", "--user", "alice", "--json")
+    assert "User keeps bees" in listed.stdout
+    again = engram(env, "memories", "retry", "--user", "alice")
+    assert again.stdout.strip() == "nothing to retry for alice"
+
+
+def test_bad_input_in_chat_is_refused_and_chat_goes_on(
+    fake: FakeOpenAI, env: dict[str, str]
+) -> None:
+    env = env | {"ENGRAM_MAX_MESSAGE_CHARS": "20"}
+    chat = engram(
+        env,
+        "chat",
+        "--user",
+        "alice",
+        typed="this message is far too long for the limit\n\nhi\n/quit\n",
+    )
+    assert chat.returncode == 0
+    assert "error: the user message is 42 characters; the limit is 20" in chat.stderr
+    assert "error: the user message is empty" in chat.stderr
+    assert "bot> Fake reply to: hi" in chat.stdout
+    assert [r.last_user_text for r in fake.requests_for("chat")] == ["hi"]
+
+
+def test_readme_python_snippet_runs(fake: FakeOpenAI, env: dict[str, str]) -> None:
+    readme = (REPO_ROOT / "README.md").read_text()
+    section = readme.split("## Use it from Python", 1)[1]
+    snippet = section.split("```python\n", 1)[1].split("```", 1)[0]
+    result = subprocess.run(
+        [sys.executable, "-c", snippet],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=REPO_ROOT,
+        timeout=180,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "answer:    Fake reply to: I'm vegetarian" in result.stdout
+    assert "save:      True" in result.stdout
+    assert (
+        "applied:   [('ADD', \"User said: I'm vegetarian and I just moved to Lyon.\", "
+        "'added')]" in result.stdout
+    )
