@@ -46,7 +46,7 @@ SCROLL_PAGE = 1000
 
 # Keyword indexes speed up the filters every call makes; `user_id` is the tenant key so a
 # Qdrant server co-locates each user's points. Datetime indexes serve date-range filters.
-_KEYWORD_INDEXES = ("status", "category", "lineage_id", "text_hash", "supersedes")
+_KEYWORD_INDEXES = ("status", "category", "lineage_id", "text_hash")
 _DATETIME_INDEXES = ("created_at", "updated_at", "observed_at")
 
 
@@ -215,7 +215,7 @@ class MemoryStore:
                 _record(str(doc.metadata["_id"]), doc.page_content, doc.metadata, score)
                 for doc, score in hits
             ]
-            replaced = self._interrupted_updates(user_id, [r.id for r in records])
+            replaced = self._interrupted_updates(user_id, records)
         return [r for r in records if r.id not in replaced][:k]
 
     def get(self, user_id: str, memory_id: str) -> MemoryRecord:
@@ -277,20 +277,19 @@ class MemoryStore:
             if offset is None:
                 return
 
-    def _interrupted_updates(self, user_id: str, ids: list[str]) -> dict[str, str]:
-        """Old versions still active although a newer active version supersedes them.
+    def _interrupted_updates(self, user_id: str, records: list[MemoryRecord]) -> dict[str, str]:
+        """Versions still active although their successor was written (old id -> new id).
 
-        This is what a crash between writing a new version and marking the old one
-        leaves behind; maps old id -> new id.
+        That is what a crash in the middle of `_replace` leaves; a link to a successor
+        that was never written is ignored. One lookup by id, and only for such versions.
         """
-        if not ids:
-            return {}
-        flt = self._filter(user_id, status="active", supersedes=ids)
-        return {
-            str(p.payload[METADATA_KEY]["supersedes"]): str(p.id)
-            for p in self._scroll(flt)
-            if p.payload
+        pending = {
+            r.id: r.superseded_by for r in records if r.status == "active" and r.superseded_by
         }
+        if not pending:
+            return {}
+        written = {r.id for r in self._get_many(user_id, [n for n in pending.values() if n])}
+        return {old: new for old, new in pending.items() if new in written}
 
     # -- writes --------------------------------------------------------------------------
 
@@ -421,24 +420,14 @@ class MemoryStore:
                 text=duplicate.text,
                 result="merged into an existing memory",
             )
-        new_id = self._write_version(
-            user_id,
+        new_id = self._replace(
+            head,
             text,
             category,
             at=at,
             operation="UPDATE",
             source=op.source,
             observed_at=op.observed_at or at,
-            lineage_id=head.lineage_id,
-            supersedes=head.id,
-        )
-        # Crash window: both versions are active until the next line; readers hide the old
-        # one and the next write to it completes the change (_finish_interrupted_updates).
-        self._set_status(
-            head,
-            "superseded",
-            MemoryEvent(op="SUPERSEDED", at=at, source=op.source),
-            superseded_by=new_id,
         )
         return AppliedOp(op="UPDATE", ref=op.ref, memory_id=new_id, text=text, result="updated")
 
@@ -480,25 +469,15 @@ class MemoryStore:
                     )
                 self._set_status(head, "active", event)
                 return AppliedOp(op="ADD", memory_id=head.id, text=head.text, result="restored")
-            new_id = self._write_version(
-                user_id,
+            new_id = self._replace(
+                head,
                 version.text,
                 version.category,
                 at=at,
                 operation="RESTORE",
                 source=source,
                 observed_at=version.observed_at,
-                lineage_id=version.lineage_id,
-                supersedes=head.id,
                 detail=f"restored from {version.id}",
-            )
-            self._set_status(
-                head,
-                "superseded",
-                MemoryEvent(
-                    op="SUPERSEDED", at=at, source=source, detail=f"restore of {version.id}"
-                ),
-                superseded_by=new_id,
             )
             return AppliedOp(op="ADD", memory_id=new_id, text=version.text, result="restored")
 
@@ -540,20 +519,64 @@ class MemoryStore:
         return _record_from_point(points[0]) if points else None
 
     def _finish_interrupted_updates(self, user_id: str, ids: list[str]) -> None:
-        heads = [r.id for r in self._get_many(user_id, ids)]
-        for old_id, new_id in self._interrupted_updates(user_id, heads).items():
-            old = self._get(user_id, old_id)
-            self._set_status(
-                old,
-                "superseded",
-                MemoryEvent(
+        """Complete what a crash in `_replace` left before anything else touches it."""
+        records = self._get_many(user_id, ids)
+        finished = self._interrupted_updates(user_id, records)
+        for record in records:
+            if record.status != "active" or not record.superseded_by:
+                continue
+            if record.id in finished:
+                event = MemoryEvent(
                     op="SUPERSEDED",
                     at=now_utc(),
                     source=Source(actor="repair"),
                     detail="completed an interrupted update",
-                ),
-                superseded_by=new_id,
-            )
+                )
+                self._set_status(record, "superseded", event, superseded_by=finished[record.id])
+            else:  # the successor was never written: drop the link, keep the version
+                self._save(record.model_copy(update={"superseded_by": None}))
+
+    def _replace(
+        self,
+        head: MemoryRecord,
+        text: str,
+        category: str,
+        *,
+        at: datetime,
+        operation: EventName,
+        source: Source,
+        observed_at: datetime,
+        detail: str | None = None,
+    ) -> str:
+        """Write a new version of `head`'s memory and retire `head`, safely against crashes.
+
+        1. `head` links to the new id while still active, 2. the new version is written,
+        3. `head` is marked superseded. A crash after 1 leaves a link to nothing (ignored,
+        then dropped); after 2, both are active and readers follow the link to the new one.
+        Either way no text is lost, and the next write to `head` finishes the job.
+        """
+        new_id = str(uuid.uuid4())
+        self._save(head.model_copy(update={"superseded_by": new_id}))
+        self._write_version(
+            head.user_id,
+            text,
+            category,
+            at=at,
+            operation=operation,
+            source=source,
+            observed_at=observed_at,
+            lineage_id=head.lineage_id,
+            supersedes=head.id,
+            detail=detail,
+            point_id=new_id,
+        )
+        self._set_status(
+            head,
+            "superseded",
+            MemoryEvent(op="SUPERSEDED", at=at, source=source),
+            superseded_by=new_id,
+        )
+        return new_id
 
     def _write_version(
         self,
@@ -568,8 +591,9 @@ class MemoryStore:
         lineage_id: str | None = None,
         supersedes: str | None = None,
         detail: str | None = None,
+        point_id: str | None = None,
     ) -> str:
-        new_id = str(uuid.uuid4())
+        new_id = point_id or str(uuid.uuid4())
         record = MemoryRecord(
             id=new_id,
             user_id=user_id,
@@ -594,17 +618,22 @@ class MemoryStore:
         event: MemoryEvent,
         superseded_by: str | None = None,
     ) -> None:
-        changed = record.model_copy(
-            update={
-                "status": status,
-                "updated_at": event.at,
-                "superseded_by": superseded_by if status == "superseded" else None,
-                "events": [*record.events, event],
-            }
+        self._save(
+            record.model_copy(
+                update={
+                    "status": status,
+                    "updated_at": event.at,
+                    "superseded_by": superseded_by if status == "superseded" else None,
+                    "events": [*record.events, event],
+                }
+            )
         )
+
+    def _save(self, record: MemoryRecord) -> None:
+        """Overwrite a version's metadata (its text and vector never change)."""
         self.client.set_payload(
             self.collection,
-            payload={METADATA_KEY: _metadata(changed)},
+            payload={METADATA_KEY: _metadata(record)},
             points=[record.id],
             wait=True,
         )

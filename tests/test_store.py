@@ -178,6 +178,30 @@ def test_interrupted_update_loses_nothing_and_the_next_write_repairs_it(
     assert old_version.events[-1].detail == "completed an interrupted update"
 
 
+def test_update_that_dies_before_writing_keeps_the_old_version(
+    store: MemoryStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    old = store.add("alice", "User lives in Paris", "location")
+    old_id = old.memory_id or ""
+
+    def crash(*args: object, **kwargs: object) -> str:
+        raise ConnectionError("Qdrant went away")
+
+    monkeypatch.setattr(store, "_write_version", crash)
+    with pytest.raises(ConnectionError):
+        store.update("alice", old_id, "User lives in Berlin")
+    monkeypatch.undo()
+
+    # The old version links to a successor that was never written: it stays the memory.
+    assert [m.text for m in store.search("alice", "where does the user live", k=5)] == [
+        "User lives in Paris"
+    ]
+    assert store.history("alice", old_id)[-1].text == "User lives in Paris"
+    updated = store.update("alice", old_id, "User lives in Rome")  # the retry just works
+    assert [m.text for m in store.memories("alice")] == ["User lives in Rome"]
+    assert store.get("alice", old_id).superseded_by == updated.memory_id
+
+
 def _bulk_insert(store: MemoryStore, user_id: str, count: int) -> None:
     at = now_utc()
     for start in range(0, count, 2500):
