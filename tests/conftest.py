@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
+import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -118,3 +120,31 @@ async def turn(
         context={"user_id": user_id, **context},
     )
     return result
+
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+def engram_env(tmp_path: Path, **settings: str) -> dict[str, str]:
+    """This process's environment without Engram/OpenAI/Qdrant settings, plus `settings`."""
+    base = {
+        k: v for k, v in os.environ.items() if not k.startswith(("OPENAI_", "ENGRAM_", "QDRANT_"))
+    }
+    return base | {"ENGRAM_DATA_DIR": str(tmp_path / "data")} | settings
+
+
+def run_engram(
+    env: dict[str, str], *args: str, typed: str = ""
+) -> subprocess.CompletedProcess[str]:
+    """The installed `engram` command in a fresh process, as a user runs it."""
+    script = Path(sys.executable).with_name("engram")
+    return subprocess.run(
+        [str(script), *args],
+        input=typed,
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=REPO_ROOT,
+        timeout=180,
+        check=False,
+    )

@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -17,6 +14,7 @@ from engram.errors import MemoryNotFoundError
 from engram.resources import default_store
 from engram.settings import get_settings
 from memory.store import MemoryStore
+from tests.conftest import engram_env, run_engram
 
 runner = CliRunner()
 
@@ -112,29 +110,8 @@ def test_export_import_round_trip_through_files(store: MemoryStore, tmp_path: Pa
     assert "for dave" in output and len(store.memories("dave", status=None)) == 2
 
 
-def engram(*args: str, env: dict[str, str], input: str = "") -> subprocess.CompletedProcess[str]:
-    script = Path(sys.executable).with_name("engram")
-    return subprocess.run(
-        [str(script), *args],
-        input=input,
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=120,
-        check=False,
-    )
-
-
-def clean_env(tmp_path: Path) -> dict[str, str]:
-    env = {
-        k: v for k, v in os.environ.items() if not k.startswith(("OPENAI_", "ENGRAM_", "QDRANT_"))
-    }
-    env["ENGRAM_DATA_DIR"] = str(tmp_path / "data")
-    return env
-
-
 def test_chat_without_key_or_endpoint_says_what_to_set(tmp_path: Path) -> None:
-    result = engram("chat", "--user", "alice", env=clean_env(tmp_path))
+    result = run_engram(engram_env(tmp_path), "chat", "--user", "alice")
     assert result.returncode == 1
     assert result.stderr.strip().splitlines() == [
         "error: No LLM endpoint configured: set OPENAI_API_KEY, or OPENAI_BASE_URL for a local "
@@ -144,11 +121,11 @@ def test_chat_without_key_or_endpoint_says_what_to_set(tmp_path: Path) -> None:
 
 
 def test_errors_are_one_line_with_nonzero_exit(tmp_path: Path) -> None:
-    env = clean_env(tmp_path) | {"ENGRAM_EMBEDDINGS": "local", "HF_HUB_OFFLINE": "1"}
-    result = engram("memories", "show", "not-an-id", "--user", "alice", env=env)
+    env = engram_env(tmp_path, ENGRAM_EMBEDDINGS="local", HF_HUB_OFFLINE="1")
+    result = run_engram(env, "memories", "show", "not-an-id", "--user", "alice")
     assert result.returncode == 1
     assert result.stderr.strip() == "error: no memory 'not-an-id' for user 'alice'"
     bad = tmp_path / "bad.jsonl"
     bad.write_text("{oops\n")
-    result = engram("import", str(bad), env=env)
+    result = run_engram(env, "import", str(bad))
     assert result.returncode == 1 and result.stderr.startswith("error: line 1: ")

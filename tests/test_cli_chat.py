@@ -4,7 +4,6 @@ conversations in SQLite."""
 
 from __future__ import annotations
 
-import os
 import re
 import subprocess
 import sys
@@ -13,9 +12,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import REPO_ROOT, engram_env, run_engram
 from tests.fake_openai import FakeOpenAI, facts_answer
-
-REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture
@@ -26,31 +24,14 @@ def fake() -> Iterator[FakeOpenAI]:
 
 @pytest.fixture
 def env(fake: FakeOpenAI, tmp_path: Path) -> dict[str, str]:
-    base = {
-        k: v for k, v in os.environ.items() if not k.startswith(("OPENAI_", "ENGRAM_", "QDRANT_"))
-    }
-    return base | {
-        "OPENAI_BASE_URL": fake.url,
-        "OPENAI_API_KEY": "test",
-        "ENGRAM_DATA_DIR": str(tmp_path / "data"),
-        "ENGRAM_EMBEDDINGS": "openai",
-        "LITELLM_LOCAL_MODEL_COST_MAP": "True",
-        "DSPY_CACHEDIR": str(tmp_path / "dspy"),
-        "ENGRAM_LLM_ATTEMPTS": "1",
-    }
-
-
-def engram(env: dict[str, str], *args: str, typed: str = "") -> subprocess.CompletedProcess[str]:
-    script = Path(sys.executable).with_name("engram")
-    return subprocess.run(
-        [str(script), *args],
-        input=typed,
-        capture_output=True,
-        text=True,
-        env=env,
-        cwd=REPO_ROOT,
-        timeout=180,
-        check=False,
+    return engram_env(
+        tmp_path,
+        OPENAI_BASE_URL=fake.url,
+        OPENAI_API_KEY="test",
+        ENGRAM_EMBEDDINGS="openai",
+        LITELLM_LOCAL_MODEL_COST_MAP="True",
+        DSPY_CACHEDIR=str(tmp_path / "dspy"),
+        ENGRAM_LLM_ATTEMPTS="1",
     )
 
 
@@ -58,51 +39,51 @@ def test_memories_persist_across_sessions_and_stay_per_user(
     fake: FakeOpenAI, env: dict[str, str]
 ) -> None:
     fake.queue("extract", facts_answer(("User lives in Paris", "location")))
-    first = engram(env, "chat", "--user", "alice", typed="I live in Paris\n/quit\n")
+    first = run_engram(env, "chat", "--user", "alice", typed="I live in Paris\n/quit\n")
     assert first.returncode == 0, first.stderr
     assert "bot> Fake reply to: I live in Paris" in first.stdout
     assert "· memory: 1 added" in first.stdout
     assert len(fake.requests_for("chat")[-1].body["messages"]) == 2  # system + the message
 
     # A new process: the memory comes back from disk and reaches the chat model.
-    second = engram(env, "chat", "--user", "alice", typed="Where do I live?\n/quit\n")
+    second = run_engram(env, "chat", "--user", "alice", typed="Where do I live?\n/quit\n")
     assert second.returncode == 0, second.stderr
     chat = fake.requests_for("chat")[-1]
     assert "User lives in Paris (location; said " in chat.system_prompt
     # ...and so does the conversation itself (SQLite): the first exchange is in the window.
     assert "I live in Paris" in [m["content"] for m in chat.messages]
 
-    third = engram(env, "chat", "--user", "bob", typed="Where do I live?\n/quit\n")
+    third = run_engram(env, "chat", "--user", "bob", typed="Where do I live?\n/quit\n")
     assert third.returncode == 0, third.stderr
     bob_chat = fake.requests_for("chat")[-1]
     assert "Paris" not in bob_chat.system_prompt
     assert [m["role"] for m in bob_chat.messages] == ["system", "user"]
 
-    listed = engram(env, "memories", "list", "--user", "alice", "--json")
+    listed = run_engram(env, "memories", "list", "--user", "alice", "--json")
     assert re.search(r'"text": "User lives in Paris"', listed.stdout)
-    bob_memories = engram(env, "memories", "list", "--user", "bob", "--json").stdout
+    bob_memories = run_engram(env, "memories", "list", "--user", "bob", "--json").stdout
     assert "Where do I live?" in bob_memories and "Paris" not in bob_memories
 
 
 def test_failed_memory_steps_are_kept_and_retried(fake: FakeOpenAI, env: dict[str, str]) -> None:
     fake.queue("extract", facts_answer(("User keeps bees", "preferences")))
     fake.fail("maintain", status=503, message="overloaded")
-    chat = engram(env, "chat", "--user", "alice", typed="I keep bees\n/quit\n")
+    chat = run_engram(env, "chat", "--user", "alice", typed="I keep bees\n/quit\n")
     assert chat.returncode == 0, chat.stderr
     assert "bot> Fake reply to: I keep bees" in chat.stdout  # the answer still came
     assert "memory steps failed, kept for the next turn" in chat.stdout
     assert "overloaded" in chat.stdout
-    assert engram(env, "memories", "list", "--user", "alice").stdout.strip() == (
+    assert run_engram(env, "memories", "list", "--user", "alice").stdout.strip() == (
         "memories of alice: none"
     )
 
     fake.clear("maintain")
-    retry = engram(env, "memories", "retry", "--user", "alice")
+    retry = run_engram(env, "memories", "retry", "--user", "alice")
     assert retry.returncode == 0, retry.stderr
     assert retry.stdout.splitlines() == ["cli:alice:main:", "  · memory: 1 added"]
-    listed = engram(env, "memories", "list", "--user", "alice", "--json")
+    listed = run_engram(env, "memories", "list", "--user", "alice", "--json")
     assert "User keeps bees" in listed.stdout
-    again = engram(env, "memories", "retry", "--user", "alice")
+    again = run_engram(env, "memories", "retry", "--user", "alice")
     assert again.stdout.strip() == "nothing to retry for alice"
 
 
@@ -110,7 +91,7 @@ def test_bad_input_in_chat_is_refused_and_chat_goes_on(
     fake: FakeOpenAI, env: dict[str, str]
 ) -> None:
     env = env | {"ENGRAM_MAX_MESSAGE_CHARS": "20"}
-    chat = engram(
+    chat = run_engram(
         env,
         "chat",
         "--user",
