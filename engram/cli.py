@@ -5,16 +5,19 @@ from __future__ import annotations
 import asyncio
 import json
 import sys
+import threading
 from collections.abc import AsyncIterator, Sequence
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, suppress
 from pathlib import Path
 from typing import Annotated, Any, cast
+from urllib.parse import quote
 
 import typer
 from langchain_core.messages import AIMessageChunk, HumanMessage
 from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
 from langgraph.graph.state import CompiledStateGraph
 from langgraph.types import Command
+from pydantic import ValidationError
 from rich.console import Console
 from rich.progress import Progress, TaskID
 from rich.table import Table
@@ -24,8 +27,8 @@ from engram.resources import Resources, default_store
 from engram.settings import Settings, get_settings
 from graph import build_graph, checkpoint_serde
 from memory.store import MemoryStore, require_user_id
-from nodes.recall import validate_user_message
-from state.contracts import AppliedOp, MemoryRecord, Source
+from nodes.recall import TURN_RESET, validate_user_message
+from state.contracts import CHANGES, AppliedOp, MemoryRecord, Source
 
 app = typer.Typer(
     no_args_is_help=True,
@@ -51,11 +54,17 @@ def main() -> None:
     except EngramError as error:
         err.print(f"error: {error}", markup=False)
         raise SystemExit(1) from None
+    except ValidationError as error:  # a bad ENGRAM_* / OPENAI_* value
+        problem = error.errors()[0]
+        name = ".".join(str(p) for p in problem["loc"])
+        err.print(f"error: invalid setting {name}: {problem['msg']}", markup=False)
+        raise SystemExit(1) from None
 
 
 def thread_id_for(user_id: str, thread: str) -> str:
-    """CLI thread ids are namespaced by user, so two users never share a conversation."""
-    return f"cli:{user_id}:{thread}"
+    """CLI thread ids are namespaced by user (escaped, so no two users can ever map to
+    the same conversation)."""
+    return f"cli:{quote(user_id, safe='')}:{quote(thread, safe='')}"
 
 
 @asynccontextmanager
@@ -82,7 +91,10 @@ def chat(user: User, thread: Thread = "main") -> None:
     settings = get_settings()
     settings.llm_credentials()  # fail fast with a one-line error when nothing is configured
     user_id = require_user_id(user)
-    asyncio.run(_chat(settings, user_id, thread))
+    try:
+        asyncio.run(_chat(settings, user_id, thread))
+    except KeyboardInterrupt:  # Ctrl-C: unfinished memory work stays in the thread's state
+        out.print()
 
 
 async def _chat(settings: Settings, user_id: str, thread: str) -> None:
@@ -97,8 +109,8 @@ async def _chat(settings: Settings, user_id: str, thread: str) -> None:
         memory_steps: asyncio.Task[None] | None = None
         while True:
             try:
-                text = await asyncio.to_thread(input, "you> ")
-            except (EOFError, KeyboardInterrupt):
+                text = await read_line("you> ")
+            except EOFError:
                 text = "/quit"
             if memory_steps is not None:  # the previous turn's memory work, done meanwhile
                 await _finish(memory_steps)
@@ -113,10 +125,32 @@ async def _chat(settings: Settings, user_id: str, thread: str) -> None:
                 err.print(f"error: {error}", markup=False)
 
 
+async def read_line(prompt: str) -> str:
+    """`input()` in a daemon thread, so Ctrl-C never waits for a pending read."""
+    loop = asyncio.get_running_loop()
+    line: asyncio.Future[str] = loop.create_future()
+
+    def deliver(result: str | None, error: BaseException | None) -> None:
+        if not line.done():
+            line.set_exception(error) if error else line.set_result(result or "")
+
+    def read() -> None:
+        try:
+            result, error = input(prompt), None
+        except BaseException as caught:  # EOFError at the end of input
+            result, error = None, caught
+        with suppress(RuntimeError):  # the loop is gone after Ctrl-C
+            loop.call_soon_threadsafe(deliver, result, error)
+
+    threading.Thread(target=read, daemon=True).start()
+    return await line
+
+
 async def _finish(memory_steps: asyncio.Task[None]) -> None:
+    """Wait for the previous turn's memory steps; a failure there never ends the chat."""
     try:
         await memory_steps
-    except EngramError as error:
+    except Exception as error:
         err.print(f"error in the memory steps: {error}", markup=False)
 
 
@@ -163,10 +197,8 @@ def _print_memory_update(update: dict[str, Any]) -> None:
     applied: list[AppliedOp] = update.get("applied") or []
     counts: dict[str, int] = {}
     for op in applied:
-        if op.result in ("added", "updated", "deleted", "restored"):
+        if op.result in CHANGES:
             counts[op.result] = counts.get(op.result, 0) + 1
-        elif op.result.startswith("target was deleted"):
-            counts["added"] = counts.get("added", 0) + 1
     if counts:
         summary = ", ".join(f"{n} {what}" for what, n in counts.items())
         out.print(f"  [dim]· memory: {summary}[/dim]")
@@ -196,7 +228,8 @@ def _print_records(records: Sequence[MemoryRecord], as_json: bool, title: str) -
         out.print(f"{title}: none")
         return
     table = Table(title=title)
-    for column in ("id", "category", "status", "said", "text"):
+    table.add_column("id", no_wrap=True)  # whole, so it can be copied into other commands
+    for column in ("category", "status", "said", "text"):
         table.add_column(column, overflow="fold")
     show_score = any(r.score is not None for r in records)
     if show_score:
@@ -273,10 +306,9 @@ def _source_text(source: Source) -> str:
 
 
 @memories_app.command("delete")
-def delete_memory(memory_id: str, user: User) -> None:
+def delete_memory(memory_id: str, user: User, as_json: AsJson = False) -> None:
     """Mark a memory deleted (restorable with `restore`; `engram forget` erases)."""
-    result = _store().delete(user, memory_id, source=Source(actor="cli"))
-    out.print(f"{result.result}: {result.memory_id} {result.text or ''}", markup=False)
+    _print_applied(_store().delete(user, memory_id, source=Source(actor="cli")), as_json)
 
 
 @memories_app.command("history")
@@ -287,21 +319,31 @@ def memory_history(memory_id: str, user: User, as_json: AsJson = False) -> None:
         out.print_json(json.dumps([v.model_dump(mode="json") for v in versions]))
         return
     table = Table(title=f"history of {memory_id}")
-    for column in ("version id", "status", "text", "events"):
+    table.add_column("version id", no_wrap=True)
+    for column in ("status", "text", "events"):
         table.add_column(column, overflow="fold")
     for v in versions:
         events = "\n".join(
-            f"{e.at:%Y-%m-%d %H:%M:%S} {e.op} {_source_text(e.source)}" for e in v.events
+            f"{e.at:%Y-%m-%d %H:%M:%S} {e.op} {_source_text(e.source)}"
+            + (f" ({e.detail})" if e.detail else "")
+            for e in v.events
         )
         table.add_row(v.id, v.status, v.text, events)
     out.print(table)
 
 
 @memories_app.command("restore")
-def restore_memory(memory_id: str, user: User) -> None:
+def restore_memory(memory_id: str, user: User, as_json: AsJson = False) -> None:
     """Bring back a deleted or superseded version as the active one."""
-    result = _store().restore(user, memory_id, source=Source(actor="cli"))
-    out.print(f"{result.result}: {result.memory_id} {result.text or ''}", markup=False)
+    _print_applied(_store().restore(user, memory_id, source=Source(actor="cli")), as_json)
+
+
+def _print_applied(result: AppliedOp, as_json: bool) -> None:
+    if as_json:
+        out.print_json(result.model_dump_json())
+    else:
+        detail = f" ({result.detail})" if result.detail else ""
+        out.print(f"{result.result}{detail}: {result.memory_id} {result.text or ''}", markup=False)
 
 
 @memories_app.command("retry")
@@ -337,7 +379,7 @@ async def _retry(settings: Settings, user_id: str, thread: str | None) -> None:
             # Straight to extract with save=False: it only redoes the carried-over work,
             # then retrieve_similar and maintain apply it.
             result = await graph.ainvoke(
-                Command(update={"save": False, "memory_error": None}, goto="extract"),
+                Command(update={**TURN_RESET, "save": False}, goto="extract"),
                 config,
                 context={"user_id": user_id},
             )
@@ -432,6 +474,7 @@ def import_memories(
         if task is not None:
             bar.stop()
     note = f", {report.re_embedded} re-embedded" if report.re_embedded else ""
+    note += f", {report.skipped} already present (kept)" if report.skipped else ""
     out.print(f"imported {report.imported} memory versions for {report.user_id}{note}")
 
 

@@ -41,7 +41,14 @@ def qdrant_client(settings: Settings) -> QdrantClient:
                 _clients[key] = QdrantClient(url=settings.qdrant_url, api_key=api_key)
             else:
                 settings.qdrant_path.mkdir(parents=True, exist_ok=True)
-                _clients[key] = QdrantClient(path=str(settings.qdrant_path))
+                try:
+                    _clients[key] = QdrantClient(path=str(settings.qdrant_path))
+                except RuntimeError as error:  # the path is locked by another process
+                    raise ConfigurationError(
+                        f"the embedded Qdrant at {settings.qdrant_path} is in use by another "
+                        "process (another engram chat?); close it, or use a Qdrant server "
+                        "(QDRANT_URL) to share memories between processes"
+                    ) from error
         return _clients[key]
 
 
@@ -97,7 +104,8 @@ def default_store(settings: Settings | None = None) -> MemoryStore:
 
     settings = settings or get_settings()
     location = settings.qdrant_url or str(settings.qdrant_path)
-    key = (location, settings.collection, settings.embeddings + settings.resolved_embedding_model)
+    backend = f"{settings.embeddings}:{settings.resolved_embedding_model}"
+    key = (location, settings.collection, f"{backend}:{settings.resolved_embedding_dims}")
     with _lock:
         store = _stores.get(key)
     if store is None:

@@ -25,6 +25,7 @@ from langchain_qdrant import QdrantVectorStore
 from qdrant_client import QdrantClient, models
 
 from engram.errors import EmbeddingDimensionError, InvalidInputError, MemoryNotFoundError
+from state.context import validate_user_id
 from state.contracts import (
     AppliedOp,
     EventName,
@@ -89,6 +90,7 @@ class PlannedOp:
     category: str | None = None
     observed_at: datetime | None = None
     source: Source = field(default_factory=Source)
+    detail: str | None = None  # why the operation exists, when not obvious
 
 
 @dataclass
@@ -216,6 +218,9 @@ class MemoryStore:
                 for doc, score in hits
             ]
             replaced = self._interrupted_updates(user_id, records)
+        if replaced:  # rare: a crash left an update half done; finish it now
+            with self._write_lock(user_id):
+                self._repair(user_id, self._get_many(user_id, list(replaced)))
         return [r for r in records if r.id not in replaced][:k]
 
     def get(self, user_id: str, memory_id: str) -> MemoryRecord:
@@ -241,11 +246,14 @@ class MemoryStore:
         self, user_id: str, *, status: MemoryStatus | None = "active", category: str | None = None
     ) -> list[MemoryRecord]:
         """The user's memories (all pages, no cap), oldest first; `status=None` for all."""
+        flt = self._filter(user_id, status=status, category=category)
         with self._read_lock():
-            records = [
-                _record_from_point(p)
-                for p in self._scroll(self._filter(user_id, status=status, category=category))
-            ]
+            records = [_record_from_point(p) for p in self._scroll(flt)]
+        pending = [r for r in records if r.status == "active" and r.superseded_by]
+        if pending:  # rare: finish interrupted updates, then list again
+            with self._write_lock(user_id):
+                self._repair(user_id, pending)
+            return self.memories(user_id, status=status, category=category)
         return sorted(records, key=lambda r: (r.created_at, r.id))
 
     def count(self, user_id: str, *, status: MemoryStatus | None = None) -> int:
@@ -303,19 +311,14 @@ class MemoryStore:
         source: Source | None = None,
     ) -> AppliedOp:
         """Add a memory; an exact duplicate of an active one is a no-op (idempotent)."""
-        report = self.apply(
-            user_id,
-            [
-                PlannedOp(
-                    "ADD",
-                    text=text,
-                    category=category,
-                    observed_at=observed_at,
-                    source=source or Source(actor="api"),
-                )
-            ],
+        op = PlannedOp(
+            "ADD",
+            text=text,
+            category=category,
+            observed_at=observed_at,
+            source=source or Source(actor="api"),
         )
-        return _single(report)
+        return self._apply_single(user_id, op)
 
     def update(
         self,
@@ -326,48 +329,54 @@ class MemoryStore:
         *,
         source: Source | None = None,
     ) -> AppliedOp:
-        report = self.apply(
-            user_id,
-            [
-                PlannedOp(
-                    "UPDATE",
-                    target_id=memory_id,
-                    text=text,
-                    category=category,
-                    source=source or Source(actor="api"),
-                )
-            ],
+        """Write a new version of the memory (the old one stays in its history)."""
+        op = PlannedOp(
+            "UPDATE",
+            target_id=memory_id,
+            text=text,
+            category=category,
+            source=source or Source(actor="api"),
         )
-        return _single(report)
+        return self._apply_single(user_id, op)
 
     def delete(self, user_id: str, memory_id: str, *, source: Source | None = None) -> AppliedOp:
         """Mark a memory deleted; it stays restorable until `forget`."""
-        report = self.apply(
-            user_id,
-            [PlannedOp("DELETE", target_id=memory_id, source=source or Source(actor="api"))],
-        )
-        return _single(report)
+        op = PlannedOp("DELETE", target_id=memory_id, source=source or Source(actor="api"))
+        return self._apply_single(user_id, op)
 
     def apply(self, user_id: str, ops: Iterable[PlannedOp]) -> ApplyReport:
-        """Apply operations for one user atomically with respect to other writers.
+        """Apply operations for one user, serialized with the user's other writers.
 
-        Targets must belong to `user_id`. A target changed by a concurrent turn is
-        followed to its newest version, so neither update is lost.
+        An operation that cannot be applied (unknown id, another user's id, empty text)
+        is reported in `rejected` and the others still apply. A target changed by a
+        concurrent turn is followed to its newest version, so neither change is lost.
         """
         user_id = require_user_id(user_id)
         ops = list(ops)
         report = ApplyReport()
         with self._write_lock(user_id):
-            targets = [op.target_id for op in ops if op.target_id]
-            self._finish_interrupted_updates(user_id, [t for t in targets if t])
+            self._repair(
+                user_id, self._get_many(user_id, [o.target_id for o in ops if o.target_id])
+            )
             for op in ops:
                 try:
-                    report.applied.append(self._apply_one(user_id, op))
+                    applied = self._apply_one(user_id, op)
+                    report.applied.append(
+                        applied.model_copy(update={"detail": applied.detail or op.detail})
+                    )
                 except (MemoryNotFoundError, InvalidInputError) as error:
                     report.rejected.append(
                         RejectedOp(op=op.op, ref=op.ref, text=op.text, reason=str(error))
                     )
         return report
+
+    def _apply_single(self, user_id: str, op: PlannedOp) -> AppliedOp:
+        """One operation for API callers: errors are raised, not reported."""
+        user_id = require_user_id(user_id)
+        with self._write_lock(user_id):
+            if op.target_id:
+                self._repair(user_id, self._get_many(user_id, [op.target_id]))
+            return self._apply_one(user_id, op)
 
     def _apply_one(self, user_id: str, op: PlannedOp) -> AppliedOp:
         at = now_utc()
@@ -390,14 +399,11 @@ class MemoryStore:
         # UPDATE
         text = clean_memory_text(op.text)
         category = clean_category(op.category or head.category)
-        if head.status == "deleted":
+        if head.status != "active":
             # Deleted meanwhile by another turn: keep what the user just said as new.
             added = self._add(user_id, op, at)
             return added.model_copy(
-                update={
-                    "op": "UPDATE",
-                    "result": f"target was deleted; {added.result} as a new memory",
-                }
+                update={"op": "UPDATE", "detail": "its target was deleted meanwhile"}
             )
         if text_hash(text) == text_hash(head.text) and category == head.category:
             return AppliedOp(
@@ -405,20 +411,16 @@ class MemoryStore:
             )
         duplicate = self._active_duplicate(user_id, text)
         if duplicate is not None and duplicate.id != head.id:
-            self._set_status(
-                head,
-                "superseded",
-                MemoryEvent(
-                    op="SUPERSEDED", at=at, source=op.source, detail=f"merged into {duplicate.id}"
-                ),
-                superseded_by=duplicate.id,
+            event = MemoryEvent(
+                op="SUPERSEDED", at=at, source=op.source, detail=f"merged into {duplicate.id}"
             )
+            self._set_status(head, "superseded", event, superseded_by=duplicate.id)
             return AppliedOp(
                 op="UPDATE",
                 ref=op.ref,
                 memory_id=duplicate.id,
                 text=duplicate.text,
-                result="merged into an existing memory",
+                result="merged",
             )
         new_id = self._replace(
             head,
@@ -440,7 +442,7 @@ class MemoryStore:
                 ref=op.ref,
                 memory_id=duplicate.id,
                 text=duplicate.text,
-                result="duplicate of an existing memory",
+                result="duplicate",
             )
         new_id = self._write_version(
             user_id,
@@ -454,21 +456,31 @@ class MemoryStore:
         return AppliedOp(op="ADD", ref=op.ref, memory_id=new_id, text=text, result="added")
 
     def restore(self, user_id: str, memory_id: str, *, source: Source | None = None) -> AppliedOp:
-        """Make a deleted or superseded version the active one again (as a new version)."""
+        """Make a deleted or superseded version the active one of its memory again."""
         source = source or Source(actor="api")
         user_id = require_user_id(user_id)
         with self._write_lock(user_id):
             version = self._get(user_id, memory_id)
-            head = self._head(user_id, memory_id)
+            self._repair(user_id, [version])
+            version = self._get(user_id, memory_id)
+            head = self._head(user_id, memory_id, within_lineage=True)
+            if version.id == head.id and version.status == "active":
+                return AppliedOp(
+                    op="RESTORE", memory_id=head.id, text=head.text, result="already active"
+                )
+            duplicate = self._active_duplicate(user_id, version.text)
+            if duplicate is not None:  # restoring would create a second, identical memory
+                return AppliedOp(
+                    op="RESTORE",
+                    memory_id=duplicate.id,
+                    text=duplicate.text,
+                    result="already active",
+                    detail=f"as {duplicate.id}",
+                )
             at = now_utc()
-            event = MemoryEvent(op="RESTORE", at=at, source=source)
-            if version.id == head.id:
-                if head.status == "active":
-                    return AppliedOp(
-                        op="NOOP", memory_id=head.id, text=head.text, result="already active"
-                    )
-                self._set_status(head, "active", event)
-                return AppliedOp(op="ADD", memory_id=head.id, text=head.text, result="restored")
+            if version.id == head.id:  # deleted, or merged into another memory
+                self._set_status(head, "active", MemoryEvent(op="RESTORE", at=at, source=source))
+                return AppliedOp(op="RESTORE", memory_id=head.id, text=head.text, result="restored")
             new_id = self._replace(
                 head,
                 version.text,
@@ -479,7 +491,7 @@ class MemoryStore:
                 observed_at=version.observed_at,
                 detail=f"restored from {version.id}",
             )
-            return AppliedOp(op="ADD", memory_id=new_id, text=version.text, result="restored")
+            return AppliedOp(op="RESTORE", memory_id=new_id, text=version.text, result="restored")
 
     def forget(self, user_id: str) -> int:
         """Erase every version of every memory of the user. Returns how many were erased."""
@@ -497,30 +509,36 @@ class MemoryStore:
 
     # -- version plumbing ----------------------------------------------------------------
 
-    def _head(self, user_id: str, memory_id: str) -> MemoryRecord:
-        """The newest version of the lineage `memory_id` belongs to (follows superseded_by)."""
+    def _head(self, user_id: str, memory_id: str, within_lineage: bool = False) -> MemoryRecord:
+        """The newest version reachable from `memory_id` by `superseded_by` links.
+
+        Links may lead into another memory (a merge); `within_lineage` stops there, so a
+        restore never touches the memory this one was merged into.
+        """
         record = self._get(user_id, memory_id)
         seen = {record.id}
-        while record.superseded_by:
-            if record.superseded_by in seen:
+        while record.superseded_by and record.superseded_by not in seen:
+            successors = self._get_many(user_id, [record.superseded_by])
+            if not successors or (within_lineage and successors[0].lineage_id != record.lineage_id):
                 break
-            nxt = self._get_many(user_id, [record.superseded_by])
-            if not nxt:
-                break
-            record = nxt[0]
+            record = successors[0]
             seen.add(record.id)
         return record
 
     def _active_duplicate(self, user_id: str, text: str) -> MemoryRecord | None:
         flt = self._filter(user_id, status="active", text_hash=text_hash(text))
         points, _ = self.client.scroll(
-            self.collection, scroll_filter=flt, limit=1, with_payload=True
+            self.collection, scroll_filter=flt, limit=10, with_payload=True
         )
-        return _record_from_point(points[0]) if points else None
+        records = [_record_from_point(p) for p in points]
+        retired = self._repair(user_id, records)
+        return next((r for r in records if r.id not in retired), None)
 
-    def _finish_interrupted_updates(self, user_id: str, ids: list[str]) -> None:
-        """Complete what a crash in `_replace` left before anything else touches it."""
-        records = self._get_many(user_id, ids)
+    def _repair(self, user_id: str, records: list[MemoryRecord]) -> dict[str, str]:
+        """Finish what a crash in `_replace` left among `records`; returns old id -> new id.
+
+        Callers hold the user's write lock.
+        """
         finished = self._interrupted_updates(user_id, records)
         for record in records:
             if record.status != "active" or not record.superseded_by:
@@ -535,6 +553,7 @@ class MemoryStore:
                 self._set_status(record, "superseded", event, superseded_by=finished[record.id])
             else:  # the successor was never written: drop the link, keep the version
                 self._save(record.model_copy(update={"superseded_by": None}))
+        return finished
 
     def _replace(
         self,
@@ -670,84 +689,96 @@ class MemoryStore:
         records: list[tuple[MemoryRecord, list[float] | None]],
         *,
         embed_batch: int = 64,
-        on_progress: Callable[[int], None] | None = None,
-    ) -> int:
-        """Write records as they are (ids, links, timestamps). All or nothing.
+        on_progress: Callable[[int, int], None] | None = None,
+    ) -> tuple[int, int, int]:
+        """Write one user's versions exactly as given (ids, links, timestamps), all or nothing.
 
-        Vectors of the wrong size or missing are re-embedded. Ids already owned by another
-        user are refused; ids of the same user are overwritten (re-import is idempotent).
+        A version whose id the user already has is kept as it is: re-importing changes
+        nothing, and an old export never rolls back newer changes. An id owned by another
+        user is refused. Missing or wrong-size vectors are embedded, reporting
+        `on_progress(done, total)`. Returns (written, skipped, embedded).
         """
         if not records:
-            return 0
+            return 0, 0, 0
         user_ids = {record.user_id for record, _ in records}
-        ids = [record.id for record, _ in records]
+        if len(user_ids) != 1:
+            raise InvalidInputError("an import holds the memories of exactly one user")
+        user_id = require_user_id(user_ids.pop())
         with self._read_lock():
-            existing = self.client.retrieve(self.collection, ids=ids, with_payload=True)
-        owners = {
-            str(p.id): (p.payload or {}).get(METADATA_KEY, {}).get("user_id") for p in existing
-        }
-        clash = [i for i, owner in owners.items() if owner not in user_ids]
-        if clash:
-            raise InvalidInputError(
-                f"{len(clash)} memory id(s) already belong to another user (first: {clash[0]}); "
-                "import under another user id to get fresh ids"
-            )
-        vectors: list[list[float]] = []
-        for start in range(0, len(records), embed_batch):
-            batch = records[start : start + embed_batch]
-            missing = [r.text for r, v in batch if v is None or len(v) != self.dims]
-            embedded = iter(self.embeddings.embed_documents(missing)) if missing else iter(())
-            for _, vector in batch:
-                usable = vector is not None and len(vector) == self.dims
-                vectors.append(vector if usable and vector is not None else next(embedded))
-            if on_progress:
-                on_progress(len(batch))
+            known = self._owners([record.id for record, _ in records])
+        self._refuse_foreign(known, user_id)
+        todo = [(record, vector) for record, vector in records if record.id not in known]
+        vectors, embedded = self._vectors_for(todo, embed_batch, on_progress)
         points = [
             models.PointStruct(
                 id=record.id,
                 vector=vector,
                 payload={CONTENT_KEY: record.text, METADATA_KEY: _metadata(record)},
             )
-            for (record, _), vector in zip(records, vectors, strict=True)
+            for (record, _), vector in zip(todo, vectors, strict=True)
         ]
-        fresh = [i for i in ids if i not in owners]
-        locks = [self._write_lock(u) for u in sorted(user_ids)]
-        for lock in locks:
-            lock.acquire()
-        try:
-            for start in range(0, len(points), 256):
-                self.client.upsert(self.collection, points[start : start + 256], wait=True)
-        except Exception:
-            if fresh:  # roll back what this import created; nothing half-imported
+        with self._write_lock(user_id):
+            now_known = self._owners([p.id for p in points])  # written meanwhile?
+            self._refuse_foreign(now_known, user_id)
+            points = [p for p in points if p.id not in now_known]
+            written: list[models.ExtendedPointId] = []
+            try:
+                for start in range(0, len(points), 256):
+                    batch = points[start : start + 256]
+                    written += [p.id for p in batch]
+                    self.client.upsert(self.collection, batch, wait=True)
+            except Exception:  # roll back what this import created: nothing half-imported
                 self.client.delete(
-                    self.collection,
-                    points_selector=models.PointIdsList(points=list(fresh)),
-                    wait=True,
+                    self.collection, points_selector=models.PointIdsList(points=written), wait=True
                 )
-            raise
-        finally:
-            for lock in reversed(locks):
-                lock.release()
-        return len(points)
+                raise
+        return len(points), len(records) - len(points), embedded
+
+    def _owners(self, ids: list[Any]) -> dict[str, str | None]:
+        """Which of these point ids exist, and whose they are."""
+        points = self.client.retrieve(self.collection, ids=ids, with_payload=True)
+        return {str(p.id): (p.payload or {}).get(METADATA_KEY, {}).get("user_id") for p in points}
+
+    @staticmethod
+    def _refuse_foreign(owners: dict[str, str | None], user_id: str) -> None:
+        foreign = [point_id for point_id, owner in owners.items() if owner != user_id]
+        if foreign:
+            raise InvalidInputError(
+                f"{len(foreign)} memory id(s) already belong to another user (first: "
+                f"{foreign[0]}); import under another user id to get fresh ids"
+            )
+
+    def _vectors_for(
+        self,
+        rows: list[tuple[MemoryRecord, list[float] | None]],
+        batch_size: int,
+        on_progress: Callable[[int, int], None] | None,
+    ) -> tuple[list[list[float]], int]:
+        """The given vectors where usable, the rest embedded in batches."""
+        missing = [i for i, (_, v) in enumerate(rows) if v is None or len(v) != self.dims]
+        vectors = [v or [] for _, v in rows]
+        for start in range(0, len(missing), batch_size):
+            batch = missing[start : start + batch_size]
+            for index, vector in zip(
+                batch,
+                self.embeddings.embed_documents([rows[i][0].text for i in batch]),
+                strict=True,
+            ):
+                vectors[index] = vector
+            if on_progress:
+                on_progress(start + len(batch), len(missing))
+        return vectors, len(missing)
 
 
 # -- helpers -------------------------------------------------------------------------------
 
 
 def require_user_id(user_id: str) -> str:
-    """The same rule as the run context: a non-blank user id, always."""
-    if not isinstance(user_id, str) or not user_id.strip():
-        raise InvalidInputError("user_id must not be blank")
-    return user_id.strip()
-
-
-def _single(report: ApplyReport) -> AppliedOp:
-    if report.rejected:
-        reason = report.rejected[0].reason
-        if "no memory" in reason:
-            raise MemoryNotFoundError(reason)
-        raise InvalidInputError(reason)
-    return report.applied[0]
+    """The run context's rule for user ids, as an `InvalidInputError`."""
+    try:
+        return validate_user_id(user_id)
+    except ValueError as error:
+        raise InvalidInputError(str(error)) from None
 
 
 def _is_uuid(value: str) -> bool:

@@ -40,6 +40,7 @@ class ExportedMemory(MemoryRecord):
 class ImportReport(BaseModel):
     user_id: str
     imported: int
+    skipped: int  # versions the store already had (kept as they are)
     re_embedded: int
 
 
@@ -106,25 +107,19 @@ def import_jsonl(
 
     Vectors are reused only when the export's embedding backend and size match the
     store's; otherwise every text is re-embedded. `on_progress(done, total)` reports it.
+    Versions the store already has are skipped, so importing twice changes nothing.
     """
     header, memories = read_export(lines)
     user_id = require_user_id(as_user) if as_user else header.user_id
     if user_id != header.user_id:
         memories = [_moved(memory, user_id) for memory in memories]
     reuse = header.embedding == store.embedding_id
-    rows = [(m.model_copy(update={"vector": None}), m.vector if reuse else None) for m in memories]
-    to_embed = sum(1 for _, v in rows if v is None or len(v) != store.dims)
-    done = 0
-
-    def progress(batch: int) -> None:
-        nonlocal done
-        done += batch
-        if on_progress and to_embed:
-            on_progress(min(done, len(rows)), len(rows))
-
-    records = [(MemoryRecord(**m.model_dump(exclude={"vector"})), v) for m, v in rows]
-    imported = store.import_records(records, on_progress=progress)
-    return ImportReport(user_id=user_id, imported=imported, re_embedded=to_embed)
+    records = [
+        (MemoryRecord(**m.model_dump(exclude={"vector"})), m.vector if reuse else None)
+        for m in memories
+    ]
+    written, skipped, embedded = store.import_records(records, on_progress=on_progress)
+    return ImportReport(user_id=user_id, imported=written, skipped=skipped, re_embedded=embedded)
 
 
 def _moved(memory: ExportedMemory, user_id: str) -> ExportedMemory:

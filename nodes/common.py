@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+import re
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
+from typing import Any
 
 import httpx
 import openai
@@ -15,6 +17,19 @@ from engram.errors import EndpointError, InvalidInputError
 from state.context import EngramContext
 from state.contracts import MemoryRecord
 
+_STOPWORDS = frozenset(
+    "the and for are was were has have had with that this from they them their there about "
+    "user users you your yours not but can will would could should into also very just like "
+    "likes liked been being than then what when where which who whom how does did its our "
+    "ours she her his him".split()
+)
+
+
+def content_words(text: str) -> set[str]:
+    """Words that carry meaning, cut to 5 letters (a crude stem: live/lives/living)."""
+    words = re.findall(r"[a-z0-9]+", text.casefold())
+    return {w[:5] for w in words if len(w) > 2 and w not in _STOPWORDS}
+
 
 def run_context(runtime: Runtime[EngramContext]) -> EngramContext:
     """The validated context; a run without one is refused (the LLM never picks the user)."""
@@ -24,6 +39,16 @@ def run_context(runtime: Runtime[EngramContext]) -> EngramContext:
     if isinstance(context, dict):
         return EngramContext.model_validate(context)
     return context
+
+
+def check_thread_owner(state: Mapping[str, Any], context: EngramContext) -> None:
+    """A thread belongs to the user of its first turn; nobody else may continue it
+    (they would see the conversation and could apply its pending facts)."""
+    owner = state.get("user_id")
+    if owner is not None and owner != context.user_id:
+        raise InvalidInputError(
+            f"this thread belongs to another user; start a new thread for {context.user_id!r}"
+        )
 
 
 def latest_exchange(messages: Sequence[AnyMessage]) -> tuple[HumanMessage | None, AIMessage | None]:

@@ -7,7 +7,7 @@ again next turn, so what the user said is not lost to a flaky endpoint.
 
 from __future__ import annotations
 
-import re
+import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -18,18 +18,20 @@ from langgraph.runtime import Runtime
 from engram.errors import MemoryStepError
 from engram.resources import Resources
 from memory.store import clean_category, normalize_text
-from nodes.common import exchange_for, latest_exchange, message_time, run_context
+from nodes.common import (
+    check_thread_owner,
+    content_words,
+    exchange_for,
+    latest_exchange,
+    message_time,
+    run_context,
+)
 from nodes.programs import ExtractFacts, run_program
 from state.context import EngramContext
 from state.contracts import ObservedFact, RejectedOp, Unextracted
 from state.graph_state import EngramState
 
-_STOPWORDS = frozenset(
-    "the and for are was were has have had with that this from they them their there about "
-    "user users you your yours not but can will would could should into also very just like "
-    "likes liked been being than then what when where which who whom how does did its our "
-    "ours she her his him".split()
-)
+log = logging.getLogger("engram")
 
 
 def make_extract(
@@ -39,6 +41,7 @@ def make_extract(
         state: EngramState, config: RunnableConfig, runtime: Runtime[EngramContext]
     ) -> dict[str, Any]:
         context = run_context(runtime)
+        check_thread_owner(state, context)  # extract is where a retry enters the graph
         settings = resources.settings
         messages = state.get("messages", [])
         thread_id = config.get("configurable", {}).get("thread_id")
@@ -91,6 +94,8 @@ def make_extract(
                             message_ids=[m.id for m in (user_message, reply) if m and m.id],
                         )
                     )
+        for refused in rejected:
+            log.warning("rejected fact %r: %s", refused.text, refused.reason)
         facts = {normalize_text(f.text): f for f in [*state.get("facts", []), *new_facts]}
         update: dict[str, Any] = {
             "extracted": new_facts,
@@ -115,12 +120,7 @@ def grounded_in_user(fact: str, user_text: str, assistant_text: str) -> bool:
     A fact that shares no word with either (a paraphrase) is kept: only a fact traceable
     to the assistant alone is refused, so the bot's own statements never become user facts.
     """
-    fact_words = _content_words(fact)
-    if fact_words & _content_words(user_text):
+    fact_words = content_words(fact)
+    if fact_words & content_words(user_text):
         return True
-    return not fact_words & _content_words(assistant_text)
-
-
-def _content_words(text: str) -> set[str]:
-    words = re.findall(r"[a-z0-9]+", text.casefold())
-    return {w[:5] for w in words if len(w) > 2 and w not in _STOPWORDS}
+    return not fact_words & content_words(assistant_text)

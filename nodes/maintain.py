@@ -19,7 +19,7 @@ from langgraph.runtime import Runtime
 from engram.errors import EndpointError, MemoryStepError
 from engram.resources import Resources
 from memory.store import PlannedOp, normalize_text
-from nodes.common import endpoint_errors, render_memories, run_context
+from nodes.common import content_words, endpoint_errors, render_memories, run_context
 from nodes.programs import MaintainMemory, run_program
 from state.context import EngramContext
 from state.contracts import Candidate, MemoryOp, ObservedFact, RejectedOp, Source
@@ -79,8 +79,9 @@ def plan_operations(
 ) -> tuple[list[PlannedOp], list[RejectedOp]]:
     """Map the LLM's small ids to real ids; refuse what cannot be trusted, with a reason.
 
-    If the LLM deleted memories but added and updated nothing, the new facts are added
-    anyway: a contradiction must replace the old memory, not erase what the user said.
+    Facts are never lost to a bad answer: when nothing the LLM returned keeps them (an
+    empty list, only rejected operations, or only DELETEs of what they contradict), the
+    facts are added as they are. ADD is idempotent, so this cannot duplicate a memory.
     """
     by_ref = {c.ref: c.memory for c in candidates}
     shown = f"ids 1-{len(candidates)}" if candidates else "no existing memories"
@@ -92,6 +93,9 @@ def plan_operations(
         rejected.append(RejectedOp(op=op.op, ref=op.id, text=op.text, reason=reason))
 
     for op in operations:
+        if op.op == "NOOP" and op.id is not None and op.id not in by_ref:
+            reject(op, f"unknown id {op.id}: this turn showed {shown}")
+            continue
         if op.op in ("UPDATE", "DELETE"):
             if op.id is None:
                 reject(op, f"{op.op} without an id")
@@ -106,10 +110,8 @@ def plan_operations(
         if op.op in ("ADD", "UPDATE") and not (op.text or "").strip():
             reject(op, f"{op.op} with empty text")
             continue
-        if op.op == "NOOP":
-            continue
         fact = _matching_fact(op.text, facts)
-        target = by_ref[op.id] if op.op != "ADD" and op.id is not None else None
+        target = by_ref.get(op.id) if op.op != "ADD" and op.id is not None else None
         planned.append(
             PlannedOp(
                 op=op.op,
@@ -121,9 +123,7 @@ def plan_operations(
                 source=_source(facts, fact),
             )
         )
-    if any(p.op == "DELETE" for p in planned) and not any(
-        p.op in ("ADD", "UPDATE") for p in planned
-    ):
+    if not any(p.op in ("ADD", "UPDATE", "NOOP") for p in planned):
         planned += [
             PlannedOp(
                 op="ADD",
@@ -131,6 +131,7 @@ def plan_operations(
                 category=f.category,
                 observed_at=f.observed_at,
                 source=_source(facts, f),
+                detail="kept: no operation of the model kept this fact",
             )
             for f in facts
         ]
@@ -138,12 +139,16 @@ def plan_operations(
 
 
 def _matching_fact(text: str | None, facts: list[ObservedFact]) -> ObservedFact | None:
-    """The fact an operation came from (same text), else the latest fact of the turn."""
+    """The fact an operation came from: the same text, else the most words in common
+    (merged UPDATE texts rarely repeat a fact exactly), else the latest fact."""
     if not facts:
         return None
     wanted = normalize_text(text or "")
     exact = next((f for f in facts if normalize_text(f.text) == wanted), None)
-    return exact or max(facts, key=lambda f: f.observed_at)
+    if exact is not None:
+        return exact
+    words = content_words(text or "")
+    return max(facts, key=lambda f: (len(words & content_words(f.text)), f.observed_at))
 
 
 def _source(facts: list[ObservedFact], fact: ObservedFact | None) -> Source:

@@ -12,18 +12,36 @@ from langgraph.runtime import Runtime
 
 from engram.errors import InvalidInputError
 from engram.resources import Resources
-from nodes.common import endpoint_errors, latest_exchange, run_context
+from nodes.common import (
+    check_thread_owner,
+    endpoint_errors,
+    latest_exchange,
+    message_time,
+    run_context,
+)
 from state.context import EngramContext
 from state.graph_state import EngramState
 
+# Per-turn fields start empty each turn; `facts` and `unextracted` carry over on purpose.
+TURN_RESET: dict[str, Any] = {
+    "recalled": [],
+    "save": None,
+    "extracted": [],
+    "candidates": None,
+    "applied": [],
+    "rejected": [],
+    "memory_error": None,
+}
 CONTEXT_CHARS = 300  # of the previous assistant reply, to resolve "yes, that one"
 
 
 def make_recall(resources: Resources) -> Callable[..., Awaitable[dict[str, Any]]]:
     async def recall(state: EngramState, runtime: Runtime[EngramContext]) -> dict[str, Any]:
         context = run_context(runtime)
+        check_thread_owner(state, context)
         messages = state.get("messages", [])
         user_message = validate_user_message(messages, resources.settings.max_message_chars)
+        message_time(user_message)  # a malformed `sent_at` fails now, before the answer
         previous_reply = next(
             (m for m in reversed(messages[:-1]) if isinstance(m, AIMessage)), None
         )
@@ -34,16 +52,7 @@ def make_recall(resources: Resources) -> Callable[..., Awaitable[dict[str, Any]]
         store = await asyncio.to_thread(resources.store)
         with endpoint_errors("embedding model", resources.settings.openai_base_url):
             recalled = await asyncio.to_thread(store.search, context.user_id, query, top_k)
-        # Per-turn fields start empty; `facts` and `unextracted` carry over on purpose.
-        return {
-            "recalled": recalled,
-            "save": None,
-            "extracted": [],
-            "candidates": None,
-            "applied": [],
-            "rejected": [],
-            "memory_error": None,
-        }
+        return {**TURN_RESET, "user_id": context.user_id, "recalled": recalled}
 
     return recall
 

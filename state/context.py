@@ -24,11 +24,16 @@ class EngramContext(BaseModel):
     @field_validator("user_id")
     @classmethod
     def _valid_user_id(cls, value: str) -> str:
-        value = value.strip()
-        if not value:
-            raise ValueError("user_id must not be blank")
-        if len(value) > MAX_USER_ID_CHARS:
-            raise ValueError(f"user_id must be at most {MAX_USER_ID_CHARS} characters")
-        if any(not ch.isprintable() for ch in value):
-            raise ValueError("user_id must not contain control characters")
-        return value
+        return validate_user_id(value)
+
+
+def validate_user_id(value: str) -> str:
+    """The one rule for user ids (graph, store and CLI): non-blank, printable, bounded."""
+    value = value.strip() if isinstance(value, str) else ""
+    if not value:
+        raise ValueError("user_id must not be blank")
+    if len(value) > MAX_USER_ID_CHARS:
+        raise ValueError(f"user_id must be at most {MAX_USER_ID_CHARS} characters")
+    if any(not ch.isprintable() for ch in value):
+        raise ValueError("user_id must not contain control characters")
+    return value

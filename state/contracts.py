@@ -82,14 +82,30 @@ class Candidate(BaseModel):
     memory: MemoryRecord
 
 
-class AppliedOp(BaseModel):
-    """An operation that reached the store, with what it did."""
+Outcome = Literal[
+    "added",
+    "updated",
+    "deleted",
+    "restored",  # the store changed
+    "duplicate",
+    "merged",
+    "unchanged",
+    "already deleted",
+    "already active",  # it did not
+]
+CHANGES: tuple[Outcome, ...] = ("added", "updated", "deleted", "restored")
 
-    op: OpName
+
+class AppliedOp(BaseModel):
+    """An operation that reached the store, with what it did (`memory_id`: the version
+    that holds the result)."""
+
+    op: OpName | Literal["RESTORE"]
     ref: int | None = None
     memory_id: str | None = None
     text: str | None = None
-    result: str
+    result: Outcome
+    detail: str | None = None
 
 
 class RejectedOp(BaseModel):

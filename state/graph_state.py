@@ -23,6 +23,7 @@ class EngramState(TypedDict, total=False):
     finish is carried to the next turn (or `engram memories retry`) instead of being lost."""
 
     messages: Annotated[list[AnyMessage], add_messages]
+    user_id: str  # the user this thread belongs to, set on its first turn
     recalled: list[MemoryRecord]
     save: bool | None
     extracted: list[ObservedFact]  # this turn's new facts (for callers and Studio)

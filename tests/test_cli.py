@@ -110,6 +110,10 @@ def test_export_import_round_trip_through_files(store: MemoryStore, tmp_path: Pa
     assert "for dave" in output and len(store.memories("dave", status=None)) == 2
 
 
+def test_cli_thread_ids_cannot_collide_across_users() -> None:
+    assert cli.thread_id_for("a:b", "c") != cli.thread_id_for("a", "b:c")
+
+
 def test_chat_without_key_or_endpoint_says_what_to_set(tmp_path: Path) -> None:
     result = run_engram(engram_env(tmp_path), "chat", "--user", "alice")
     assert result.returncode == 1

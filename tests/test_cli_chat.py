@@ -64,6 +64,16 @@ def test_memories_persist_across_sessions_and_stay_per_user(
     bob_memories = run_engram(env, "memories", "list", "--user", "bob", "--json").stdout
     assert "Where do I live?" in bob_memories and "Paris" not in bob_memories
 
+    # forget erases alice's memories and her conversation, and nothing of bob's.
+    forgot = run_engram(env, "forget", "--user", "alice", "--yes")
+    assert "Erased 2 memory versions and 1 conversation(s) of alice." in forgot.stdout
+    fresh = run_engram(env, "chat", "--user", "alice", typed="Hi again\n/quit\n")
+    assert fresh.returncode == 0, fresh.stderr
+    assert [m["role"] for m in fake.requests_for("chat")[-1].messages] == ["system", "user"]
+    assert (
+        "Where do I live?" in run_engram(env, "memories", "list", "--user", "bob", "--json").stdout
+    )
+
 
 def test_failed_memory_steps_are_kept_and_retried(fake: FakeOpenAI, env: dict[str, str]) -> None:
     fake.queue("extract", facts_answer(("User keeps bees", "preferences")))

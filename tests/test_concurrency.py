@@ -41,7 +41,7 @@ async def test_fifty_concurrent_turns_for_one_user_add_one_memory(store: MemoryS
     assert all(r["memory_error"] is None for r in results)
     outcomes = sorted(a.result for r in results for a in r["applied"])
     assert outcomes.count("added") == 1
-    assert outcomes.count("duplicate of an existing memory") == 49
+    assert outcomes.count("duplicate") == 49
     assert [m.text for m in store.memories("alice", status=None)] == [fact]
 
 

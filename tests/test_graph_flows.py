@@ -93,7 +93,7 @@ async def test_update_delete_and_noop_in_one_call(store: MemoryStore) -> None:
     )
     graph = make_graph(store, lm)
     result = await turn(graph, "I moved to Berlin and sold my bike. Still love jazz.")
-    assert sorted(a.result for a in result["applied"]) == ["deleted", "updated"]
+    assert sorted(a.result for a in result["applied"]) == ["deleted", "unchanged", "updated"]
     assert result["rejected"] == []
     assert sorted(texts(store)) == ["User likes jazz", "User lives in Berlin"]
     deleted = store.memories("alice", status="deleted")
@@ -120,10 +120,31 @@ async def test_invalid_operations_are_rejected_and_reported(
     store.add("alice", "User lives in Paris", "location")
     lm = scripted_lm(save(), facts(("User lives in Lyon", "location")), ops(bad_op))
     result = await turn(make_graph(store, lm), "I live in Lyon now")
-    assert result["applied"] == []
     assert len(result["rejected"]) == 1
     assert result["rejected"][0].reason.startswith(reason)
-    assert texts(store) == ["User lives in Paris"]
+    # Nothing the model returned survived, so the user's fact is kept as it is.
+    assert [(a.op, a.text, a.result) for a in result["applied"]] == [
+        ("ADD", "User lives in Lyon", "added")
+    ]
+    assert result["applied"][0].detail == "kept: no operation of the model kept this fact"
+    assert texts(store) == ["User lives in Paris", "User lives in Lyon"]
+
+
+async def test_an_empty_operation_list_does_not_drop_the_facts(store: MemoryStore) -> None:
+    lm = scripted_lm(save(), facts(("User speaks Dutch", "personal")), ops())
+    result = await turn(make_graph(store, lm), "Ik spreek Nederlands: I speak Dutch")
+    assert [a.result for a in result["applied"]] == ["added"]
+    assert texts(store) == ["User speaks Dutch"]
+
+
+async def test_noop_for_a_known_fact_is_visible(store: MemoryStore) -> None:
+    store.add("alice", "User likes jazz", "preferences")
+    lm = scripted_lm(
+        save(), facts(("User likes jazz", "preferences")), ops({"op": "NOOP", "id": 1})
+    )
+    result = await turn(make_graph(store, lm), "I like jazz")
+    assert [(a.op, a.result) for a in result["applied"]] == [("NOOP", "unchanged")]
+    assert texts(store) == ["User likes jazz"]
 
 
 async def test_same_id_twice_in_one_call_is_rejected_the_second_time(store: MemoryStore) -> None:
@@ -166,7 +187,8 @@ async def test_delete_everything_is_bounded_to_this_turns_candidates(
     deleted = [a for a in result["applied"] if a.op == "DELETE"]
     assert len(deleted) == shown
     assert len([r for r in result["rejected"] if "unknown id" in r.reason]) == 39 - shown
-    assert store.count("alice", status="active") >= 13 - shown  # the rest survives
+    # Everything not shown survives; the (odd) fact itself is kept, as every fact is.
+    assert store.count("alice", status="active") == 13 - shown + 1
     assert "User is a nurse" in texts(store)
 
 
@@ -182,6 +204,7 @@ async def test_other_users_memories_are_never_recalled_nor_touched(store: Memory
     result = await turn(make_graph(store, lm), "Where do I live? I live in Paris.")
     assert result["recalled"] == [] and result["candidates"] == []
     assert result["memory_error"] and "maintain failed" in result["memory_error"]
+    assert [f.text for f in result["facts"]] == ["User lives in Paris"]  # kept for later
     assert store.get("bob", bob.memory_id or "").status == "active"
     assert texts(store, "bob") == ["User lives in Paris"]
     assert store.count("alice") == 0
@@ -314,3 +337,30 @@ async def test_never_policy_is_read_only(store: MemoryStore) -> None:
     result = await turn(make_graph(store, lm), "I now prefer coffee", save_policy="never")
     assert [m.text for m in result["recalled"]] == ["User likes tea"]
     assert lm.history == [] and texts(store) == ["User likes tea"]
+
+
+async def test_a_thread_belongs_to_its_first_user(store: MemoryStore) -> None:
+    lm = scripted_lm(
+        save(),
+        facts(("User keeps bees", "preferences")),
+        {"reasoning": "x", "operations": "{broken"},
+        {"operations": "broken"},
+    )
+    graph = make_graph(store, lm)
+    first = await turn(graph, "I keep bees", user_id="alice", thread_id="shared")
+    assert [f.text for f in first["facts"]] == ["User keeps bees"]  # pending for alice
+    with pytest.raises(InvalidInputError, match="this thread belongs to another user"):
+        await turn(graph, "hello", user_id="bob", thread_id="shared")
+    assert store.count("bob") == 0 and store.count("alice") == 0
+
+
+async def test_malformed_sent_at_is_refused_before_the_answer(store: MemoryStore) -> None:
+    lm = scripted_lm()
+    graph = make_graph(store, lm)
+    with pytest.raises(InvalidInputError, match="is not an ISO 8601 time"):
+        await graph.ainvoke(
+            {"messages": [HumanMessage("hi", additional_kwargs={"sent_at": "yesterday"})]},
+            config={"configurable": {"thread_id": "t"}},
+            context={"user_id": "alice"},
+        )
+    assert lm.history == []

@@ -15,8 +15,10 @@ from memory.store import MemoryStore
 from nodes import (
     DecideSave,
     ExtractFacts,
+    MaintainMemory,
     make_decide_save,
     make_extract,
+    make_maintain,
     make_recall,
     make_respond,
     make_retrieve_similar,
@@ -180,6 +182,46 @@ def test_plan_maps_small_ids_and_never_trusts_others(store: MemoryStore) -> None
     assert [(p.op, p.target_id, p.category) for p in planned] == [("UPDATE", memory.id, "location")]
     assert planned[0].observed_at == fact.observed_at
     assert planned[0].source.thread_id == "t9" and planned[0].source.message_ids == ["m1"]
-    assert [r.reason for r in rejected] == ["unknown id 2: this turn showed ids 1-1"]
+    assert [r.reason for r in rejected] == [
+        "unknown id 2: this turn showed ids 1-1",
+        "unknown id 5: this turn showed ids 1-1",
+    ]
     _, rejected = plan_operations([MemoryOp(op="DELETE", id=1)], [], [fact])
     assert rejected[0].reason == "unknown id 1: this turn showed no existing memories"
+
+
+async def test_maintain_applies_the_models_operations(store: MemoryStore) -> None:
+    store.add("alice", "User lives in Paris", "location")
+    memory = store.memories("alice")[0]
+    lm = scripted_lm(
+        {
+            "reasoning": "moved",
+            "operations": [
+                {"op": "UPDATE", "id": 1, "text": "User lives in Oslo", "category": "location"}
+            ],
+        }
+    )
+    maintain = make_maintain(resources(store, lm), MaintainMemory())
+    fact = ObservedFact(
+        text="User moved to Oslo", category="location", observed_at=datetime(2026, 4, 1, tzinfo=UTC)
+    )
+    state: Any = {"facts": [fact], "candidates": [Candidate(ref=1, memory=memory)]}
+    update = await maintain(state, runtime())
+    assert [(a.op, a.result) for a in update["applied"]] == [("UPDATE", "updated")]
+    assert update["facts"] == []
+    prompt = lm.history[0]["messages"][-1]["content"]
+    assert "[1] User lives in Paris (location; said " in prompt
+    assert "- User moved to Oslo (location)" in prompt
+    assert memory.id not in prompt  # real point ids are never shown
+    assert [m.text for m in store.memories("alice")] == ["User lives in Oslo"]
+    assert store.memories("alice")[0].observed_at == fact.observed_at
+
+
+async def test_maintain_without_retrieved_candidates_keeps_the_facts(store: MemoryStore) -> None:
+    lm = scripted_lm()
+    maintain = make_maintain(resources(store, lm), MaintainMemory())
+    fact = ObservedFact(
+        text="User moved to Oslo", category="location", observed_at=datetime(2026, 4, 1, tzinfo=UTC)
+    )
+    assert await maintain({"facts": [fact], "candidates": None}, runtime()) == {}
+    assert lm.history == []

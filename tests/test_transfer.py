@@ -44,9 +44,22 @@ def test_round_trip_is_exact(store: MemoryStore) -> None:
     assert dict((r.id, v) for r, v in store.export_records("alice")) == vectors_before
     assert [m.text for m in store.search("alice", "Berlin", k=3)] == ["User lives in Berlin"]
     # re-importing the same file changes nothing (idempotent)
-    store.import_jsonl(io.StringIO(text))
+    again = store.import_jsonl(io.StringIO(text))
+    assert (again.imported, again.skipped) == (0, 3)
     assert snapshot(store, "alice") == before
     assert [m.text for m in store.memories("bob")] == ["User likes jazz"]
+
+
+def test_an_old_export_never_rolls_back_newer_changes(store: MemoryStore) -> None:
+    populated(store)
+    text = exported(store)
+    berlin = store.memories("alice")[0]
+    store.update("alice", berlin.id, "User lives in Rome")
+    after = snapshot(store, "alice")
+    report = store.import_jsonl(io.StringIO(text))
+    assert (report.imported, report.skipped) == (0, 3)
+    assert snapshot(store, "alice") == after
+    assert [m.text for m in store.memories("alice")] == ["User lives in Rome"]
 
 
 def test_import_as_another_user_gets_fresh_linked_ids(store: MemoryStore) -> None:
