@@ -19,6 +19,7 @@ from langgraph.graph.state import CompiledStateGraph
 from langgraph.types import Command
 from pydantic import ValidationError
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import Progress, TaskID
 from rich.table import Table
 
@@ -45,6 +46,7 @@ User = Annotated[str, typer.Option("--user", "-u", help="Whose memories.")]
 Thread = Annotated[str, typer.Option("--thread", "-t", help="Conversation name.")]
 AsJson = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
 EXIT_WORDS = {"/quit", "/exit", "quit", "exit"}
+PROMPT = "you> "
 
 
 def main() -> None:
@@ -109,7 +111,7 @@ async def _chat(settings: Settings, user_id: str, thread: str) -> None:
         memory_steps: asyncio.Task[None] | None = None
         while True:
             try:
-                text = await read_line("you> ")
+                text = await read_line(PROMPT)
             except EOFError:
                 text = "/quit"
             if memory_steps is not None:  # the previous turn's memory work, done meanwhile
@@ -184,7 +186,7 @@ async def _turn(
                     answered.set()
         finally:
             answered.set()
-        _print_memory_update((await graph.aget_state(config)).values)
+        _print_memory_update((await graph.aget_state(config)).values, over_prompt=True)
 
     task = asyncio.create_task(run())
     await answered.wait()
@@ -193,24 +195,32 @@ async def _turn(
     return task
 
 
-def _print_memory_update(update: dict[str, Any]) -> None:
-    applied: list[AppliedOp] = update.get("applied") or []
+def _print_memory_update(update: dict[str, Any], over_prompt: bool = False) -> None:
+    """One short line per kind of news. `over_prompt`: the chat's "you> " prompt is on
+    screen (the memory steps finish while the user types), so redraw it after."""
     counts: dict[str, int] = {}
-    for op in applied:
+    for op in update.get("applied") or []:
         if op.result in CHANGES:
             counts[op.result] = counts.get(op.result, 0) + 1
+    lines = []
     if counts:
         summary = ", ".join(f"{n} {what}" for what, n in counts.items())
-        out.print(f"  [dim]· memory: {summary}[/dim]")
-    rejected = update.get("rejected") or []
-    if rejected:
-        out.print(f"  [dim]· memory: {len(rejected)} operation(s) rejected[/dim]")
-    if update.get("memory_error"):
-        out.print(
-            f"  [yellow]· memory steps failed, kept for the next turn: "
-            f"{update['memory_error']}[/yellow]",
-            markup=True,
+        lines.append(f"  [dim]· memory: {summary}[/dim]")
+    if rejected := update.get("rejected"):
+        lines.append(f"  [dim]· memory: {len(rejected)} operation(s) rejected[/dim]")
+    if error := update.get("memory_error"):
+        lines.append(
+            f"  [yellow]· memory steps failed, kept for the next turn: {escape(error)}[/yellow]"
         )
+    if not lines:
+        return
+    redraw = over_prompt and out.is_terminal
+    if redraw:
+        out.file.write("\r\x1b[K")  # clear the prompt line, print, then draw it again
+    for line in lines:
+        out.print(line)
+    if redraw:
+        out.print(PROMPT, end="")
 
 
 # -- memories ---------------------------------------------------------------------------------
@@ -228,9 +238,9 @@ def _print_records(records: Sequence[MemoryRecord], as_json: bool, title: str) -
         out.print(f"{title}: none")
         return
     table = Table(title=title)
-    table.add_column("id", no_wrap=True)  # whole, so it can be copied into other commands
-    for column in ("category", "status", "said", "text"):
-        table.add_column(column, overflow="fold")
+    for column in ("id", "category", "status", "said"):  # whole: ids get copied
+        table.add_column(column, no_wrap=True)
+    table.add_column("text", overflow="fold")
     show_score = any(r.score is not None for r in records)
     if show_score:
         table.add_column("score")
