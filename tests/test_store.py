@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import uuid
 import warnings
+from collections.abc import Callable
+from typing import Any
 
 import pytest
 from langchain_core.embeddings import DeterministicFakeEmbedding
@@ -147,16 +149,22 @@ def test_dims_are_probed_when_not_given() -> None:
     assert store.dims == 12 and store.embedding_id == "custom:12"
 
 
+def failing(error: Exception) -> Callable[..., Any]:
+    """A stand-in for a store step that dies (a crash in the middle of an update)."""
+
+    def crash(*args: object, **kwargs: object) -> Any:
+        raise error
+
+    return crash
+
+
 def test_interrupted_update_loses_nothing_and_the_next_write_repairs_it(
     store: MemoryStore, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     old = store.add("alice", "User lives in Paris", "location")
     old_id = old.memory_id or ""
 
-    def crash(*args: object, **kwargs: object) -> None:
-        raise RuntimeError("power cut")
-
-    monkeypatch.setattr(store, "_set_status", crash)
+    monkeypatch.setattr(store, "_set_status", failing(RuntimeError("power cut")))
     with pytest.raises(RuntimeError, match="power cut"):
         store.update("alice", old_id, "User lives in Berlin")
     monkeypatch.undo()
@@ -181,10 +189,7 @@ def test_update_that_dies_before_writing_keeps_the_old_version(
     old = store.add("alice", "User lives in Paris", "location")
     old_id = old.memory_id or ""
 
-    def crash(*args: object, **kwargs: object) -> str:
-        raise ConnectionError("Qdrant went away")
-
-    monkeypatch.setattr(store, "_write_version", crash)
+    monkeypatch.setattr(store, "_write_version", failing(ConnectionError("Qdrant went away")))
     with pytest.raises(ConnectionError):
         store.update("alice", old_id, "User lives in Berlin")
     monkeypatch.undo()
@@ -250,7 +255,7 @@ def test_hidden_half_update_never_swallows_a_restated_fact(
     store: MemoryStore, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     old = store.add("alice", "User lives in Paris", "location")
-    monkeypatch.setattr(store, "_set_status", lambda *a, **k: (_ for _ in ()).throw(OSError()))
+    monkeypatch.setattr(store, "_set_status", failing(OSError("disk full")))
     with pytest.raises(OSError):
         store.update("alice", old.memory_id or "", "User lives in Berlin")
     monkeypatch.undo()
