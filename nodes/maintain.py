@@ -16,7 +16,7 @@ from typing import Any
 
 from langgraph.runtime import Runtime
 
-from engram.errors import EndpointError, MemoryStepError
+from engram.errors import MemoryStepError
 from engram.resources import Resources
 from memory.store import PlannedOp, normalize_text
 from nodes.common import content_words, endpoint_errors, render_memories, run_context
@@ -57,9 +57,10 @@ def make_maintain(
         try:
             with endpoint_errors("embedding model", settings.openai_base_url):
                 report = await asyncio.to_thread(store.apply, context.user_id, planned)
-        except EndpointError as error:
+        except Exception as error:  # endpoint or Qdrant down: the answer is already out
             # Re-applying is idempotent (duplicate ADDs, repeated UPDATE/DELETE are no-ops),
             # so keeping the facts for a retry cannot double-write.
+            log.exception("maintain could not write")
             message = f"maintain could not write: {error}"
             return {"memory_error": "; ".join(filter(None, [previous_error, message]))}
         rejected += report.rejected

@@ -7,18 +7,20 @@ point ids, and they are the only memories this turn may change.
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 from langgraph.runtime import Runtime
 
-from engram.errors import EndpointError
 from engram.resources import Resources
 from memory.store import MemoryStore
 from nodes.common import endpoint_errors, run_context
 from state.context import EngramContext
 from state.contracts import Candidate, MemoryRecord
 from state.graph_state import EngramState
+
+log = logging.getLogger("engram")
 
 PER_FACT = 3
 MAX_CANDIDATES = 15
@@ -34,7 +36,8 @@ def make_retrieve_similar(resources: Resources) -> Callable[..., Awaitable[dict[
             store = await asyncio.to_thread(resources.store)
             with endpoint_errors("embedding model", resources.settings.openai_base_url):
                 nearest = await asyncio.to_thread(similar_memories, store, user_id, texts)
-        except EndpointError as error:
+        except Exception as error:  # endpoint or Qdrant down: the answer is already out
+            log.exception("retrieve_similar failed")
             # candidates stay None ("not retrieved"): maintain keeps the facts for later.
             message = f"retrieve_similar failed: {error}"
             return {"memory_error": "; ".join(filter(None, [state.get("memory_error"), message]))}

@@ -364,3 +364,22 @@ async def test_malformed_sent_at_is_refused_before_the_answer(store: MemoryStore
             context={"user_id": "alice"},
         )
     assert lm.history == []
+
+
+async def test_store_failure_during_maintain_keeps_the_facts(
+    store: MemoryStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    lm = scripted_lm(
+        save(),
+        facts(("User grows tomatoes", "preferences")),
+        ops({"op": "ADD", "text": "User grows tomatoes", "category": "preferences"}),
+    )
+
+    def qdrant_down(*args: object, **kwargs: object) -> None:
+        raise ConnectionError("Connection refused: Qdrant at localhost:6333")
+
+    monkeypatch.setattr(store, "apply", qdrant_down)
+    result = await turn(make_graph(store, lm, ["Nice!"]), "I grow tomatoes")
+    assert result["messages"][-1].text == "Nice!"
+    assert "maintain could not write: Connection refused" in result["memory_error"]
+    assert [f.text for f in result["facts"]] == ["User grows tomatoes"]
