@@ -220,7 +220,7 @@ class MemoryStore:
             replaced = self._interrupted_updates(user_id, records)
         if replaced:  # rare: a crash left an update half done; finish it now
             with self._write_lock(user_id):
-                self._repair(user_id, self._get_many(user_id, list(replaced)))
+                self._repair(user_id, list(replaced))
         return [r for r in records if r.id not in replaced][:k]
 
     def get(self, user_id: str, memory_id: str) -> MemoryRecord:
@@ -252,7 +252,7 @@ class MemoryStore:
         pending = [r for r in records if r.status == "active" and r.superseded_by]
         if pending:  # rare: finish interrupted updates, then list again
             with self._write_lock(user_id):
-                self._repair(user_id, pending)
+                self._repair(user_id, [r.id for r in pending])
             return self.memories(user_id, status=status, category=category)
         return sorted(records, key=lambda r: (r.created_at, r.id))
 
@@ -355,9 +355,7 @@ class MemoryStore:
         ops = list(ops)
         report = ApplyReport()
         with self._write_lock(user_id):
-            self._repair(
-                user_id, self._get_many(user_id, [o.target_id for o in ops if o.target_id])
-            )
+            self._repair(user_id, [o.target_id for o in ops if o.target_id])
             for op in ops:
                 try:
                     applied = self._apply_one(user_id, op)
@@ -375,7 +373,7 @@ class MemoryStore:
         user_id = require_user_id(user_id)
         with self._write_lock(user_id):
             if op.target_id:
-                self._repair(user_id, self._get_many(user_id, [op.target_id]))
+                self._repair(user_id, [op.target_id])
             return self._apply_one(user_id, op)
 
     def _apply_one(self, user_id: str, op: PlannedOp) -> AppliedOp:
@@ -461,7 +459,7 @@ class MemoryStore:
         user_id = require_user_id(user_id)
         with self._write_lock(user_id):
             version = self._get(user_id, memory_id)
-            self._repair(user_id, [version])
+            self._repair(user_id, [version.id])
             version = self._get(user_id, memory_id)
             head = self._head(user_id, memory_id, within_lineage=True)
             if version.id == head.id and version.status == "active":
@@ -531,14 +529,16 @@ class MemoryStore:
             self.collection, scroll_filter=flt, limit=10, with_payload=True
         )
         records = [_record_from_point(p) for p in points]
-        retired = self._repair(user_id, records)
+        retired = self._repair(user_id, [r.id for r in records if r.superseded_by])
         return next((r for r in records if r.id not in retired), None)
 
-    def _repair(self, user_id: str, records: list[MemoryRecord]) -> dict[str, str]:
-        """Finish what a crash in `_replace` left among `records`; returns old id -> new id.
+    def _repair(self, user_id: str, ids: list[str]) -> dict[str, str]:
+        """Finish what a crash in `_replace` left among these versions; old id -> new id.
 
-        Callers hold the user's write lock.
+        Callers hold the user's write lock; the versions are read again under it, since
+        what a caller saw before taking the lock may be a write that has completed since.
         """
+        records = self._get_many(user_id, ids)
         finished = self._interrupted_updates(user_id, records)
         for record in records:
             if record.status != "active" or not record.superseded_by:
