@@ -13,12 +13,13 @@ Output: the chat graph's fields (`extracted`, `applied`, `rejected`, `memory_err
 
 How a batch is handled:
 
-- Every user message of the batch that this thread has not seen is considered, not only the
-  last one. Seen message ids are kept in the thread's state (`ingested`), so re-sending a
-  batch on the same thread changes nothing and calls no model. A seen id that arrives with
-  another text is reported in `rejected`, not ingested again. Without a thread (a graph
-  compiled without a checkpointer, a stateless server run) every batch is new: send each
-  conversation to its own thread, as with the chat graph.
+- Every user message of the batch not seen before is considered, not only the last one.
+  Seen message ids are kept in the thread's state (`ingested`) and, when the run has a
+  store (the LangGraph server always does), per user in that store
+  (`nodes.history.ingested_before`), so re-sending a batch changes nothing and calls no
+  model, on the same thread, on another one, or as a stateless run. A seen id that
+  arrives with another text is reported in `rejected`, not ingested again. Without a
+  checkpointer and a store (a plain Python compile) every batch is new.
 - decide_save runs once per new user message, on that message and the assistant reply
   right after it, with the same program as in chat (no recalled memories: maintain sees
   the similar ones). `save_policy="always"` skips it and extracts every message;
@@ -57,6 +58,7 @@ from nodes import (
     route_after_extract,
 )
 from nodes.common import message_time, run_context
+from nodes.history import ingested_before, mark_ingested
 from nodes.recall import TURN_RESET
 from state.context import EngramContext
 from state.contracts import RejectedOp, Unextracted
@@ -109,6 +111,14 @@ def batch_decide_save(decide: Node, resources: Resources) -> Node:
         context = run_context(runtime)
         messages: list[AnyMessage] = list(state.get("messages", []))
         seen: dict[str, str] = dict(state.get("ingested") or {})
+        if runtime.store is not None:
+            unseen = [
+                str(m.id)
+                for m in messages
+                if isinstance(m, HumanMessage) and m.id and m.id not in seen
+            ]
+            if unseen:
+                seen.update(await ingested_before(runtime.store, context.user_id, unseen))
         max_chars = resources.settings.max_message_chars
         new, rejected = _new_user_messages(messages, seen, max_chars)
         reset: dict[str, Any] = {**TURN_RESET, "rejected": Overwrite(rejected)}
@@ -120,7 +130,10 @@ def batch_decide_save(decide: Node, resources: Resources) -> Node:
             for (_, message, observed_at), (save, _) in zip(new, decisions, strict=True)
             if save
         ]
-        seen.update({str(message.id): _fingerprint(message) for _, message, _ in new})
+        considered = {str(message.id): _fingerprint(message) for _, message, _ in new}
+        if runtime.store is not None and considered:
+            await mark_ingested(runtime.store, context.user_id, considered)
+        seen.update(considered)
         errors = [error for _, error in decisions if error]
         return {
             **reset,

@@ -23,6 +23,13 @@ Layout in the store, one namespace per conversation (labels escaped, see `label`
 A message moves when it leaves the window, in conversation order, even when pending work
 keeps it in the state a while longer; it is written once (a message already in the store
 is not written again, so a step that is retried duplicates nothing).
+
+The ingest graph keeps which of a user's messages it has considered under
+`("ingested", user)` (key: message id, value: a fingerprint of its text), so re-sending a
+message changes nothing on any thread, a stateless server run's included.
+
+Both roots are Engram's own: `RESERVED_ROOTS` lists them so the server's store API never
+hands them to a client (`apps.server.auth`), and forgetting a user erases both.
 """
 
 from __future__ import annotations
@@ -47,6 +54,8 @@ from langgraph.store.base import BaseStore, GetOp, Item, PutOp
 log = logging.getLogger("engram")
 
 ROOT = "conversations"
+INGESTED_ROOT = "ingested"
+RESERVED_ROOTS = frozenset({ROOT, INGESTED_ROOT})
 PAGE = 500  # items per store read when a whole conversation is read or erased
 
 
@@ -58,6 +67,15 @@ def label(value: str) -> str:
 
 def messages_namespace(user_id: str, thread_id: str) -> tuple[str, ...]:
     return (ROOT, label(user_id), label(thread_id), "messages")
+
+
+def ingested_namespace(user_id: str) -> tuple[str, ...]:
+    return (INGESTED_ROOT, label(user_id))
+
+
+def user_prefixes(user_id: str) -> list[tuple[str, ...]]:
+    """Every namespace prefix holding a user's conversations or ingest markers."""
+    return [(ROOT, label(user_id)), ingested_namespace(user_id)]
 
 
 def _count_namespace(user_id: str, thread_id: str) -> tuple[str, ...]:
@@ -189,17 +207,36 @@ async def conversation(
     return recent[-last:] if last > 0 else []
 
 
+async def ingested_before(
+    store: BaseStore, user_id: str, message_ids: Sequence[str]
+) -> dict[str, str]:
+    """The fingerprints of those messages the ingest graph considered before for the user,
+    on any thread."""
+    namespace = ingested_namespace(user_id)
+    found = await store.abatch([GetOp(namespace, message_id) for message_id in message_ids])
+    return {
+        message_id: str(item.value["fingerprint"])
+        for message_id, item in zip(message_ids, found, strict=True)
+        if isinstance(item, Item)
+    }
+
+
+async def mark_ingested(store: BaseStore, user_id: str, fingerprints: dict[str, str]) -> None:
+    namespace = ingested_namespace(user_id)
+    await store.abatch(
+        [
+            PutOp(namespace, message_id, {"fingerprint": fingerprint}, False)
+            for message_id, fingerprint in fingerprints.items()
+        ]
+    )
+
+
 async def forget_conversations(store: BaseStore, user_id: str) -> int:
-    """Erase every stored message of a user, in all threads; returns how many."""
-    prefix = (ROOT, label(user_id))
-    namespaces: list[tuple[str, ...]] = []
-    while page := await store.alist_namespaces(prefix=prefix, limit=PAGE, offset=len(namespaces)):
-        namespaces += page
-        if len(page) < PAGE:
-            break
+    """Erase every stored message of a user, in all threads, and the ingest markers;
+    returns how many messages."""
     erased = 0
-    for namespace in namespaces:
-        while items := await store.asearch(namespace, limit=PAGE):
+    for prefix in user_prefixes(user_id):
+        while items := await store.asearch(prefix, limit=PAGE):
             await store.abatch([PutOp(item.namespace, item.key, None) for item in items])
             erased += sum(1 for item in items if "message" in item.value)
     return erased

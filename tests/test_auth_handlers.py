@@ -157,6 +157,15 @@ async def test_store_items_live_under_the_users_namespace() -> None:
     assert listing["namespace"] == ("alice",)
 
 
+async def test_a_user_id_naming_engrams_own_store_data_gets_no_store_api() -> None:
+    for root in ("conversations", "ingested"):
+        value: dict[str, Any] = {"namespace": ("alice", "thread", "messages"), "key": "k"}
+        with pytest.raises(HTTPError) as refused:
+            await auth.on_store(ctx=ctx(User(root), "store", "search"), value=value)
+        assert refused.value.status_code == 403
+        assert value["namespace"] == ("alice", "thread", "messages")  # untouched
+
+
 async def test_anything_unhandled_is_refused() -> None:
     with pytest.raises(HTTPError) as refused:
         await auth.refuse_everything_else(ctx=ctx(User("a"), "runs", "read"), value={})

@@ -13,11 +13,14 @@ from langchain_core.language_models.fake_chat_models import FakeListChatModel
 from langchain_core.messages import AIMessage, AnyMessage, HumanMessage
 from langgraph.checkpoint.memory import InMemorySaver
 from langgraph.graph.state import CompiledStateGraph
+from langgraph.store.base import BaseStore
+from langgraph.store.memory import InMemoryStore
 
 from engram.resources import Resources
 from engram.settings import Settings
 from graph import build_ingest_graph, checkpoint_serde
 from memory.store import MemoryStore
+from nodes.history import forget_conversations
 from state.errors import AccessDeniedError
 
 # The maintain prompt is the only one that carries this header: listed first, so a fact
@@ -59,7 +62,12 @@ def steps(lm: DummyLM) -> list[str]:
 
 
 def ingest_graph(
-    store: MemoryStore, lm: DummyLM, *, checkpointer: bool = True, **settings: Any
+    store: MemoryStore,
+    lm: DummyLM,
+    *,
+    checkpointer: bool = True,
+    run_store: BaseStore | None = None,
+    **settings: Any,
 ) -> CompiledStateGraph[Any, Any, Any, Any]:
     resources = Resources(
         Settings(llm_attempts=1, **settings),
@@ -68,7 +76,7 @@ def ingest_graph(
         memory_lm=lm,
     )
     saver = InMemorySaver(serde=checkpoint_serde()) if checkpointer else None
-    return build_ingest_graph(resources).compile(checkpointer=saver)
+    return build_ingest_graph(resources).compile(checkpointer=saver, store=run_store)
 
 
 async def ingest(
@@ -212,7 +220,7 @@ async def test_save_policies_always_and_never(store: MemoryStore) -> None:
     assert sorted(a.result for a in result["applied"]) == ["added", "added"]
 
 
-async def test_without_a_checkpointer_a_batch_is_one_off(store: MemoryStore) -> None:
+async def test_without_a_checkpointer_or_store_a_batch_is_one_off(store: MemoryStore) -> None:
     lm = conversation_lm()
     graph = ingest_graph(store, lm, checkpointer=False)
     result = await ingest(graph, conversation(), thread_id=None)
@@ -222,6 +230,37 @@ async def test_without_a_checkpointer_a_batch_is_one_off(store: MemoryStore) -> 
     again = await ingest(graph, conversation(), thread_id=None)
     assert sorted(a.result for a in again["applied"]) == ["duplicate", "duplicate"]
     assert store.count("alice") == 2
+
+
+async def test_with_a_store_a_message_is_ingested_once_per_user_on_any_thread(
+    store: MemoryStore,
+) -> None:
+    """As on the LangGraph server: a stateless run, or another thread, re-sending ids."""
+    lm = conversation_lm()
+    seen = InMemoryStore()
+    stateless = ingest_graph(store, lm, checkpointer=False, run_store=seen)
+    first = await ingest(stateless, conversation(), thread_id=None)
+    assert sorted(a.result for a in first["applied"]) == ["added", "added"]
+    calls = len(lm.history)
+
+    again = await ingest(stateless, conversation(), thread_id=None)
+    assert len(lm.history) == calls and again["applied"] == [] and again["extracted"] == []
+    threaded = ingest_graph(store, lm, run_store=seen)
+    other_thread = await ingest(threaded, conversation(), thread_id="another")
+    assert len(lm.history) == calls and other_thread["applied"] == []
+    edited = await ingest(stateless, [HumanMessage("I live in Rome", id="u1")], thread_id=None)
+    assert "u1 was ingested before with another text" in edited["rejected"][0].reason
+
+    # Message ids are the user's own: bob's u1 is another message.
+    bob = await ingest(stateless, conversation(), user_id="bob", thread_id=None)
+    assert sorted(a.result for a in bob["applied"]) == ["added", "added"]
+    # Forgetting alice forgets which of her messages were ingested, and nothing of bob's.
+    await forget_conversations(seen, "alice")
+    assert await seen.asearch(("ingested",), limit=100) != []
+    assert all(item.namespace[1] == "bob" for item in await seen.asearch(("ingested",)))
+    lm_calls = len(lm.history)
+    await ingest(stateless, conversation(), thread_id=None)
+    assert len(lm.history) > lm_calls
 
 
 async def test_an_ingest_thread_belongs_to_its_first_user(store: MemoryStore) -> None:

@@ -393,6 +393,11 @@ async def test_ingest_graph_through_the_sdk(dev_server: DevServer, fake: FakeOpe
     assert isinstance(again, dict)
     assert again["applied"] == [] and again["extracted"] == []
     assert [r for r in fake.requests[asked:] if r.step != "embeddings"] == []
+    # So does a stateless run (no thread of the client's): the server's store remembers.
+    stateless = await client.runs.wait(None, ingest, input=batch)
+    assert isinstance(stateless, dict)
+    assert stateless["applied"] == [] and stateless["extracted"] == []
+    assert [r for r in fake.requests[asked:] if r.step != "embeddings"] == []
 
     # The chat graph recalls what was ingested.
     fake.queue("decide_save", save_answer(False))

@@ -13,7 +13,15 @@ import pytest
 
 from memory.transfer import read_export
 from tests.fake_openai import FakeOpenAI, save_answer
-from tests.test_langgraph_dev import DevServer, bearer, client_for, langgraph_dev, run_turn
+from tests.test_langgraph_dev import (
+    INGEST_ID,
+    DevServer,
+    assistant_id,
+    bearer,
+    client_for,
+    langgraph_dev,
+    run_turn,
+)
 
 MAX_IMPORT_BYTES = 200_000
 
@@ -27,7 +35,12 @@ def fake() -> Iterator[FakeOpenAI]:
 @pytest.fixture(scope="module")
 def server(fake: FakeOpenAI, tmp_path_factory: pytest.TempPathFactory) -> Iterator[DevServer]:
     workdir = tmp_path_factory.mktemp("langgraph-memories")
-    with langgraph_dev(fake, workdir, ENGRAM_MAX_IMPORT_BYTES=str(MAX_IMPORT_BYTES)) as running:
+    with langgraph_dev(
+        fake,
+        workdir,
+        ENGRAM_MAX_IMPORT_BYTES=str(MAX_IMPORT_BYTES),
+        ENGRAM_HISTORY_WINDOW="2",  # so that a few turns move messages to the server's store
+    ) as running:
         yield running
 
 
@@ -293,16 +306,26 @@ async def test_bad_imports_are_refused_whole(http: httpx.AsyncClient) -> None:
     assert (await http.get("/memories", headers=me)).json()["total"] == 0
 
 
-async def test_forget_erases_memories_and_threads_of_the_user_only(
+async def test_forget_erases_everything_of_the_user_and_nothing_of_others(
     http: httpx.AsyncClient, server: DevServer, fake: FakeOpenAI
 ) -> None:
+    """Memories, threads, crons, the conversation messages respond moved to the server's
+    store (the window here is 2 messages) and the ingest markers."""
     fake.reset()
     forgetful = client_for(server.url, "forgetful")
     other = client_for(server.url, "unforgetting")
-    fake.queue("decide_save", save_answer(False), save_answer(False), save_answer(False))
-    await run_turn(forgetful, "hello")
-    await run_turn(forgetful, "hello again")
-    await run_turn(other, "hi")
+    fake.queue("decide_save", *[save_answer(False)] * 12)
+    for client in (forgetful, other):
+        thread = (await client.threads.create())["thread_id"]
+        for text in ("hello", "hello again", "still here"):
+            await run_turn(client, text, thread_id=thread)  # 4 messages leave the window
+    await run_turn(forgetful, "hi")
+    ingest = await assistant_id(forgetful, INGEST_ID)
+    batch = {"messages": [{"type": "human", "id": "b1", "content": "I like tea"}]}
+    await forgetful.runs.wait(None, ingest, input=batch)
+    await forgetful.crons.create(
+        await assistant_id(forgetful), schedule="0 0 1 1 *", input={"messages": []}
+    )
     await add(http, "forgetful", "User is left-handed")
     await add(http, "unforgetting", "User is right-handed")
 
@@ -310,12 +333,48 @@ async def test_forget_erases_memories_and_threads_of_the_user_only(
         "/memories/forget", json={"confirm": True}, headers=as_user("forgetful")
     )
     assert forgot.status_code == 200
-    assert forgot.json() == {"user_id": "forgetful", "memories": 1, "threads": 2}
+    assert forgot.json() == {
+        "user_id": "forgetful",
+        "memories": 1,
+        "threads": 2,
+        "crons": 1,
+        "messages": 4,
+    }
     assert await forgetful.threads.search() == []
+    assert await forgetful.crons.search() == []
     assert (await http.get("/memories", headers=as_user("forgetful"))).json()["total"] == 0
+    again = await http.post(
+        "/memories/forget", json={"confirm": True}, headers=as_user("forgetful")
+    )
+    assert again.json() == {**forgot.json(), "memories": 0, "threads": 0, "crons": 0, "messages": 0}
+    # The ingest markers went too: the same batch is considered again.
+    asked = fake.steps().count("decide_save")
+    fake.queue("decide_save", save_answer(False))
+    await forgetful.runs.wait(None, ingest, input=batch)
+    assert fake.steps().count("decide_save") == asked + 1
+
+    # The other user keeps everything, their stored messages included.
     assert len(await other.threads.search()) == 1
     kept = (await http.get("/memories", headers=as_user("unforgetting"))).json()["items"]
     assert [m["text"] for m in kept] == ["User is right-handed"]
+    theirs = await http.post(
+        "/memories/forget", json={"confirm": True}, headers=as_user("unforgetting")
+    )
+    assert theirs.json()["messages"] == 4
+
+
+async def test_no_client_reaches_the_graphs_own_store_namespaces(server: DevServer) -> None:
+    """A client's store namespace starts with its user id; a user id equal to a root of
+    Engram's own data would reach everyone's conversations, so it gets no store API."""
+    for root in ("conversations", "ingested"):
+        client = client_for(server.url, root)
+        with pytest.raises(httpx.HTTPStatusError) as refused:
+            await client.store.search_items([], limit=10)
+        assert refused.value.response.status_code == 403
+        assert "Engram keeps its own data under that name" in refused.value.response.text
+    ordinary = client_for(server.url, "store-user")
+    await ordinary.store.put_item(["notes"], key="k", value={"v": 1})
+    assert (await ordinary.store.get_item(["notes"], key="k"))["value"] == {"v": 1}
 
 
 async def test_the_routes_are_in_the_servers_openapi_schema(http: httpx.AsyncClient) -> None:

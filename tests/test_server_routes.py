@@ -123,11 +123,17 @@ def test_export_import_round_trip_and_forget(
 
     deleted_for: list[str] = []
 
-    async def threads_of(user: str) -> int:
+    async def on_server(user: str) -> routes.ServerForget:
         deleted_for.append(user)
-        return 3
+        return routes.ServerForget(threads=3, crons=1, messages=7)
 
-    monkeypatch.setattr(routes, "_delete_threads", threads_of)
+    monkeypatch.setattr(routes, "_forget_on_server", on_server)
     forgot = client.post("/memories/forget", json={"confirm": True}, headers=me("bob"))
-    assert forgot.json() == {"user_id": "bob", "memories": 1, "threads": 3}
+    assert forgot.json() == {
+        "user_id": "bob",
+        "memories": 1,
+        "threads": 3,
+        "crons": 1,
+        "messages": 7,
+    }
     assert deleted_for == ["bob"] and store.count("bob") == 0 and store.count("alice") == 1

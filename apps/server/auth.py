@@ -26,6 +26,7 @@ from langgraph_sdk.auth import is_studio_user
 from apps.server.tokens import TokenError, TokenVerifier
 from engram.settings import get_settings
 from nodes.common import user_id_of
+from nodes.history import RESERVED_ROOTS
 from state.errors import AccessDeniedError
 
 auth = Auth()
@@ -172,7 +173,15 @@ async def on_assistant_write(ctx: Auth.types.AuthContext, value: Any) -> None:
 
 @auth.on.store
 async def on_store(ctx: Auth.types.AuthContext, value: Any) -> None:
+    """A client's namespace starts with its user id. Engram's own data (conversations and
+    ingest markers, `nodes.history.RESERVED_ROOTS`) starts with a root name, so a user id
+    equal to one would reach everyone's: that user id gets no store API."""
     owner = owner_of(ctx)
+    if owner in RESERVED_ROOTS:
+        raise forbidden(
+            f"the store API is not available to the user id {owner!r}: Engram keeps its "
+            "own data under that name"
+        )
     value["namespace"] = (owner, *(value.get("namespace") or ()))
 
 

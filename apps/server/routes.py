@@ -18,7 +18,7 @@ from collections.abc import AsyncIterator, Callable
 from datetime import datetime
 from enum import Enum
 from functools import partial
-from typing import Annotated, Any, Literal, TypeVar
+from typing import Annotated, Any, Literal, NamedTuple, TypeVar
 from urllib.parse import quote
 
 from fastapi import Body, Depends, FastAPI, Query, Request, Response, status
@@ -27,11 +27,13 @@ from langgraph_sdk import get_client
 from langgraph_sdk.auth import is_studio_user
 from pydantic import AwareDatetime, BaseModel, Field
 
+from apps.server.auth import OWNER
 from engram.resources import default_store
 from engram.settings import get_settings
 from memory.store import MemoryStore
 from memory.transfer import ImportReport, export_jsonl, import_jsonl
 from nodes.common import user_id_of
+from nodes.history import user_prefixes
 from state.contracts import AppliedOp, MemoryRecord, MemoryStatus, Source
 from state.errors import (
     AccessDeniedError,
@@ -44,6 +46,7 @@ from state.errors import (
 
 MAX_PAGE = 500
 THREAD_PAGE = 100
+STORE_PAGE = 100
 T = TypeVar("T")
 
 
@@ -74,6 +77,18 @@ class ForgetReport(BaseModel):
     user_id: str
     memories: int = Field(description="Memory versions erased.")
     threads: int = Field(description="Threads of the user deleted on this server.")
+    crons: int = Field(default=0, description="Scheduled runs of the user deleted.")
+    messages: int = Field(
+        default=0, description="Conversation messages erased from the server's store."
+    )
+
+
+class ServerForget(NamedTuple):
+    """What forgetting erased on the LangGraph server itself (beside the memory store)."""
+
+    threads: int
+    crons: int
+    messages: int
 
 
 def current_user(request: Request) -> str:
@@ -208,11 +223,12 @@ async def import_memories(user: User, request: Request) -> ImportReport:
     "/memories/forget", tags=TAGS, response_model=ForgetReport, summary="Erase all your memories"
 )
 async def forget(user: User, confirmation: Annotated[ForgetRequest, Body()]) -> ForgetReport:
-    """Erases every version of every memory of yours and deletes your threads on this
-    server. It cannot be undone: export first if in doubt."""
-    threads = await _delete_threads(user)
+    """Erases every version of every memory of yours, deletes your threads and scheduled
+    runs on this server, and erases your conversations' older messages from its store.
+    It cannot be undone: export first if in doubt."""
+    on_server = await _forget_on_server(user)
     erased = await off_loop((await store()).forget, user)
-    return ForgetReport(user_id=user, memories=erased, threads=threads)
+    return ForgetReport(user_id=user, memories=erased, **on_server._asdict())
 
 
 @app.post(
@@ -303,18 +319,33 @@ async def _bounded_body(request: Request, limit: int) -> bytes:
     return b"".join(chunks)
 
 
-async def _delete_threads(user: str) -> int:
-    """Delete the user's threads on this server (found by their owner stamp) through the
-    server's own in-process API."""
+async def _forget_on_server(user: str) -> ServerForget:
+    """Delete the user's threads and crons (found by their owner stamp) and erase what the
+    graphs keep for the user in the server's store (`nodes.history.user_prefixes`: the
+    messages respond moved out of thread state, the ingest markers).
+
+    Through the server's own in-process API: its loopback requests skip the auth handlers,
+    which would otherwise scope every store namespace under the caller's id and hide the
+    graphs' namespaces."""
     client = get_client(url=None)
-    deleted = 0
-    while True:
-        page = await client.threads.search(metadata={"owner": user}, limit=THREAD_PAGE)
-        if not page:
-            return deleted
+    threads = crons = messages = 0
+    while page := await client.threads.search(metadata={OWNER: user}, limit=THREAD_PAGE):
         for thread in page:
             await client.threads.delete(thread["thread_id"])
-            deleted += 1
+            threads += 1
+    while scheduled := await client.crons.search(metadata={OWNER: user}, limit=THREAD_PAGE):
+        for cron in scheduled:
+            await client.crons.delete(cron["cron_id"])
+            crons += 1
+    for prefix in user_prefixes(user):
+        while True:
+            items = (await client.store.search_items(list(prefix), limit=STORE_PAGE))["items"]
+            if not items:
+                break
+            for item in items:
+                await client.store.delete_item(item["namespace"], key=item["key"])
+                messages += "message" in item["value"]
+    return ServerForget(threads, crons, messages)
 
 
 class BodyTooLargeError(EngramError):
