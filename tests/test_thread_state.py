@@ -185,3 +185,47 @@ def test_the_state_keeps_the_window_the_latest_exchange_and_each_pending_pair() 
     # window 1 keeps a3; the latest exchange adds h3; pending h0 keeps its reply a0, and
     # pending h2 (no reply: a user message follows) keeps only itself.
     assert kept_ids(messages, 1, ["h0", "h2"]) == {"a3", "h3", "h0", "a0", "h2"}
+
+
+async def test_a_file_from_before_pruning_is_compacted_and_its_threads_go_on(
+    store: MemoryStore, tmp_path: Path
+) -> None:
+    """Earlier versions kept every checkpoint with the whole conversation; `engram chat`
+    drops the older checkpoints of every thread and gives the space back."""
+    turns = 12
+    old = Settings(data_dir=tmp_path / "data", history_window=200, llm_attempts=1)
+    async with cli.conversations(old) as conv:
+        for thread in ("main", "other"):
+            graph = cli.compiled_graph(
+                old, conv, Resources(old, store=store, chat_model=chat_model(turns))
+            )
+            for n in range(1, turns + 1):
+                await graph.ainvoke(
+                    {"messages": [HumanMessage(said(n))]},
+                    cli.thread_config(USER, cli.thread_id_for(USER, thread)),
+                    context={"user_id": USER, "save_policy": "never"},
+                )
+        await conv.saver.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    before = old.conversations_path.stat().st_size
+
+    settings = Settings(data_dir=tmp_path / "data", history_window=4, llm_attempts=1)
+    async with cli.conversations(settings) as conv:
+        assert await cli.compact(conv, min_free_bytes=0) > 0
+        rows = await conv.saver.conn.execute_fetchall(
+            "SELECT thread_id, COUNT(*) FROM checkpoints GROUP BY thread_id ORDER BY thread_id"
+        )
+        assert [count for _, count in rows] == [1, 1]
+        await conv.saver.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        assert settings.conversations_path.stat().st_size < before / 4
+        assert await cli.compact(conv, min_free_bytes=0) == 0  # nothing left to give back
+
+        resources = Resources(settings, store=store, chat_model=chat_model(turns + 1))
+        graph = cli.compiled_graph(settings, conv, resources)
+        await graph.ainvoke(
+            {"messages": [HumanMessage(said(turns + 1))]},
+            cli.thread_config(USER, THREAD),
+            context={"user_id": USER, "save_policy": "never"},
+        )
+        whole = await cli.transcript(conv, USER, THREAD, window=4)
+    # the new model's first reply is replied(1)
+    assert [m.text for m in whole] == [*expected(turns), said(turns + 1), replied(1)]

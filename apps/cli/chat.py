@@ -29,6 +29,7 @@ from apps.cli.common import (
     Thread,
     User,
     app,
+    compact,
     compiled_graph,
     conversations,
     err,
@@ -102,6 +103,8 @@ async def _transcript(
 
 async def _chat(settings: Settings, user_id: str, thread: str) -> None:
     async with conversations(settings) as conv:
+        if freed := await compact(conv):
+            out.print(f"conversations.sqlite compacted: {freed / 2**20:.1f} MB given back")
         config = thread_config(user_id, thread_id_for(user_id, thread))
         out.print(
             Text.assemble("Chatting as ", (user_id, "bold"), f" (thread {thread}). /quit to leave.")

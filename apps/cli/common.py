@@ -12,6 +12,7 @@ from __future__ import annotations
 import importlib
 import logging
 import shlex
+import sqlite3
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -27,6 +28,8 @@ from engram.settings import Settings, get_settings
 from state.context import validate_user_id
 from state.contracts import CHANGES
 from state.errors import InvalidInputError
+
+log = logging.getLogger("engram")
 
 if TYPE_CHECKING:
     from langchain_core.messages import BaseMessage
@@ -194,6 +197,47 @@ async def prune_checkpoints(conversations: Conversations, thread_id: str) -> Non
         await saver.conn.commit()
 
 
+COMPACT_MIN_FREE_BYTES = 4 * 2**20  # below this, free pages are left for reuse
+
+
+async def compact(
+    conversations: Conversations, min_free_bytes: int = COMPACT_MIN_FREE_BYTES
+) -> int:
+    """Bring a conversation file from an earlier version down to size; returns the bytes
+    given back to the disk (0 when there was nothing worth doing).
+
+    Earlier versions kept every checkpoint of every thread, each with the whole
+    conversation: 108 MB after 200 turns. The old messages are safe in each thread's
+    latest checkpoint (respond moves them to the store on the thread's next turn), so
+    the older checkpoints go, for every thread at once; SQLite then holds the space as
+    free pages, which only VACUUM returns. Another process reading the file makes VACUUM
+    fail with "database is locked": skipped then, and tried again on the next start.
+    """
+    saver = conversations.saver
+    latest = (
+        "SELECT MAX(checkpoint_id) FROM checkpoints AS newest WHERE newest.thread_id = "
+        "{table}.thread_id AND newest.checkpoint_ns = {table}.checkpoint_ns"
+    )
+    async with saver.lock:
+        for table in ("writes", "checkpoints"):
+            await saver.conn.execute(
+                f"DELETE FROM {table} WHERE checkpoint_id < ({latest.format(table=table)})"
+            )
+        await saver.conn.commit()
+        rows = await saver.conn.execute_fetchall(
+            "SELECT freelist_count * page_size FROM pragma_freelist_count(), pragma_page_size()"
+        )
+        free = int(next(iter(rows))[0])
+        if free == 0 or free < min_free_bytes:
+            return 0
+        try:
+            await saver.conn.execute("VACUUM")
+        except sqlite3.OperationalError as error:
+            log.info("conversations.sqlite is not compacted this time: %s", error)
+            return 0
+    return free
+
+
 async def user_threads(conversations: Conversations, user_id: str) -> list[str]:
     """Conversations recorded for this user (their checkpoints carry the user id)."""
     threads: dict[str, None] = {}
@@ -289,7 +333,6 @@ class OneLineHandler(logging.Handler):
 def log_to_stderr(verbose: bool = False) -> None:
     """The `engram` logger's records on stderr, one line each: warnings (rejected
     operations, ...), and with `verbose` also the details (each failed attempt, ...)."""
-    log = logging.getLogger("engram")
     log.handlers = [OneLineHandler()]
     log.setLevel(logging.DEBUG if verbose else logging.WARNING)
     log.propagate = False
