@@ -65,6 +65,10 @@ class Settings(BaseSettings):
     allowed_models: Annotated[list[str], NoDecode] = Field(default_factory=list)
     # Whose memories LangGraph Studio uses under `langgraph dev`; unset: Studio is refused.
     studio_user: str | None = None
+    # The only web origins whose browser requests may take Studio's no-token path.
+    studio_origins: Annotated[list[str], NoDecode] = Field(
+        default_factory=lambda: ["https://smith.langchain.com", "https://eu.smith.langchain.com"]
+    )
     max_import_bytes: int = Field(default=32 * 1024 * 1024, ge=1)  # POST /memories/import
 
     @field_validator("auth_jwks_url", "auth_audience", "auth_issuer", "studio_user")
@@ -72,7 +76,7 @@ class Settings(BaseSettings):
     def _blank_serving_setting_is_unset(cls, value: str | None) -> str | None:
         return value.strip() or None if value is not None else None
 
-    @field_validator("allowed_models", mode="before")
+    @field_validator("allowed_models", "studio_origins", mode="before")
     @classmethod
     def _comma_separated(cls, value: object) -> object:
         if isinstance(value, str):

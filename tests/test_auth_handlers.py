@@ -100,6 +100,8 @@ async def test_a_run_acts_for_its_owner_with_allowed_models() -> None:
         ({"context": {"chat_model": "o3"}}, "chat_model 'o3' is not allowed"),
         ({"context": {"memory_model": "o3"}}, "memory_model 'o3' is not allowed"),
         ({"config": {"configurable": {"chat_model": "o3"}}}, "chat_model 'o3'"),
+        ({"context": {"chat_model": ["gpt-4o-mini"]}}, "chat_model ['gpt-4o-mini'] is not"),
+        ({"context": {"memory_model": {"name": "o3"}}}, "memory_model {'name': 'o3'} is not"),
     ]
     for kwargs, reason in refusals:
         with pytest.raises(HTTPError) as refused:
@@ -158,7 +160,8 @@ async def test_store_items_live_under_the_users_namespace() -> None:
 
 
 async def test_a_user_id_naming_engrams_own_store_data_gets_no_store_api() -> None:
-    for root in ("conversations", "ingested"):
+    """Nor does `*`, which the store matches against any label when listing namespaces."""
+    for root in ("conversations", "ingested", "*"):
         value: dict[str, Any] = {"namespace": ("alice", "thread", "messages"), "key": "k"}
         with pytest.raises(HTTPError) as refused:
             await auth.on_store(ctx=ctx(User(root), "store", "search"), value=value)

@@ -65,6 +65,8 @@ async def test_a_valid_hs256_token_names_its_user() -> None:
         (f"Bearer {token('  ')}", "the token's subject is not a valid user id"),
         (f"Bearer {token('a' * 300)}", "the token's subject is not a valid user id"),
         ("Bearer " + token("tab\there"), "must not contain control characters"),
+        (f"Bearer {token('bob ')}", "the token's subject has leading or trailing spaces"),
+        ("Bearer " + token("\u00a0bob"), "the token's subject has leading or trailing spaces"),
     ],
 )
 async def test_refusals_say_why(authorization: str | None, reason: str) -> None:
@@ -106,6 +108,12 @@ async def test_identity_provider_tokens_verify_against_the_jwks(jwks: JwksServer
     assert "are not accepted; this server accepts RS256 or ES256" in await refusal(
         provider, f"Bearer {token('dave')}"
     )
+    # A header naming RS256 with the kid of the EC key (and the reverse): 401, not a 500.
+    for algorithm, kid, key in (("RS256", "ec-1", jwks.rsa_key), ("ES256", "rsa-1", jwks.ec_key)):
+        mixed = token("dave", algorithm=algorithm, key=key, kid=kid)
+        assert f"the token's algorithm {algorithm!r} does not match its signing key" in (
+            await refusal(provider, f"Bearer {mixed}")
+        )
 
 
 async def test_both_kinds_can_be_accepted_at_once(jwks: JwksServer) -> None:

@@ -324,3 +324,21 @@ async def test_studio_works_as_its_named_user_only(
         assert created.status_code == 201
         listed = await http.get("/memories", headers=STUDIO)
         assert [m["user_id"] for m in listed.json()["items"]] == ["studio-dev"]
+
+
+async def test_no_other_web_page_can_take_studios_path(unconfigured: DevServer) -> None:
+    """The dev server answers cross-origin requests from anywhere: a page the developer
+    opens must not act as the Studio user through their browser."""
+    evil = {**STUDIO, "Origin": "https://evil.example"}
+    studio_page = {**STUDIO, "Origin": "https://smith.langchain.com"}
+    async with httpx.AsyncClient(base_url=unconfigured.url) as http:
+        for method, path in (("POST", "/memories"), ("POST", "/threads/search")):
+            body = {"text": "planted from a web page"} if path == "/memories" else {}
+            response = await http.request(method, path, json=body, headers=evil)
+            assert response.status_code == 403, (path, response.text)
+            assert "not https://evil.example (ENGRAM_STUDIO_ORIGINS)" in response.json()["detail"]
+            allowed = await http.request(method, path, json=body, headers=studio_page)
+            assert allowed.status_code in (200, 201), (path, allowed.text)
+        listed = (await http.get("/memories", headers=STUDIO)).json()["items"]
+        assert "planted from a web page" not in [m["text"] for m in listed[:-1]]
+        assert listed[-1]["text"] == "planted from a web page"  # the Studio page's own

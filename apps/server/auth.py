@@ -22,6 +22,10 @@ from typing import Any
 
 from langgraph_sdk import Auth
 from langgraph_sdk.auth import is_studio_user
+from starlette.datastructures import Headers
+from starlette.responses import JSONResponse
+from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.websockets import WebSocketClose
 
 from apps.server.tokens import TokenError, TokenVerifier
 from engram.settings import get_settings
@@ -33,6 +37,7 @@ auth = Auth()
 get_settings()  # read the environment (and .env) at startup, never on the event loop
 
 OWNER = "owner"  # the metadata key that owns a thread, run or cron
+STORE_WILDCARD = "*"  # a namespace label the store matches against any label
 
 
 @functools.cache
@@ -90,12 +95,49 @@ def check_run(kwargs: dict[str, Any], owner: str) -> None:
             )
         for name in ("chat_model", "memory_model"):
             model = given.get(name)
-            if model not in (None, "") and model not in permitted:
+            if model in (None, ""):
+                continue
+            if not isinstance(model, str) or model not in permitted:
                 raise forbidden(
                     f"{name} {model!r} is not allowed on this server; allowed: "
                     f"{', '.join(sorted(permitted))} (ENGRAM_ALLOWED_MODELS)"
                 )
     context["user_id"] = owner
+
+
+class StudioOriginGuard:
+    """Studio's no-token path (`x-auth-scheme: langsmith` under `langgraph dev`) only from
+    Studio's own web pages (ENGRAM_STUDIO_ORIGINS).
+
+    The dev server allows cross-origin requests from any origin, so without this any web
+    page the developer opens could act as ENGRAM_STUDIO_USER through their browser. A
+    browser always names the page's origin on such a request; one without an origin
+    header is no browser's (anything that can reach the port can do that anyway).
+    Installed on the server's HTTP app, whose middleware LangGraph runs on every route.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] in ("http", "websocket"):
+            headers = Headers(scope=scope)
+            origin = headers.get("origin")
+            if (
+                headers.get("x-auth-scheme") == "langsmith"
+                and origin is not None
+                and origin.rstrip("/") not in get_settings().studio_origins
+            ):
+                detail = (
+                    f"Studio requests are accepted from {', '.join(get_settings().studio_origins)} "
+                    f"only, not {origin} (ENGRAM_STUDIO_ORIGINS)"
+                )
+                if scope["type"] == "websocket":
+                    await WebSocketClose(code=1008, reason=detail[:120])(scope, receive, send)
+                else:
+                    await JSONResponse({"detail": detail}, status_code=403)(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
 
 
 # -- threads and their runs ------------------------------------------------------------------
@@ -175,9 +217,10 @@ async def on_assistant_write(ctx: Auth.types.AuthContext, value: Any) -> None:
 async def on_store(ctx: Auth.types.AuthContext, value: Any) -> None:
     """A client's namespace starts with its user id. Engram's own data (conversations and
     ingest markers, `nodes.history.RESERVED_ROOTS`) starts with a root name, so a user id
-    equal to one would reach everyone's: that user id gets no store API."""
+    equal to one would reach everyone's, and `*` is the store's wildcard when listing
+    namespaces (every user's would match): those user ids get no store API."""
     owner = owner_of(ctx)
-    if owner in RESERVED_ROOTS:
+    if owner in RESERVED_ROOTS or owner == STORE_WILDCARD:
         raise forbidden(
             f"the store API is not available to the user id {owner!r}: Engram keeps its "
             "own data under that name"

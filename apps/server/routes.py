@@ -27,7 +27,7 @@ from langgraph_sdk import get_client
 from langgraph_sdk.auth import is_studio_user
 from pydantic import AwareDatetime, BaseModel, Field
 
-from apps.server.auth import OWNER
+from apps.server.auth import OWNER, StudioOriginGuard
 from engram.resources import default_store
 from engram.settings import get_settings
 from memory.store import MemoryStore
@@ -117,6 +117,7 @@ app = FastAPI(
     docs_url=None,
     redoc_url=None,
 )
+app.add_middleware(StudioOriginGuard)
 TAGS: list[str | Enum] = ["memories"]
 
 

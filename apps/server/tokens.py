@@ -91,8 +91,12 @@ class TokenVerifier:
                 f"{self.accepted}"
             )
         claims = self._decode(token, key, algorithm)
+        subject = str(claims["sub"])
+        if subject.strip() and subject != subject.strip():
+            # Ids are compared exactly: "bob " must not quietly become bob.
+            raise TokenError("the token's subject has leading or trailing spaces")
         try:
-            return validate_user_id(str(claims["sub"]))
+            return validate_user_id(subject)
         except ValueError as error:
             raise TokenError(f"the token's subject is not a valid user id: {error}") from None
 
@@ -142,6 +146,12 @@ class TokenVerifier:
             raise TokenError(f"malformed token: {_one_line(error)}") from None
         except jwt.InvalidTokenError as error:
             raise TokenError(f"invalid token: {_one_line(error)}") from None
+        except (jwt.InvalidKeyError, TypeError, ValueError):
+            # PyJWT raises these when the header's algorithm does not fit the key found
+            # for its kid (RS256 against an EC key): a forged header, never a 500.
+            raise TokenError(
+                f"the token's algorithm {algorithm!r} does not match its signing key"
+            ) from None
         return claims
 
 
