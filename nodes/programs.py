@@ -256,6 +256,46 @@ def _type_name(annotation: Any) -> str:
     return getattr(annotation, "__name__", str(annotation))
 
 
+class PromptReusingAdapter(dspy.ChatAdapter):
+    """DSPy's default `ChatAdapter`, building each signature's system message once.
+
+    The system message (field descriptions, the JSON schemas of typed outputs, the
+    instructions) depends on the signature alone, and rebuilding its pydantic JSON schemas
+    on every call was most of a memory step's prompt cost. The cache key holds everything
+    the message is made of, so a signature changed in place (`instructions` is settable)
+    never gets a stale one; the user message and the parsing are untouched.
+    """
+
+    MAX_SIGNATURES = 64  # bounds the cache (optimizers make many signature variants)
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._system_messages: dict[tuple[Any, ...], str] = {}
+
+    def format_system_message(self, signature: type[dspy.Signature]) -> str:
+        key = (
+            signature,
+            signature.instructions,
+            tuple(
+                (name, f.annotation, repr(f.json_schema_extra))
+                for name, f in signature.fields.items()
+            ),
+        )
+        message = self._system_messages.get(key)
+        if message is None:
+            message = super().format_system_message(signature)
+            if len(self._system_messages) >= self.MAX_SIGNATURES:
+                self._system_messages.clear()
+            self._system_messages[key] = message
+        return message
+
+
+# `Adapter.__init_subclass__` wraps `format` and `parse` with DSPy's callbacks again; keep
+# ChatAdapter's single wrapping so a configured callback sees each call once.
+PromptReusingAdapter.format = dspy.ChatAdapter.format
+PromptReusingAdapter.parse = dspy.ChatAdapter.parse
+_ADAPTER = PromptReusingAdapter()
+
 # A few seconds at most between attempts: the step runs after the answer, and a provider
 # that is rate limiting or restarting gets a moment, not a hammering.
 RETRY_BACKOFF_SECONDS = 0.5
@@ -285,12 +325,13 @@ async def run_program(
     the step and the last cause.
     """
     base = RETRY_BACKOFF_SECONDS if backoff is None else backoff
+    adapter = dspy.settings.adapter or _ADAPTER  # an adapter the caller configured wins
     last: BaseException | None = None
     for attempt in range(1, attempts + 1):
         if attempt > 1:
             await asyncio.sleep(retry_delay(attempt - 1, base))
         try:
-            with dspy.context(lm=lm):
+            with dspy.context(lm=lm, adapter=adapter):
                 return await asyncio.wait_for(program.acall(**inputs), seconds)
         except Exception as error:  # any provider or parse failure is retried, then reported
             last = error
