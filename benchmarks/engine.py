@@ -13,7 +13,7 @@ and `:memory:` above, skipped above `--local-max` because populating it takes mi
   embedding). The queried user holds 10k points (all of them when N is smaller); the
   rest is spread over 99 other users; one version in ten is superseded;
 - hybrid p50/p95 (Edge): the dense + keywords batch `MemoryStore.search_many` sends for
-  one text (`memory.retrieval.searches`);
+  one text (`memory.retrieval.searches`, lean: the store reads the winners by id after);
 - saving turn: `store.apply(user, [ADD, UPDATE])` plus one `search_many` of 3 texts with
   embeddings that return instantly, median (target on Edge: <= 15 ms at 10k memories);
 - import (Edge): `memory.transfer.export_jsonl` of one user's N versions with vectors,
@@ -277,7 +277,9 @@ def measure_queries(engine: Engine, work: Workload, row: Row, *, hybrid: bool) -
 
     def both(i: int) -> None:
         j = i % len(work.queries)
-        engine.query(searches(where, work.queries[j], keywords[j], TOP_K + 2, Retrieval()))
+        engine.query(
+            searches(where, work.queries[j], keywords[j], TOP_K + 2, Retrieval(), lean=True)
+        )
 
     row.dense = Latency.of(sample(dense, work.runs, work.budget))
     if hybrid:

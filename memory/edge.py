@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import threading
 from collections.abc import Iterator, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +31,8 @@ from memory.engine import (
 )
 
 PAGE = 1000
+SCREEN_FACTOR = 2  # hits a status-screened search fetches, per hit asked (`EdgeEngine.query`)
+_STATUS_ONLY = edge.PayloadSelector.Include([f"{METADATA_KEY}.status"])
 
 
 class StoreInUseError(RuntimeError):
@@ -156,11 +159,38 @@ class EdgeEngine:
         )
 
     def query(self, queries: Sequence[Query]) -> list[list[Point]]:
+        """The searches in one batch. A lean dense search filtered on status is sent
+        without that condition, for `SCREEN_FACTOR` times its hits with only their status,
+        and keeps the matching ones: Edge checks a second indexed condition point by point,
+        slowly on points written since the shard was opened (their index entries lie
+        scattered in memory: 2.4 against 1.0 ms at a user's 10k points, caches cold; about
+        equal once reopened). Ranked by the same score, the kept hits are exactly the best
+        `limit` matches whenever that many are among them; otherwise (retired versions
+        crowd the top) the search runs again as asked. (With whole payloads, twice the hits
+        would cost more than the condition saves.)
+        """
         if not queries:
             return []
-        requests = [_request(q) for q in queries]
-        results = self.shard.query_batch(edge.QueryBatchRequest(requests))
-        return [[_point(hit, hit.score) for hit in hits] for hits in results]
+        results = self.shard.query_batch(edge.QueryBatchRequest([_request(q) for q in queries]))
+        found: list[list[Point]] = []
+        again: list[int] = []
+        for index, (query, hits) in enumerate(zip(queries, results, strict=True)):
+            points = [_point(hit, hit.score) for hit in hits]
+            if _screened(query):
+                status = query.where.status
+                kept = [
+                    p for p in points if p.payload.get(METADATA_KEY, {}).get("status") == status
+                ]
+                if len(kept) < query.limit and len(points) == query.limit * SCREEN_FACTOR:
+                    again.append(index)
+                points = [replace(p, payload={}) for p in kept[: query.limit]]
+            found.append(points)
+        if again:
+            requests = [_request(queries[i], screen=False) for i in again]
+            retried = self.shard.query_batch(edge.QueryBatchRequest(requests))
+            for index, hits in zip(again, retried, strict=True):
+                found[index] = [_point(hit, hit.score) for hit in hits]
+        return found
 
     def close(self) -> None:
         with self._lock:
@@ -202,7 +232,20 @@ def _filter(where: Where) -> edge.Filter:
     return edge.Filter(must=must)
 
 
-def _request(query: Query) -> edge.QueryRequest:
+def _screened(query: Query) -> bool:
+    """Whether `EdgeEngine.query` leaves this search's status condition to itself."""
+    return query.lean and query.dense is not None and query.where.status is not None
+
+
+def _request(query: Query, *, screen: bool = True) -> edge.QueryRequest:
+    if screen and _screened(query):
+        assert query.dense is not None
+        return edge.QueryRequest(
+            limit=query.limit * SCREEN_FACTOR,
+            query=edge.Query.Nearest(query.dense, using=DENSE),
+            filter=_filter(replace(query.where, status=None)),
+            with_payload=_STATUS_ONLY,
+        )
     flt = _filter(query.where)
     if query.keywords is not None:
         # IDF over this user's own memories: another user's words never weigh on hers.
@@ -211,7 +254,7 @@ def _request(query: Query) -> edge.QueryRequest:
             limit=query.limit,
             query=edge.Query.Nearest(_sparse(query.keywords), using=KEYWORDS),
             filter=flt,
-            with_payload=True,
+            with_payload=not query.lean,
             with_vector=[DENSE],  # fusion scores keyword-only hits by their dense vector
             params=edge.SearchParams(idf=edge.IdfParams(corpus=user_only)),
         )
@@ -220,7 +263,7 @@ def _request(query: Query) -> edge.QueryRequest:
         limit=query.limit,
         query=edge.Query.Nearest(query.dense, using=DENSE),
         filter=flt,
-        with_payload=True,
+        with_payload=not query.lean,
     )
 
 
@@ -242,13 +285,17 @@ def _edge_point(point: Point) -> edge.Point:
 
 
 def _point(record: Any, score: float | None = None) -> Point:
-    vectors = record.vector if isinstance(record.vector, dict) else {}
+    # Each read of `vector` or `payload` converts it from Rust into fresh Python objects
+    # (lists of floats, dicts): read each once, and keep what it gives without copying.
+    vectors = record.vector
+    if not isinstance(vectors, dict):
+        vectors = {}
     dense = vectors.get(DENSE)
     sparse = vectors.get(KEYWORDS)
     return Point(
         id=str(record.id),
-        payload=dict(record.payload or {}),
-        dense=[float(x) for x in dense] if dense is not None else None,
+        payload=record.payload or {},
+        dense=dense,
         keywords=Sparse(list(sparse.indices), list(sparse.values)) if sparse is not None else None,
         score=score,
     )

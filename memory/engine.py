@@ -97,12 +97,18 @@ class Point:
 
 @dataclass(frozen=True)
 class Query:
-    """One search: by the dense vector or by keywords (IDF over the user's own points)."""
+    """One search: by the dense vector or by keywords (IDF over the user's own points).
+
+    Keyword hits come with their dense vectors (fusion scores the ones the dense search
+    missed by them). Hits come with their payloads unless `lean`, for a caller that reads
+    the payloads of the few best hits by id afterwards.
+    """
 
     where: Where
     limit: int
     dense: list[float] | None = None
     keywords: Sparse | None = None
+    lean: bool = False
 
 
 class Engine(Protocol):
@@ -147,6 +153,7 @@ class Engine(Protocol):
     def delete_ids(self, ids: Sequence[str]) -> None: ...
 
     def query(self, queries: Sequence[Query]) -> list[list[Point]]:
-        """Several searches in one round trip, best first, with their payloads."""
+        """Several searches in one round trip, best first (see `Query` for what each hit
+        carries)."""
 
     def close(self) -> None: ...

@@ -31,13 +31,20 @@ class Retrieval:
 
 
 def searches(
-    where: Where, dense: list[float], keywords: Sparse, k: int, retrieval: Retrieval
+    where: Where,
+    dense: list[float],
+    keywords: Sparse,
+    k: int,
+    retrieval: Retrieval,
+    *,
+    lean: bool = False,
 ) -> list[Query]:
-    """The engine queries for one text: dense, plus keywords when hybrid and non-empty."""
+    """The engine queries for one text: dense, plus keywords when hybrid and non-empty
+    (`lean`: without payloads, see `Query`)."""
     limit = k * OVERFETCH
-    queries = [Query(where=where, limit=limit, dense=dense)]
+    queries = [Query(where=where, limit=limit, dense=dense, lean=lean)]
     if retrieval.mode == "hybrid" and keywords.indices:
-        queries.append(Query(where=where, limit=limit, keywords=keywords))
+        queries.append(Query(where=where, limit=limit, keywords=keywords, lean=lean))
     return queries
 
 

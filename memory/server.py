@@ -240,7 +240,7 @@ class ServerEngine:
                 using=KEYWORDS,
                 filter=flt,
                 limit=query.limit,
-                with_payload=True,
+                with_payload=not query.lean,
                 with_vector=[self._dense_name],  # fusion scores keyword-only hits by it
                 params=models.SearchParams(idf=corpus),
             )
@@ -249,7 +249,7 @@ class ServerEngine:
             using=self._dense_name,
             filter=flt,
             limit=query.limit,
-            with_payload=True,
+            with_payload=not query.lean,
         )
 
     def _struct(self, point: Point) -> models.PointStruct:

@@ -11,7 +11,13 @@ Writes are safe when several processes share one Qdrant server: every change of 
 is a conditional write on its `revision` (it applies only if nobody changed the version
 since it was read), and a writer that loses re-reads and tries again. Per-process locks
 only spare writers of one user in one process that contention. Texts are embedded before
-any lock is taken, so a slow embedding endpoint never holds up other users.
+any lock is taken, so a slow embedding endpoint never holds up other users; the facts a
+turn searched with are not embedded again when it writes them (`_document_vectors`).
+
+Searches rank by scores, then read the winners by id (`_ranked`): a winner that changed in
+between, or an update that finished meanwhile, makes the search run again (up to
+`READ_ATTEMPTS` times), so a reader shows no retired version and finds the one that
+replaced it.
 """
 
 from __future__ import annotations
@@ -26,6 +32,7 @@ import threading
 import time
 import uuid
 import zlib
+from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
@@ -84,6 +91,8 @@ LOCK_STRIPES = 64
 # successor never appeared within this time was left by a crash and is dropped.
 CLAIM_LEASE = timedelta(seconds=30)
 WRITE_ATTEMPTS = 20  # conditional writes lost to concurrent writers before giving up
+RECENT_VECTORS = 256  # document vectors kept between a turn's search and its writes
+READ_ATTEMPTS = 3  # searches whose winners changed while being read, before settling
 _COPY_NAMESPACE = uuid.UUID("6f1f4c4e-8a53-4a3b-9a55-0c7f1d2e9b10")
 
 
@@ -149,6 +158,8 @@ class MemoryStore:
         # Marks this store's writes: a claim it made is dead once a writer of this store
         # holds the user's lock again (the claiming thread held it and finished or died).
         self.writer_id = uuid.uuid4().hex
+        self._recent: OrderedDict[str, list[float]] = OrderedDict()  # `_document_vectors`
+        self._recent_lock = threading.Lock()
         self._open(on_progress)
 
     # -- setup -------------------------------------------------------------------------
@@ -203,9 +214,9 @@ class MemoryStore:
         """The user's `k` active memories most relevant to `query`, best first; with
         `min_score`, only those that score at least that (the relevance floor); with
         `observed`, only those the user said within that time range."""
-        return self.search_many(
-            user_id, [query], k, category, min_score=min_score, observed=observed
-        )[0]
+        user_id = require_user_id(user_id)
+        dense = [self.embeddings.embed_query(query)]
+        return self._search(user_id, [query], dense, k, category, min_score, observed)[0]
 
     def search_many(
         self,
@@ -217,28 +228,39 @@ class MemoryStore:
         min_score: float | None = None,
         observed: TimeRange | None = None,
     ) -> list[list[MemoryRecord]]:
-        """`search` for several texts in one embedding call and one engine round trip."""
+        """`search` for several texts that read like memories (a turn's new facts), in one
+        embedding call and one batch of engine queries. They are embedded as documents, and
+        the vectors are kept a while: writing those texts next (`apply`) embeds nothing."""
         user_id = require_user_id(user_id)
         if not queries:
             return []
-        dense = (
-            [self.embeddings.embed_query(queries[0])]
-            if len(queries) == 1
-            else self.embeddings.embed_documents(queries)
-        )
+        dense = self._document_vectors(queries)
+        return self._search(user_id, queries, dense, k, category, min_score, observed)
+
+    def _search(
+        self,
+        user_id: str,
+        queries: list[str],
+        dense: list[list[float]],
+        k: int,
+        category: str | None,
+        min_score: float | None,
+        observed: TimeRange | None,
+    ) -> list[list[MemoryRecord]]:
         where = Where(user_id=user_id, status="active", category=category, observed=observed)
         room = k + 2  # for versions hidden by an interrupted update
-        plans = [
-            searches(where, vector, query_keywords(text), room, self.retrieval)
-            for text, vector in zip(queries, dense, strict=True)
-        ]
-        results = iter(self.engine.query([q for plan in plans for q in plan]))
         ranked: list[list[tuple[MemoryRecord, float]]] = []
-        for plan, vector in zip(plans, dense, strict=True):
-            hits = [next(results) for _ in plan]
-            fused = fuse(vector, hits[0], hits[1] if len(hits) > 1 else [], room, self.retrieval)
-            ranked.append([(record_from_point(p), score) for p, score in fused])
-        shown = self._without_replaced(user_id, [r for rows in ranked for r, _ in rows])
+        shown: set[str] = set()
+        for attempt in range(1, READ_ATTEMPTS + 1):
+            last = attempt == READ_ATTEMPTS
+            found = self._ranked(where, queries, dense, room, last=last)
+            if found is None:
+                continue  # a winner changed while it was read
+            ranked = found
+            records = [r for rows in ranked for r, _ in rows]
+            shown = self._without_replaced(user_id, records)
+            if last or shown == {r.id for r in records}:
+                break  # else an update finished meanwhile, and its new version may rank
         return [
             [
                 record.model_copy(update={"score": score})
@@ -247,6 +269,62 @@ class MemoryStore:
             ][:k]
             for rows in ranked
         ]
+
+    def _ranked(
+        self,
+        where: Where,
+        queries: list[str],
+        dense: list[list[float]],
+        room: int,
+        *,
+        last: bool,
+    ) -> list[list[tuple[MemoryRecord, float]]] | None:
+        """The `room` best versions `where` matches for each text, by fused score.
+
+        Payloads are a good part of a search's cost and only the few best hits need them,
+        so the searches return scores (and the vectors fusion needs) in one round trip, and
+        the winners' payloads are read by id in a second. A winner that no longer matches
+        `where` when read changed meanwhile (an update retired it, say, and its successor
+        came too late for the search): the ranking is stale, None, and the caller searches
+        again; the `last` try drops such versions instead.
+        """
+        plans = [
+            searches(where, vector, query_keywords(text), room, self.retrieval, lean=True)
+            for text, vector in zip(queries, dense, strict=True)
+        ]
+        results = iter(self.engine.query([q for plan in plans for q in plan]))
+        fused = [
+            fuse(
+                vector, next(results), next(results) if len(plan) > 1 else [], room, self.retrieval
+            )
+            for plan, vector in zip(plans, dense, strict=True)
+        ]
+        winners = list(dict.fromkeys(p.id for row in fused for p, _ in row))
+        read = [record_from_point(p) for p in self.engine.retrieve(winners)]
+        # Status is all a search filters on that a version's changes can touch.
+        current = {r.id: r for r in read if (r.user_id, r.status) == (where.user_id, where.status)}
+        if len(current) < len(winners) and not last:
+            return None
+        return [[(current[p.id], score) for p, score in row if p.id in current] for row in fused]
+
+    def _document_vectors(self, texts: list[str]) -> list[list[float]]:
+        """The texts' document embeddings, reusing those made moments ago: a turn searches
+        with its new facts (`search_many`), then writes them (`apply`). A text's vector
+        depends on the text alone (one embedding backend per store), so a kept one is
+        exactly what embedding it again would give."""
+        with self._recent_lock:
+            found = {t: self._recent[t] for t in texts if t in self._recent}
+            for text in found:
+                self._recent.move_to_end(text)
+        missing = [t for t in dict.fromkeys(texts) if t not in found]
+        if missing:
+            fresh = dict(zip(missing, self.embeddings.embed_documents(missing), strict=True))
+            with self._recent_lock:
+                self._recent.update(fresh)
+                while len(self._recent) > RECENT_VECTORS:
+                    self._recent.popitem(last=False)
+            found.update(fresh)
+        return [found[t] for t in texts]
 
     def get(self, user_id: str, memory_id: str) -> MemoryRecord:
         """One version by id; another user's id is reported exactly like a missing one."""
@@ -423,7 +501,7 @@ class MemoryStore:
                     continue
         if not texts:
             return {}
-        return dict(zip(texts, self.embeddings.embed_documents(list(texts)), strict=True))
+        return dict(zip(texts, self._document_vectors(list(texts)), strict=True))
 
     def _apply_one(self, user_id: str, op: PlannedOp, vectors: dict[str, list[float]]) -> AppliedOp:
         at = now_utc()
