@@ -88,7 +88,7 @@ def build_ingest_graph(
         ),
         "extract": batch_extract(make_extract(resources, programs.extract)),
         "retrieve_similar": make_retrieve_similar(resources),
-        "maintain": make_maintain(resources, programs.maintain),
+        "maintain": make_maintain(resources, programs.maintain, actor="ingest"),
     }
     types = StateTypes(IngestState)
     for name, node in nodes.items():

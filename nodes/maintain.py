@@ -36,8 +36,11 @@ log = logging.getLogger("engram")
 
 
 def make_maintain(
-    resources: Resources, program: MaintainMemory
+    resources: Resources, program: MaintainMemory, *, actor: str = "chat"
 ) -> Callable[..., Awaitable[dict[str, Any]]]:
+    """`actor` is what the memories' provenance names as their origin (`chat` for the
+    chat graph, `ingest` for the ingest graph)."""
+
     async def maintain(state: EngramState, runtime: Runtime[EngramContext]) -> dict[str, Any]:
         context = run_context(runtime)
         facts = state.get("facts", [])
@@ -59,7 +62,9 @@ def make_maintain(
             )
         except MemoryStepError as error:
             return {"memory_error": with_error(state, str(error))}
-        planned, rejected = plan_operations(list(prediction.operations or []), candidates, facts)
+        planned, rejected = plan_operations(
+            list(prediction.operations or []), candidates, facts, actor=actor
+        )
         try:
             store = await asyncio.to_thread(resources.store)
             with endpoint_errors("embedding model", settings.openai_base_url):
@@ -78,7 +83,11 @@ def make_maintain(
 
 
 def plan_operations(
-    operations: list[MemoryOp], candidates: list[Candidate], facts: list[ObservedFact]
+    operations: list[MemoryOp],
+    candidates: list[Candidate],
+    facts: list[ObservedFact],
+    *,
+    actor: str = "chat",
 ) -> tuple[list[PlannedOp], list[RejectedOp]]:
     """Map the LLM's small ids to real ids; refuse what cannot be trusted, with a reason.
 
@@ -128,7 +137,7 @@ def plan_operations(
                 text=op.text,
                 category=op.category or (fact.category if fact else None),
                 observed_at=fact.observed_at if fact else None,
-                source=_source(facts, fact),
+                source=_source(facts, fact, actor),
             )
         )
     planned += [
@@ -137,7 +146,7 @@ def plan_operations(
             text=f.text,
             category=f.category,
             observed_at=f.observed_at,
-            source=_source(facts, f),
+            source=_source(facts, f, actor),
             detail="kept: no operation of the model kept this fact",
         )
         for f in facts
@@ -170,8 +179,8 @@ def _matching_fact(text: str | None, facts: list[ObservedFact]) -> ObservedFact 
     return max(facts, key=lambda f: (len(words & content_words(f.text)), f.observed_at))
 
 
-def _source(facts: list[ObservedFact], fact: ObservedFact | None) -> Source:
+def _source(facts: list[ObservedFact], fact: ObservedFact | None, actor: str) -> Source:
     chosen = [fact] if fact else facts
     thread_id = next((f.thread_id for f in chosen if f.thread_id), None)
     message_ids = list(dict.fromkeys(i for f in chosen for i in f.message_ids))
-    return Source(thread_id=thread_id, message_ids=message_ids, actor="chat")
+    return Source(thread_id=thread_id, message_ids=message_ids, actor=actor)

@@ -241,6 +241,7 @@ async def test_with_a_store_a_message_is_ingested_once_per_user_on_any_thread(
     stateless = ingest_graph(store, lm, checkpointer=False, run_store=seen)
     first = await ingest(stateless, conversation(), thread_id=None)
     assert sorted(a.result for a in first["applied"]) == ["added", "added"]
+    assert {m.source.actor for m in store.memories("alice")} == {"ingest"}  # not "chat"
     calls = len(lm.history)
 
     again = await ingest(stateless, conversation(), thread_id=None)
