@@ -186,15 +186,25 @@ async def prune_checkpoints(conversations: Conversations, thread_id: str) -> Non
     resumes from its latest checkpoint and that checkpoint's writes. Measured with
     benchmarks/thread_growth.py: 6.9 MB after 50 turns without pruning.
     """
-    saver = conversations.saver
-    latest = "SELECT MAX(checkpoint_id) FROM checkpoints WHERE thread_id = ? GROUP BY checkpoint_ns"
-    async with saver.lock:
-        for table in ("writes", "checkpoints"):
-            await saver.conn.execute(
-                f"DELETE FROM {table} WHERE thread_id = ? AND checkpoint_id NOT IN ({latest})",
-                (thread_id, thread_id),
-            )
-        await saver.conn.commit()
+    async with conversations.saver.lock:
+        await _drop_older_checkpoints(conversations.saver, thread_id)
+
+
+async def _drop_older_checkpoints(saver: AsyncSqliteSaver, thread_id: str | None) -> None:
+    """Delete every checkpoint (and its writes) but the latest of each thread and
+    namespace: of one thread, or of all when `thread_id` is None. The caller holds the
+    saver's lock."""
+    latest = (
+        "SELECT MAX(checkpoint_id) FROM checkpoints AS newest WHERE newest.thread_id = "
+        "{table}.thread_id AND newest.checkpoint_ns = {table}.checkpoint_ns"
+    )
+    scope, params = ("thread_id = ? AND ", (thread_id,)) if thread_id is not None else ("", ())
+    for table in ("writes", "checkpoints"):  # writes first: they are found by checkpoints
+        await saver.conn.execute(
+            f"DELETE FROM {table} WHERE {scope}checkpoint_id < ({latest.format(table=table)})",
+            params,
+        )
+    await saver.conn.commit()
 
 
 COMPACT_MIN_FREE_BYTES = 4 * 2**20  # below this, free pages are left for reuse
@@ -214,16 +224,8 @@ async def compact(
     fail with "database is locked": skipped then, and tried again on the next start.
     """
     saver = conversations.saver
-    latest = (
-        "SELECT MAX(checkpoint_id) FROM checkpoints AS newest WHERE newest.thread_id = "
-        "{table}.thread_id AND newest.checkpoint_ns = {table}.checkpoint_ns"
-    )
     async with saver.lock:
-        for table in ("writes", "checkpoints"):
-            await saver.conn.execute(
-                f"DELETE FROM {table} WHERE checkpoint_id < ({latest.format(table=table)})"
-            )
-        await saver.conn.commit()
+        await _drop_older_checkpoints(saver, None)
         rows = await saver.conn.execute_fetchall(
             "SELECT freelist_count * page_size FROM pragma_freelist_count(), pragma_page_size()"
         )
