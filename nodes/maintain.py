@@ -66,9 +66,10 @@ def make_maintain(
             list(prediction.operations or []), candidates, facts, actor=actor
         )
         try:
-            store = await asyncio.to_thread(resources.store)
             with endpoint_errors("embedding model", settings.openai_base_url):
-                report = await asyncio.to_thread(store.apply, context.user_id, planned)
+                report = await asyncio.to_thread(
+                    lambda: resources.store().apply(context.user_id, planned)
+                )
         except Exception as error:  # endpoint or Qdrant down: the answer is already out
             # Re-applying is idempotent (duplicate ADDs, repeated UPDATE/DELETE are no-ops),
             # so keeping the facts for a retry cannot double-write.

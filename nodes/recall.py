@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
-from functools import partial
 from typing import Any
 
 from langchain_core.messages import AIMessage, HumanMessage
@@ -62,19 +61,17 @@ def make_recall(resources: Resources) -> Callable[..., Awaitable[dict[str, Any]]
         if previous_reply is not None:
             query = f"{previous_reply.text[-CONTEXT_CHARS:]}\n{query}"
         top_k = context.top_k or resources.settings.top_k
-        store = await asyncio.to_thread(resources.store)
-        with endpoint_errors("embedding model", resources.settings.openai_base_url):
-            recalled = await asyncio.to_thread(
-                partial(
-                    recall_memories,
-                    store,
-                    context.user_id,
-                    query,
-                    top_k,
-                    reference=time_reference(user_message.text, now),
-                    floor=resources.settings.recall_floor,  # nothing irrelevant in the prompt
-                )
+        reference = time_reference(user_message.text, now)
+        floor = resources.settings.recall_floor  # nothing irrelevant in the prompt
+
+        def search() -> list[MemoryRecord]:  # one worker thread: opening the store blocks too
+            store = resources.store()
+            return recall_memories(
+                store, context.user_id, query, top_k, reference=reference, floor=floor
             )
+
+        with endpoint_errors("embedding model", resources.settings.openai_base_url):
+            recalled = await asyncio.to_thread(search)
         return {**TURN_RESET, "user_id": context.user_id, "recalled": recalled}
 
     return recall
