@@ -45,9 +45,9 @@ from qdrant_client import QdrantClient
 from engram.resources import build_embeddings
 from engram.settings import Settings
 from memory.edge import EdgeEngine
-from memory.engine import Engine, Point, Query, Where
+from memory.engine import Engine, Point, Where
 from memory.keywords import document_keywords, query_keywords
-from memory.retrieval import KEYWORD_WEIGHT, OVERFETCH, Retrieval, fuse
+from memory.retrieval import KEYWORD_WEIGHT, Retrieval, fuse, searches
 from memory.server import ServerEngine
 from memory.store import MemoryStore, PlannedOp
 from state.contracts import Source
@@ -76,12 +76,13 @@ class Dataset:
 
 @dataclass
 class Hits:
-    """One question's two engine result lists, and the ids of its gold memories."""
+    """One question's engine result lists (as `memory.retrieval.searches` asks them), and
+    the ids of its gold memories."""
 
     question: Question
-    dense_query: list[float]
     dense: list[Point]
     keywords: list[Point]
+    rescored: list[Point]  # the keyword hits, scored by dense similarity
     gold: set[str]  # point ids
 
 
@@ -144,25 +145,26 @@ def fill(store: MemoryStore, data: Dataset) -> dict[str, str]:
 
 def search_all(store: MemoryStore, data: Dataset, point_ids: dict[str, str], k: int) -> list[Hits]:
     """Both searches per question, as `MemoryStore.search(k=k)` sends them."""
-    limit = (k + 2) * OVERFETCH  # `search_many` fetches for k + 2, each search x OVERFETCH
     vectors = store.embeddings.embed_documents([q.text for q in data.questions])
-    queries: list[Query] = []
-    for question, vector in zip(data.questions, vectors, strict=True):
-        where = Where(user_id=question.user, status="active")
-        queries.append(Query(where=where, limit=limit, dense=vector))
-        keywords = query_keywords(question.text)
-        queries.append(Query(where=where, limit=limit, keywords=keywords))
-    results = store.engine.query(queries)
-    return [
-        Hits(
-            question,
+    plans = [
+        searches(
+            Where(user_id=question.user, status="active"),
             vector,
-            results[2 * i],
-            results[2 * i + 1],
-            {point_ids[g] for g in question.gold},
+            query_keywords(question.text),
+            k + 2,  # `search_many` searches for k + 2
+            Retrieval(mode="hybrid"),
         )
-        for i, (question, vector) in enumerate(zip(data.questions, vectors, strict=True))
+        for question, vector in zip(data.questions, vectors, strict=True)
     ]
+    results = iter(store.engine.query([q for plan in plans for q in plan]))
+    found = []
+    for question, plan in zip(data.questions, plans, strict=True):
+        dense, *keyword_results = [next(results) for _ in plan]
+        keywords, rescored = keyword_results or ([], [])
+        found.append(
+            Hits(question, dense, keywords, rescored, {point_ids[g] for g in question.gold})
+        )
+    return found
 
 
 # -- methods ---------------------------------------------------------------------------
@@ -182,7 +184,7 @@ def weighted(weight: float) -> Callable[[Hits], Ranking]:
 
     def rank(hits: Hits) -> Ranking:
         pool = len({p.id for p in [*hits.dense, *hits.keywords]})
-        fused = fuse(hits.dense_query, hits.dense, hits.keywords, pool, retrieval)
+        fused = fuse(hits.dense, hits.keywords, hits.rescored, pool, retrieval)
         return [(p.id, score) for p, score in fused]
 
     return rank

@@ -99,9 +99,10 @@ class Point:
 class Query:
     """One search: by the dense vector or by keywords (IDF over the user's own points).
 
-    Keyword hits come with their dense vectors (fusion scores the ones the dense search
-    missed by them). Hits come with their payloads unless `lean`, for a caller that reads
-    the payloads of the few best hits by id afterwards.
+    A keyword search with `rescore` returns the same hits scored by their dense similarity
+    to `rescore` instead (fusion needs that score for the hits the dense search missed; the
+    engine computes it, so no vector leaves it). Hits come with their payloads unless
+    `lean`, for a caller that reads the payloads of the few best hits by id afterwards.
     """
 
     where: Where
@@ -109,6 +110,7 @@ class Query:
     dense: list[float] | None = None
     keywords: Sparse | None = None
     lean: bool = False
+    rescore: list[float] | None = None
 
 
 class Engine(Protocol):

@@ -235,14 +235,28 @@ class ServerEngine:
         if query.keywords is not None:
             # IDF over this user's own memories: another user's words never weigh on hers.
             corpus = models.IdfCorpusParams(corpus=_filter(Where(user_id=query.where.user_id)))
+            idf = models.SearchParams(idf=corpus)
+            if query.rescore is not None:
+                return models.QueryRequest(
+                    prefetch=models.Prefetch(
+                        query=_sparse(query.keywords),
+                        using=KEYWORDS,
+                        filter=flt,
+                        limit=query.limit,
+                        params=idf,
+                    ),
+                    query=query.rescore,
+                    using=self._dense_name,
+                    limit=query.limit,
+                    with_payload=not query.lean,
+                )
             return models.QueryRequest(
                 query=_sparse(query.keywords),
                 using=KEYWORDS,
                 filter=flt,
                 limit=query.limit,
                 with_payload=not query.lean,
-                with_vector=[self._dense_name],  # fusion scores keyword-only hits by it
-                params=models.SearchParams(idf=corpus),
+                params=idf,
             )
         return models.QueryRequest(
             query=query.dense,

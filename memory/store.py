@@ -293,12 +293,11 @@ class MemoryStore:
             for text, vector in zip(queries, dense, strict=True)
         ]
         results = iter(self.engine.query([q for plan in plans for q in plan]))
-        fused = [
-            fuse(
-                vector, next(results), next(results) if len(plan) > 1 else [], room, self.retrieval
-            )
-            for plan, vector in zip(plans, dense, strict=True)
-        ]
+        fused = []
+        for plan in plans:  # dense, then keywords and their rescoring when hybrid
+            dense_hits, *keyword_results = [next(results) for _ in plan]
+            keyword_hits, rescored_hits = keyword_results or ([], [])
+            fused.append(fuse(dense_hits, keyword_hits, rescored_hits, room, self.retrieval))
         winners = list(dict.fromkeys(p.id for row in fused for p, _ in row))
         read = [record_from_point(p) for p in self.engine.retrieve(winners)]
         # Status is all a search filters on that a version's changes can touch.
