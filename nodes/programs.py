@@ -331,8 +331,10 @@ async def run_program(
         if attempt > 1:
             await asyncio.sleep(retry_delay(attempt - 1, base))
         try:
-            with dspy.context(lm=lm, adapter=adapter):
-                return await asyncio.wait_for(program.acall(**inputs), seconds)
+            # asyncio.timeout, not wait_for: the call stays in this task (no task per call)
+            async with asyncio.timeout(seconds):
+                with dspy.context(lm=lm, adapter=adapter):
+                    return await program.acall(**inputs)
         except Exception as error:  # any provider or parse failure is retried, then reported
             last = error
             log.debug("%s attempt %d/%d failed: %s", step, attempt, attempts, _one_line(error))

@@ -3,7 +3,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
+import time
 from pathlib import Path
 from typing import Any
 
@@ -14,8 +16,8 @@ from engram.resources import Resources
 from engram.settings import Settings, get_settings
 from graph import build_graph
 from memory.store import MemoryStore
-from nodes.programs import MemoryPrograms, program_shape
-from state.errors import ConfigurationError
+from nodes.programs import DecideSave, MemoryPrograms, program_shape, run_program
+from state.errors import ConfigurationError, MemoryStepError
 from tests.eval_fakes import adapter_answer, engine_of, scripted_lm, step_of
 from tests.helpers import turn
 
@@ -178,3 +180,29 @@ def test_shapes_name_fields_and_types() -> None:
             },
         }
     }
+
+
+class HangingLM(dspy.utils.DummyLM):
+    """A memory model that never answers in time."""
+
+    async def acall(self, *args: Any, **kwargs: Any) -> Any:
+        await asyncio.sleep(30)
+        return await super().acall(*args, **kwargs)
+
+
+async def test_a_memory_model_that_hangs_times_out_on_each_attempt() -> None:
+    began = time.perf_counter()
+    with pytest.raises(MemoryStepError) as failed:
+        await run_program(
+            "decide_save",
+            DecideSave(),
+            HangingLM([{"save": "True"}]),
+            attempts=2,
+            seconds=0.2,
+            backoff=0.0,
+            known_memories=[],
+            user_message="I moved to Lyon",
+            assistant_message="Nice!",
+        )
+    assert "decide_save failed after 2 attempt(s): TimeoutError: timed out" in str(failed.value)
+    assert time.perf_counter() - began < 5  # 2 x 0.2 s, not the model's 30 s
