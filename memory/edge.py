@@ -183,16 +183,17 @@ class EdgeEngine:
         found: list[list[Point]] = []
         again: list[int] = []
         for index, (query, hits) in enumerate(zip(queries, results, strict=True)):
-            points = [_point(hit, hit.score) for hit in hits]
-            if _screened(query):
-                status = query.where.status
-                kept = [
-                    p for p in points if p.payload.get(METADATA_KEY, {}).get("status") == status
-                ]
-                if len(kept) < query.limit and len(points) == query.limit * SCREEN_FACTOR:
-                    again.append(index)
-                points = [replace(p, payload={}) for p in kept[: query.limit]]
-            found.append(points)
+            if not _screened(query):
+                found.append([_point(hit, hit.score) for hit in hits])
+                continue
+            status = query.where.status
+            # Screened on the raw hits: only the kept ones are converted (ids cost a UUID each).
+            kept = [
+                h for h in hits if (h.payload or {}).get(METADATA_KEY, {}).get("status") == status
+            ]
+            if len(kept) < query.limit and len(hits) == query.limit * SCREEN_FACTOR:
+                again.append(index)
+            found.append([Point(str(h.id), {}, score=h.score) for h in kept[: query.limit]])
         if again:
             requests = [_request(queries[i], screen=False) for i in again]
             retried = self.shard.query_batch(edge.QueryBatchRequest(requests))
