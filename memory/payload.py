@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from memory.engine import CONTENT_KEY, METADATA_KEY, Point
+from memory.keywords import document_keywords
 from state.contracts import MemoryRecord
 from state.errors import InvalidInputError
 
@@ -83,3 +84,13 @@ def stored_from_point(point: Point) -> Stored:
 
 def record_from_point(point: Point) -> MemoryRecord:
     return stored_from_point(point).record
+
+
+def stored_point(stored: Stored, vector: list[float]) -> Point:
+    """The point that stores a version: its payload, dense vector and keyword vector."""
+    return Point(
+        id=stored.record.id,
+        payload=payload(stored),
+        dense=vector,
+        keywords=document_keywords(stored.record.text),
+    )

@@ -41,8 +41,8 @@ from functools import partial
 from langchain_core.embeddings import Embeddings
 from qdrant_client import QdrantClient
 
-from memory.engine import Engine, Point, TimeRange, Where
-from memory.keywords import document_keywords, query_keywords
+from memory.engine import Engine, TimeRange, Where
+from memory.keywords import query_keywords
 from memory.payload import (
     Stored,
     clean_category,
@@ -51,6 +51,7 @@ from memory.payload import (
     payload,
     record_from_point,
     stored_from_point,
+    stored_point,
     text_hash,
 )
 from memory.retrieval import Retrieval, fuse, searches
@@ -93,7 +94,6 @@ CLAIM_LEASE = timedelta(seconds=30)
 WRITE_ATTEMPTS = 20  # conditional writes lost to concurrent writers before giving up
 RECENT_VECTORS = 256  # document vectors kept between a turn's search and its writes
 READ_ATTEMPTS = 3  # searches whose winners changed while being read, before settling
-_COPY_NAMESPACE = uuid.UUID("6f1f4c4e-8a53-4a3b-9a55-0c7f1d2e9b10")
 
 
 def now_utc() -> datetime:
@@ -191,12 +191,13 @@ class MemoryStore:
             batch = list(itertools.islice(self.engine.without_keywords(), PAGE))
             if not batch:
                 break
-            self.engine.upsert([_point(stored_from_point(p), p.dense or []) for p in batch])
+            self.engine.upsert([stored_point(stored_from_point(p), p.dense or []) for p in batch])
             done += len(batch)
             if on_progress:
                 on_progress("adding keyword vectors", done, total)
 
-    def _write_lock(self, user_id: str) -> threading.RLock:
+    def write_lock(self, user_id: str) -> threading.RLock:
+        """This process's lock for the user's writes (striped: users share a few)."""
         return self._locks[zlib.crc32(user_id.encode()) % LOCK_STRIPES]
 
     # -- reads ---------------------------------------------------------------------------
@@ -432,7 +433,7 @@ class MemoryStore:
         """Make a deleted or superseded version the active one of its memory again."""
         op = PlannedOp("NOOP", target_id=memory_id, source=source or Source(actor="api"))
         user_id = require_user_id(user_id)
-        with self._write_lock(user_id):
+        with self.write_lock(user_id):
             return self._retrying(lambda: self._restore(user_id, op))
 
     def apply(self, user_id: str, ops: Iterable[PlannedOp]) -> ApplyReport:
@@ -446,7 +447,7 @@ class MemoryStore:
         ops = list(ops)
         report = ApplyReport()
         vectors = self._embed_ops(ops)  # before the lock: may be a slow network call
-        with self._write_lock(user_id):
+        with self.write_lock(user_id):
             for op in ops:
                 try:
                     applied = self._retrying(partial(self._apply_one, user_id, op, vectors))
@@ -462,7 +463,7 @@ class MemoryStore:
     def forget(self, user_id: str) -> int:
         """Erase every version of every memory of the user. Returns how many were erased."""
         where = Where(user_id=require_user_id(user_id))
-        with self._write_lock(user_id):
+        with self.write_lock(user_id):
             total = self.engine.count(where)
             self.engine.delete(where)
             left = self.engine.count(where)
@@ -474,7 +475,7 @@ class MemoryStore:
         """One operation for API callers: errors are raised, not reported."""
         user_id = require_user_id(user_id)
         vectors = self._embed_ops([op])
-        with self._write_lock(user_id):
+        with self.write_lock(user_id):
             return self._retrying(lambda: self._apply_one(user_id, op, vectors))
 
     def _retrying(self, attempt: Callable[[], AppliedOp]) -> AppliedOp:
@@ -895,7 +896,7 @@ class MemoryStore:
         )
 
     def _insert(self, record: MemoryRecord, vector: list[float]) -> None:
-        self.engine.upsert([_point(Stored(record), vector)], insert_only=True)
+        self.engine.upsert([stored_point(Stored(record), vector)], insert_only=True)
 
     def _vector(self, memory_id: str) -> list[float]:
         return self.engine.retrieve([memory_id], with_dense=True)[0].dense or []
@@ -932,151 +933,6 @@ class MemoryStore:
             raise _Conflict()
         return new
 
-    # -- import --------------------------------------------------------------------------
-
-    def import_records(
-        self,
-        records: list[tuple[MemoryRecord, list[float] | None]],
-        *,
-        embed_batch: int = 64,
-        on_progress: Callable[[int, int], None] | None = None,
-    ) -> tuple[int, int, int]:
-        """Write one user's validated versions as given (ids, links, timestamps), all or
-        nothing. Returns (written, skipped, embedded).
-
-        The unit is a memory (a lineage): one the user already has is kept exactly as the
-        store has it, so re-importing changes nothing and a stale file never rolls back or
-        forks newer state. A memory whose ids another user holds is written under fresh
-        ids derived from the user and the old ids, links kept: the importer learns nothing
-        about other users. An active version whose text is already active for the user is
-        written merged into that memory (one active copy of a fact). Vectors that are None
-        or of another size are embedded, reporting `on_progress(done, total)`.
-        """
-        if not records:
-            return 0, 0, 0
-        user_ids = {record.user_id for record, _ in records}
-        if len(user_ids) != 1:
-            raise InvalidInputError("an import holds the memories of exactly one user")
-        user_id = require_user_id(user_ids.pop())
-        todo = self._unknown_lineages(user_id, records)
-        vectors, embedded = self._vectors_for(todo, embed_batch, on_progress)
-        with self._write_lock(user_id):
-            fresh = {id(r) for r, _ in self._unknown_lineages(user_id, todo)}  # meanwhile?
-            rows = [
-                (record, vector)
-                for (record, _), vector in zip(todo, vectors, strict=True)
-                if id(record) in fresh
-            ]
-            points = [_point(Stored(r), v) for r, v in self._merge_duplicates(user_id, rows)]
-            written: list[str] = []
-            try:
-                for start in range(0, len(points), 256):
-                    batch = points[start : start + 256]
-                    written += [p.id for p in batch]
-                    self.engine.upsert(batch, insert_only=True)
-            except Exception:  # roll back what this import created: nothing half-imported
-                self.engine.delete_ids(written)
-                raise
-        return len(points), len(records) - len(points), embedded
-
-    def _unknown_lineages(
-        self, user_id: str, records: list[tuple[MemoryRecord, list[float] | None]]
-    ) -> list[tuple[MemoryRecord, list[float] | None]]:
-        """The records of memories the user does not have yet; those whose ids another
-        user holds get fresh ids (see `import_records`)."""
-        owners = self._owners([record.id for record, _ in records])
-        lineages: dict[str, list[tuple[MemoryRecord, list[float] | None]]] = {}
-        for row in records:
-            lineages.setdefault(row[0].lineage_id, []).append(row)
-        known = self._lineages_of(user_id, list(lineages))
-        result: list[tuple[MemoryRecord, list[float] | None]] = []
-        for lineage_id, rows in lineages.items():
-            holders = {owners[r.id] for r, _ in rows if r.id in owners}
-            if lineage_id in known or user_id in holders:
-                continue  # the user has this memory: the store's state wins
-            if holders:  # another user's ids: same memory, ids of its own
-                rows = [(moved_to_user(r, user_id), v) for r, v in rows]
-                if self._owners([r.id for r, _ in rows]) or self._lineages_of(
-                    user_id, [rows[0][0].lineage_id]
-                ):
-                    continue  # imported under these fresh ids before
-            result += rows
-        return result
-
-    def _lineages_of(self, user_id: str, lineage_ids: list[str]) -> set[str]:
-        """Which of these memories (lineage ids) the user has, by an indexed lookup."""
-        found: set[str] = set()
-        for start in range(0, len(lineage_ids), PAGE):
-            where = Where(user_id=user_id, lineage_ids=lineage_ids[start : start + PAGE])
-            found |= {record_from_point(p).lineage_id for p in self.engine.scroll(where)}
-        return found
-
-    def _merge_duplicates(
-        self, user_id: str, rows: list[tuple[MemoryRecord, list[float]]]
-    ) -> list[tuple[MemoryRecord, list[float]]]:
-        """Imported active versions whose text is already active (in the store, or earlier
-        in this import) are written as merged into that memory instead."""
-        hashes = list({text_hash(r.text) for r, _ in rows if r.status == "active"})
-        active: dict[str, str] = {}
-        for start in range(0, len(hashes), PAGE):
-            where = Where(
-                user_id=user_id, status="active", text_hashes=hashes[start : start + PAGE]
-            )
-            for point in self.engine.scroll(where):
-                record = record_from_point(point)
-                active.setdefault(text_hash(record.text), record.id)
-        result: list[tuple[MemoryRecord, list[float]]] = []
-        for record, vector in rows:
-            if record.status == "active":
-                same = active.setdefault(text_hash(record.text), record.id)
-                if same != record.id:
-                    at = now_utc()
-                    event = MemoryEvent(
-                        op="SUPERSEDED",
-                        at=at,
-                        source=Source(actor="import"),
-                        detail=f"merged into {same}: the same text is already active",
-                    )
-                    record = record.model_copy(
-                        update={
-                            "status": "superseded",
-                            "superseded_by": same,
-                            "updated_at": at,
-                            "events": [*record.events, event],
-                        }
-                    )
-            result.append((record, vector))
-        return result
-
-    def _owners(self, ids: list[str]) -> dict[str, str | None]:
-        """Which of these point ids exist, and whose they are."""
-        owners: dict[str, str | None] = {}
-        for start in range(0, len(ids), PAGE):
-            for point in self.engine.retrieve(ids[start : start + PAGE]):
-                owners[point.id] = point.payload.get("metadata", {}).get("user_id")
-        return owners
-
-    def _vectors_for(
-        self,
-        rows: list[tuple[MemoryRecord, list[float] | None]],
-        batch_size: int,
-        on_progress: Callable[[int, int], None] | None,
-    ) -> tuple[list[list[float]], int]:
-        """The given vectors where usable, the rest embedded in batches."""
-        missing = [i for i, (_, v) in enumerate(rows) if v is None or len(v) != self.dims]
-        vectors = [v or [] for _, v in rows]
-        for start in range(0, len(missing), batch_size):
-            batch = missing[start : start + batch_size]
-            for index, vector in zip(
-                batch,
-                self.embeddings.embed_documents([rows[i][0].text for i in batch]),
-                strict=True,
-            ):
-                vectors[index] = vector
-            if on_progress:
-                on_progress(start + len(batch), len(missing))
-        return vectors, len(missing)
-
 
 # -- helpers -------------------------------------------------------------------------------
 
@@ -1087,29 +943,6 @@ def require_user_id(user_id: str) -> str:
         return validate_user_id(user_id)
     except ValueError as error:
         raise InvalidInputError(str(error)) from None
-
-
-def derived_id(user_id: str, point_id: str) -> str:
-    """A fresh id for a copy of `point_id` under `user_id`: the same input gives the same
-    id, so importing a copy twice changes nothing."""
-    return str(uuid.uuid5(_COPY_NAMESPACE, f"{user_id}:{point_id}"))
-
-
-def moved_to_user(record: MemoryRecord, user_id: str) -> MemoryRecord:
-    """The same version under another user: derived ids with the links kept."""
-
-    def remap(point_id: str | None) -> str | None:
-        return derived_id(user_id, point_id) if point_id else None
-
-    return record.model_copy(
-        update={
-            "user_id": user_id,
-            "id": remap(record.id),
-            "lineage_id": remap(record.lineage_id),
-            "supersedes": remap(record.supersedes),
-            "superseded_by": remap(record.superseded_by),
-        }
-    )
 
 
 def _older(op: PlannedOp, record: MemoryRecord) -> bool:
@@ -1131,12 +964,3 @@ def _canonical_uuid(value: str) -> str | None:
         return str(uuid.UUID(str(value)))
     except ValueError:
         return None
-
-
-def _point(stored: Stored, vector: list[float]) -> Point:
-    return Point(
-        id=stored.record.id,
-        payload=payload(stored),
-        dense=vector,
-        keywords=document_keywords(stored.record.text),
-    )

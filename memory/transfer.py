@@ -6,6 +6,11 @@ before anything is written, by the same rules as any write (user id, ids, time z
 text, category), so a malformed line (reported with its number) imports nothing. Vectors
 in a file are reused only when this store signed them for exactly that text; any other
 vector (edited text, another installation, an older file) is re-embedded.
+
+Writing an import (`import_records`) keeps the store's rules with the store's own parts
+(its engine, embeddings and per-user write lock): memories the user has win, another
+user's ids are never reused, an already active text is merged, and a failed write leaves
+nothing behind.
 """
 
 from __future__ import annotations
@@ -18,13 +23,9 @@ from typing import TextIO
 
 from pydantic import BaseModel, ValidationError
 
-from memory.store import (
-    MemoryStore,
-    clean_category,
-    clean_memory_text,
-    moved_to_user,
-    require_user_id,
-)
+from memory.engine import METADATA_KEY, Where
+from memory.payload import Stored, record_from_point, stored_point, text_hash
+from memory.store import MemoryStore, clean_category, clean_memory_text, require_user_id
 from state.contracts import MemoryEvent, MemoryRecord, Source
 from state.errors import ImportFormatError, InvalidInputError
 
@@ -128,7 +129,7 @@ def import_jsonl(
 
     Every imported version records an IMPORT event. `on_progress(done, total)` reports
     re-embedding. Memories the store already has are skipped, so importing twice changes
-    nothing (see `MemoryStore.import_records`).
+    nothing (see `import_records`).
     """
     header, memories = read_export(lines)
     user_id = require_user_id(as_user) if as_user else header.user_id
@@ -154,7 +155,7 @@ def import_jsonl(
         )
         record = record.model_copy(update={"events": [*record.events, event]})
         records.append((record, memory.vector if trusted else None))
-    written, skipped, embedded = store.import_records(records, on_progress=on_progress)
+    written, skipped, embedded = import_records(store, records, on_progress=on_progress)
     return ImportReport(user_id=user_id, imported=written, skipped=skipped, re_embedded=embedded)
 
 
@@ -232,3 +233,176 @@ def _short(error: Exception) -> str:
         where = ".".join(str(p) for p in first["loc"]) or "line"
         return f"{where}: {first['msg']} ({error.error_count()} problem(s))"
     return str(error)
+
+
+# -- writing an import ---------------------------------------------------------------------
+
+Row = tuple[MemoryRecord, list[float] | None]
+_COPY_NAMESPACE = uuid.UUID("6f1f4c4e-8a53-4a3b-9a55-0c7f1d2e9b10")
+PAGE = 1000  # ids or hashes per lookup
+WRITE_BATCH = 256
+
+
+def import_records(
+    store: MemoryStore,
+    records: list[Row],
+    *,
+    embed_batch: int = 64,
+    on_progress: Callable[[int, int], None] | None = None,
+) -> tuple[int, int, int]:
+    """Write one user's validated versions as given (ids, links, timestamps), all or
+    nothing. Returns (written, skipped, embedded).
+
+    The unit is a memory (a lineage): one the user already has is kept exactly as the
+    store has it, so re-importing changes nothing and a stale file never rolls back or
+    forks newer state. A memory whose ids another user holds is written under fresh ids
+    derived from the user and the old ids, links kept: the importer learns nothing about
+    other users. An active version whose text is already active for the user is written
+    merged into that memory (one active copy of a fact). Vectors that are None or of
+    another size are embedded, reporting `on_progress(done, total)`.
+    """
+    if not records:
+        return 0, 0, 0
+    user_ids = {record.user_id for record, _ in records}
+    if len(user_ids) != 1:
+        raise InvalidInputError("an import holds the memories of exactly one user")
+    user_id = require_user_id(user_ids.pop())
+    todo = _unknown_lineages(store, user_id, records)
+    vectors, embedded = _vectors_for(store, todo, embed_batch, on_progress)
+    with store.write_lock(user_id):
+        fresh = {id(r) for r, _ in _unknown_lineages(store, user_id, todo)}  # meanwhile?
+        rows = [
+            (record, vector)
+            for (record, _), vector in zip(todo, vectors, strict=True)
+            if id(record) in fresh
+        ]
+        points = [stored_point(Stored(r), v) for r, v in _merge_duplicates(store, user_id, rows)]
+        written: list[str] = []
+        try:
+            for start in range(0, len(points), WRITE_BATCH):
+                batch = points[start : start + WRITE_BATCH]
+                written += [p.id for p in batch]
+                store.engine.upsert(batch, insert_only=True)
+        except Exception:  # roll back what this import created: nothing half-imported
+            store.engine.delete_ids(written)
+            raise
+    return len(points), len(records) - len(points), embedded
+
+
+def _unknown_lineages(store: MemoryStore, user_id: str, records: list[Row]) -> list[Row]:
+    """The records of memories the user does not have yet; those whose ids another user
+    holds get fresh ids (see `import_records`)."""
+    owners = _owners(store, [record.id for record, _ in records])
+    lineages: dict[str, list[Row]] = {}
+    for row in records:
+        lineages.setdefault(row[0].lineage_id, []).append(row)
+    known = _lineages_of(store, user_id, list(lineages))
+    result: list[Row] = []
+    for lineage_id, rows in lineages.items():
+        holders = {owners[r.id] for r, _ in rows if r.id in owners}
+        if lineage_id in known or user_id in holders:
+            continue  # the user has this memory: the store's state wins
+        if holders:  # another user's ids: same memory, ids of its own
+            rows = [(moved_to_user(r, user_id), v) for r, v in rows]
+            if _owners(store, [r.id for r, _ in rows]) or _lineages_of(
+                store, user_id, [rows[0][0].lineage_id]
+            ):
+                continue  # imported under these fresh ids before
+        result += rows
+    return result
+
+
+def _lineages_of(store: MemoryStore, user_id: str, lineage_ids: list[str]) -> set[str]:
+    """Which of these memories (lineage ids) the user has, by an indexed lookup."""
+    found: set[str] = set()
+    for start in range(0, len(lineage_ids), PAGE):
+        where = Where(user_id=user_id, lineage_ids=lineage_ids[start : start + PAGE])
+        found |= {record_from_point(p).lineage_id for p in store.engine.scroll(where)}
+    return found
+
+
+def _merge_duplicates(
+    store: MemoryStore, user_id: str, rows: list[tuple[MemoryRecord, list[float]]]
+) -> list[tuple[MemoryRecord, list[float]]]:
+    """Imported active versions whose text is already active (in the store, or earlier in
+    this import) are written as merged into that memory instead."""
+    hashes = list({text_hash(r.text) for r, _ in rows if r.status == "active"})
+    active: dict[str, str] = {}
+    for start in range(0, len(hashes), PAGE):
+        where = Where(user_id=user_id, status="active", text_hashes=hashes[start : start + PAGE])
+        for point in store.engine.scroll(where):
+            record = record_from_point(point)
+            active.setdefault(text_hash(record.text), record.id)
+    result: list[tuple[MemoryRecord, list[float]]] = []
+    for record, vector in rows:
+        if record.status == "active":
+            same = active.setdefault(text_hash(record.text), record.id)
+            if same != record.id:
+                at = datetime.now(UTC)
+                event = MemoryEvent(
+                    op="SUPERSEDED",
+                    at=at,
+                    source=Source(actor="import"),
+                    detail=f"merged into {same}: the same text is already active",
+                )
+                record = record.model_copy(
+                    update={
+                        "status": "superseded",
+                        "superseded_by": same,
+                        "updated_at": at,
+                        "events": [*record.events, event],
+                    }
+                )
+        result.append((record, vector))
+    return result
+
+
+def _owners(store: MemoryStore, ids: list[str]) -> dict[str, str | None]:
+    """Which of these point ids exist, and whose they are."""
+    owners: dict[str, str | None] = {}
+    for start in range(0, len(ids), PAGE):
+        for point in store.engine.retrieve(ids[start : start + PAGE]):
+            owners[point.id] = point.payload.get(METADATA_KEY, {}).get("user_id")
+    return owners
+
+
+def _vectors_for(
+    store: MemoryStore,
+    rows: list[Row],
+    batch_size: int,
+    on_progress: Callable[[int, int], None] | None,
+) -> tuple[list[list[float]], int]:
+    """The given vectors where usable, the rest embedded in batches."""
+    missing = [i for i, (_, v) in enumerate(rows) if v is None or len(v) != store.dims]
+    vectors = [v or [] for _, v in rows]
+    for start in range(0, len(missing), batch_size):
+        batch = missing[start : start + batch_size]
+        texts = [rows[i][0].text for i in batch]
+        for index, vector in zip(batch, store.embeddings.embed_documents(texts), strict=True):
+            vectors[index] = vector
+        if on_progress:
+            on_progress(start + len(batch), len(missing))
+    return vectors, len(missing)
+
+
+def derived_id(user_id: str, point_id: str) -> str:
+    """A fresh id for a copy of `point_id` under `user_id`: the same input gives the same
+    id, so importing a copy twice changes nothing."""
+    return str(uuid.uuid5(_COPY_NAMESPACE, f"{user_id}:{point_id}"))
+
+
+def moved_to_user(record: MemoryRecord, user_id: str) -> MemoryRecord:
+    """The same version under another user: derived ids with the links kept."""
+
+    def remap(point_id: str | None) -> str | None:
+        return derived_id(user_id, point_id) if point_id else None
+
+    return record.model_copy(
+        update={
+            "user_id": user_id,
+            "id": remap(record.id),
+            "lineage_id": remap(record.lineage_id),
+            "supersedes": remap(record.supersedes),
+            "superseded_by": remap(record.superseded_by),
+        }
+    )

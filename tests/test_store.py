@@ -375,9 +375,9 @@ def test_update_of_a_target_deleted_meanwhile_keeps_its_category(store: MemorySt
 
 
 def test_write_locks_stay_bounded_however_many_users(store: MemoryStore) -> None:
-    locks = {id(store._write_lock(f"user-{n}")) for n in range(10_000)}
+    locks = {id(store.write_lock(f"user-{n}")) for n in range(10_000)}
     assert len(locks) <= LOCK_STRIPES
-    assert store._write_lock("alice") is store._write_lock("alice")
+    assert store.write_lock("alice") is store.write_lock("alice")
 
 
 class BlockingEmbeddings(Embeddings):
