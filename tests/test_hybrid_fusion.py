@@ -13,7 +13,7 @@ from langchain_core.embeddings import Embeddings
 
 from memory.engine import Where
 from memory.keywords import query_keywords
-from memory.retrieval import KEYWORD_WEIGHT, OVERFETCH, Retrieval, cosine, searches
+from memory.retrieval import OVERFETCH, Retrieval, cosine, searches
 from memory.store import MemoryStore, PlannedOp
 from tests.helpers import make_store
 
@@ -67,18 +67,21 @@ def test_rescored_keyword_hits_carry_their_dense_similarity(arranged: MemoryStor
 
 
 def test_a_memory_only_its_words_find_ranks_by_fused_score(arranged: MemoryStore) -> None:
-    found = arranged.search("alice", QUESTION, k=50)
+    # A keyword weight large enough for RARE's words to outweigh the NEAR memories' meaning:
+    # it is found only through the keyword search and its rescoring.
+    arranged.retrieval = Retrieval(mode="hybrid", keyword_weight=1.0)
+    found = arranged.search("alice", QUESTION, k=3)
 
-    rare = next(m for m in found if m.text == RARE)
+    assert found[0].text == RARE
     similarity = cosine([1.0, 0.0, 0.0, 0.0], [0.2, 1.0, 0.0, 0.0])
     # the only keyword hit, so its keyword share is the whole weight
-    assert rare.score == pytest.approx(similarity + KEYWORD_WEIGHT, abs=1e-4)
-    assert [m.score for m in found] == sorted((m.score for m in found), reverse=True)
+    assert found[0].score == pytest.approx(similarity + 1.0, abs=1e-4)
+    assert [m.text for m in found[1:]] == NEAR[:2]  # then by meaning
 
 
 def test_dense_mode_never_finds_what_only_words_match(arranged: MemoryStore) -> None:
-    arranged.retrieval = Retrieval(mode="dense")
-    assert RARE not in {m.text for m in arranged.search("alice", QUESTION, k=3)}
+    arranged.retrieval = Retrieval(mode="dense", keyword_weight=1.0)
+    assert [m.text for m in arranged.search("alice", QUESTION, k=3)] == NEAR[:3]
 
 
 def test_cosine_matches_numpy() -> None:

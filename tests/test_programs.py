@@ -183,20 +183,26 @@ def test_shapes_name_fields_and_types() -> None:
 
 
 class HangingLM(dspy.utils.DummyLM):
-    """A memory model that never answers in time."""
+    """A memory model that never answers in time, noting the task it was called in."""
+
+    def __init__(self, answers: list[dict[str, str]]) -> None:
+        super().__init__(answers)
+        self.tasks: list[asyncio.Task[Any] | None] = []
 
     async def acall(self, *args: Any, **kwargs: Any) -> Any:
+        self.tasks.append(asyncio.current_task())
         await asyncio.sleep(30)
         return await super().acall(*args, **kwargs)
 
 
 async def test_a_memory_model_that_hangs_times_out_on_each_attempt() -> None:
+    lm = HangingLM([{"save": "True"}])
     began = time.perf_counter()
     with pytest.raises(MemoryStepError) as failed:
         await run_program(
             "decide_save",
             DecideSave(),
-            HangingLM([{"save": "True"}]),
+            lm,
             attempts=2,
             seconds=0.2,
             backoff=0.0,
@@ -206,3 +212,5 @@ async def test_a_memory_model_that_hangs_times_out_on_each_attempt() -> None:
         )
     assert "decide_save failed after 2 attempt(s): TimeoutError: timed out" in str(failed.value)
     assert time.perf_counter() - began < 5  # 2 x 0.2 s, not the model's 30 s
+    # each attempt ran in the caller's own task: a timeout costs no task per call
+    assert lm.tasks == [asyncio.current_task()] * 2
