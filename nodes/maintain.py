@@ -16,7 +16,7 @@ from typing import Any
 from langgraph.runtime import Runtime
 
 from engram.resources import Resources
-from memory.store import PlannedOp, normalize_text
+from memory.store import ApplyReport, PlannedOp, normalize_text
 from nodes.common import content_words, endpoint_errors, run_context, turn_date, with_error
 from nodes.programs import MaintainMemory, run_program
 from state.context import EngramContext
@@ -65,11 +65,14 @@ def make_maintain(
         planned, rejected = plan_operations(
             list(prediction.operations or []), candidates, facts, actor=actor
         )
-        try:
+
+        def write() -> ApplyReport:  # one worker thread: opening the store blocks too
+            store = resources.store()
             with endpoint_errors("embedding model", settings.openai_base_url):
-                report = await asyncio.to_thread(
-                    lambda: resources.store().apply(context.user_id, planned)
-                )
+                return store.apply(context.user_id, planned)
+
+        try:
+            report = await asyncio.to_thread(write)
         except Exception as error:  # endpoint or Qdrant down: the answer is already out
             # Re-applying is idempotent (duplicate ADDs, repeated UPDATE/DELETE are no-ops),
             # so keeping the facts for a retry cannot double-write.

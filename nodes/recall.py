@@ -65,13 +65,13 @@ def make_recall(resources: Resources) -> Callable[..., Awaitable[dict[str, Any]]
         floor = resources.settings.recall_floor  # nothing irrelevant in the prompt
 
         def search() -> list[MemoryRecord]:  # one worker thread: opening the store blocks too
-            store = resources.store()
-            return recall_memories(
-                store, context.user_id, query, top_k, reference=reference, floor=floor
-            )
+            store = resources.store()  # its errors are its own, not the embedding endpoint's
+            with endpoint_errors("embedding model", resources.settings.openai_base_url):
+                return recall_memories(
+                    store, context.user_id, query, top_k, reference=reference, floor=floor
+                )
 
-        with endpoint_errors("embedding model", resources.settings.openai_base_url):
-            recalled = await asyncio.to_thread(search)
+        recalled = await asyncio.to_thread(search)
         return {**TURN_RESET, "user_id": context.user_id, "recalled": recalled}
 
     return recall

@@ -32,11 +32,14 @@ def make_retrieve_similar(resources: Resources) -> Callable[..., Awaitable[dict[
     ) -> dict[str, Any]:
         user_id = run_context(runtime).user_id
         texts = [fact.text for fact in state.get("facts", [])]
-        try:
+
+        def search() -> list[MemoryRecord]:  # one worker thread: opening the store blocks too
+            store = resources.store()
             with endpoint_errors("embedding model", resources.settings.openai_base_url):
-                nearest = await asyncio.to_thread(
-                    lambda: similar_memories(resources.store(), user_id, texts)
-                )
+                return similar_memories(store, user_id, texts)
+
+        try:
+            nearest = await asyncio.to_thread(search)
         except Exception as error:  # endpoint or Qdrant down: the answer is already out
             log.exception("retrieve_similar failed")
             # candidates stay None ("not retrieved"): maintain keeps the facts for later.
