@@ -12,7 +12,7 @@ user's questions and measures, over the questions that have an answer:
 for dense search alone, the product's weighted sum (cosine + weight x keyword score /
 best keyword score of the query, `memory.retrieval.fuse`) at several weights, reciprocal
 rank fusion (RRF, computed here from the same two engine result lists) and keyword (BM25)
-search alone. Both searches fetch as many candidates as `MemoryStore.search` does.
+search alone. The searches fetch as many candidates as `MemoryStore.search` does.
 Questions are split by whether they share a keyword with a gold memory ("lexical") or not
 ("paraphrase"). For the best score-based method it then compares the top-1 score of
 answerable and unanswerable questions (about things the user never said) and suggests a
@@ -144,7 +144,8 @@ def fill(store: MemoryStore, data: Dataset) -> dict[str, str]:
 
 
 def search_all(store: MemoryStore, data: Dataset, point_ids: dict[str, str], k: int) -> list[Hits]:
-    """Both searches per question, as `MemoryStore.search(k=k)` sends them."""
+    """The searches per question (dense, keywords, keywords rescored), as
+    `MemoryStore.search(k=k)` sends them."""
     vectors = store.embeddings.embed_documents([q.text for q in data.questions])
     plans = [
         searches(

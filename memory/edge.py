@@ -36,8 +36,7 @@ SCREEN_FACTOR = 2  # hits a status-screened search fetches, per hit asked (`Edge
 # and is sent from a worker thread the caller already pays for; handing it on to Edge's
 # search pool cost more than sharing its work saves: a turn's searches at a user's 10k points
 # took 0.66 against 0.76 ms with caches warm, 1.18 against 1.38 ms after 50 ms idle (what a
-# model call leaves behind). Concurrent requests still search in parallel, each on its own
-# caller's thread. Given at every open (Edge writes it to the shard's config).
+# model call leaves behind). Given at every open (Edge writes it to the shard's config).
 SEARCH_THREADS = 1
 _STATUS_ONLY = edge.PayloadSelector.Include([f"{METADATA_KEY}.status"])
 

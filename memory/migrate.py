@@ -17,8 +17,7 @@ from qdrant_client import QdrantClient
 
 from memory.edge import EdgeEngine
 from memory.engine import Point
-from memory.keywords import document_keywords
-from memory.payload import payload, stored_from_point
+from memory.payload import stored_from_point, stored_point
 from memory.retrieval import cosine
 from memory.server import ServerEngine
 
@@ -54,15 +53,7 @@ def migrate_to_edge(
         copied = 0
         batch: list[Point] = []
         for point in source.scroll(None, with_dense=True):
-            stored = stored_from_point(point)
-            batch.append(
-                Point(
-                    id=point.id,
-                    payload=payload(stored),
-                    dense=point.dense,
-                    keywords=document_keywords(stored.record.text),
-                )
-            )
+            batch.append(stored_point(stored_from_point(point), point.dense or []))
             if len(batch) == PAGE:
                 copied += _write(target, batch, on_progress, copied, total)
                 batch = []

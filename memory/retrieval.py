@@ -62,7 +62,8 @@ def fuse(
 
     A keyword hit the dense search missed is scored by its dense similarity from
     `rescored_hits` (the keyword hits with dense scores); one missing there (the two
-    searches disagreed on a tie at the cut) cannot be ranked and is left out."""
+    searches disagreed on a tie at the cut, or a write landed between them on a server)
+    cannot be ranked and is left out: one candidate fewer, never a wrong score."""
     best_keyword = max((p.score or 0.0 for p in keyword_hits), default=0.0)
     keyword = {p.id: (p.score or 0.0) / best_keyword for p in keyword_hits} if best_keyword else {}
     scores = {p.id: p.score or 0.0 for p in dense_hits}

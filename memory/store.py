@@ -283,11 +283,11 @@ class MemoryStore:
         """The `room` best versions `where` matches for each text, by fused score.
 
         Payloads are a good part of a search's cost and only the few best hits need them,
-        so the searches return scores (and the vectors fusion needs) in one round trip, and
-        the winners' payloads are read by id in a second. A winner that no longer matches
-        `where` when read changed meanwhile (an update retired it, say, and its successor
-        came too late for the search): the ranking is stale, None, and the caller searches
-        again; the `last` try drops such versions instead.
+        so the searches return scores only (keyword hits rescored by dense similarity in the
+        engine) in one round trip, and the winners' payloads are read by id in a second. A
+        winner that no longer matches `where` when read changed meanwhile (an update retired
+        it, say, and its successor came too late for the search): the ranking is stale,
+        None, and the caller searches again; the `last` try drops such versions instead.
         """
         plans = [
             searches(where, vector, query_keywords(text), room, self.retrieval, lean=True)

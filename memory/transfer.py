@@ -25,7 +25,7 @@ from pydantic import BaseModel, ValidationError
 
 from memory.engine import METADATA_KEY, Where
 from memory.payload import Stored, record_from_point, stored_point, text_hash
-from memory.store import MemoryStore, clean_category, clean_memory_text, require_user_id
+from memory.store import PAGE, MemoryStore, clean_category, clean_memory_text, require_user_id
 from state.contracts import MemoryEvent, MemoryRecord, Source
 from state.errors import ImportFormatError, InvalidInputError
 
@@ -239,7 +239,6 @@ def _short(error: Exception) -> str:
 
 Row = tuple[MemoryRecord, list[float] | None]
 _COPY_NAMESPACE = uuid.UUID("6f1f4c4e-8a53-4a3b-9a55-0c7f1d2e9b10")
-PAGE = 1000  # ids or hashes per lookup
 WRITE_BATCH = 256
 
 
