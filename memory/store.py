@@ -8,8 +8,9 @@ memory's current version (history ingested out of order) never replaces or delet
 the older text joins the memory's history instead (`_keep_newer`).
 
 Writes are safe when several processes share one Qdrant server: every change of a version
-is a conditional write on its `revision` (it applies only if nobody changed the version
-since it was read), and a writer that loses re-reads and tries again. Per-process locks
+is a conditional write on its `revision` (`memory.versions`: it applies only if nobody
+changed the version since it was read), and a writer that loses re-reads and tries again
+(`_retrying`). Per-process locks
 only spare writers of one user in one process that contention. Texts are embedded before
 any lock is taken, so a slow embedding endpoint never holds up other users; the facts a
 turn searched with are not embedded again when it writes them (`_document_vectors`).
@@ -35,7 +36,7 @@ import zlib
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field, replace
-from datetime import UTC, datetime, timedelta
+from datetime import datetime
 from functools import partial
 
 from langchain_core.embeddings import Embeddings
@@ -48,7 +49,6 @@ from memory.payload import (
     clean_category,
     clean_memory_text,
     normalize_text,
-    payload,
     record_from_point,
     stored_from_point,
     stored_point,
@@ -56,10 +56,10 @@ from memory.payload import (
 )
 from memory.retrieval import Retrieval, fuse, searches
 from memory.server import ServerEngine
+from memory.versions import Conflict, Versions, new_version, now_utc
 from state.context import validate_user_id
 from state.contracts import (
     AppliedOp,
-    EventName,
     MemoryEvent,
     MemoryRecord,
     MemoryStatus,
@@ -88,16 +88,9 @@ PAGE = 1000
 # Writes of one user in one process take one of a fixed set of locks (users share
 # stripes): memory stays bounded however many users a server has seen.
 LOCK_STRIPES = 64
-# An update claims the version it replaces, then writes the successor. A claim whose
-# successor never appeared within this time was left by a crash and is dropped.
-CLAIM_LEASE = timedelta(seconds=30)
 WRITE_ATTEMPTS = 20  # conditional writes lost to concurrent writers before giving up
 RECENT_VECTORS = 256  # document vectors kept between a turn's search and its writes
 READ_ATTEMPTS = 3  # searches whose winners changed while being read, before settling
-
-
-def now_utc() -> datetime:
-    return datetime.now(UTC)
 
 
 @dataclass(frozen=True)
@@ -118,10 +111,6 @@ class PlannedOp:
 class ApplyReport:
     applied: list[AppliedOp] = field(default_factory=list)
     rejected: list[RejectedOp] = field(default_factory=list)
-
-
-class _Conflict(Exception):
-    """A conditional write lost to a concurrent writer: read again and retry."""
 
 
 class MemoryStore:
@@ -158,6 +147,7 @@ class MemoryStore:
         # Marks this store's writes: a claim it made is dead once a writer of this store
         # holds the user's lock again (the claiming thread held it and finished or died).
         self.writer_id = uuid.uuid4().hex
+        self.versions = Versions(self.engine, self.writer_id)
         self._recent: OrderedDict[str, list[float]] = OrderedDict()  # `_document_vectors`
         self._recent_lock = threading.Lock()
         self._open(on_progress)
@@ -259,7 +249,7 @@ class MemoryStore:
                 continue  # a winner changed while it was read
             ranked = found
             records = [r for rows in ranked for r, _ in rows]
-            shown = self._without_replaced(user_id, records)
+            shown = self.versions.without_replaced(user_id, records)
             if last or shown == {r.id for r in records}:
                 break  # else an update finished meanwhile, and its new version may rank
         return [
@@ -328,7 +318,7 @@ class MemoryStore:
 
     def get(self, user_id: str, memory_id: str) -> MemoryRecord:
         """One version by id; another user's id is reported exactly like a missing one."""
-        return self._get(require_user_id(user_id), memory_id).record
+        return self.versions.get(require_user_id(user_id), memory_id).record
 
     def memories(
         self, user_id: str, *, status: MemoryStatus | None = "active", category: str | None = None
@@ -337,7 +327,7 @@ class MemoryStore:
         user_id = require_user_id(user_id)
         where = Where(user_id=user_id, status=status, category=category)
         records = [record_from_point(p) for p in self.engine.scroll(where)]
-        if len(self._without_replaced(user_id, records)) != len(records):
+        if len(self.versions.without_replaced(user_id, records)) != len(records):
             records = [record_from_point(p) for p in self.engine.scroll(where)]  # repaired
         return sorted(records, key=lambda r: (r.created_at, r.id))
 
@@ -347,7 +337,7 @@ class MemoryStore:
     def history(self, user_id: str, memory_id: str) -> list[MemoryRecord]:
         """Every version of the memory that `memory_id` belongs to, oldest first."""
         user_id = require_user_id(user_id)
-        lineage = self._get(user_id, memory_id).record.lineage_id
+        lineage = self.versions.get(user_id, memory_id).record.lineage_id
         points = self.engine.scroll(Where(user_id=user_id, lineage_ids=[lineage]))
         return sorted((record_from_point(p) for p in points), key=lambda r: (r.created_at, r.id))
 
@@ -363,26 +353,6 @@ class MemoryStore:
             [self.embedding_id.encode(), text.encode(), struct.pack(f"<{len(vector)}f", *vector)]
         )
         return hmac.new(self.vector_key, message, hashlib.sha256).hexdigest()
-
-    def _get(self, user_id: str, memory_id: str) -> Stored:
-        found = self._get_many(user_id, [memory_id])
-        if not found:
-            raise MemoryNotFoundError(f"no memory {memory_id!r} for user {user_id!r}")
-        return found[0]
-
-    def _get_many(self, user_id: str, memory_ids: list[str]) -> list[Stored]:
-        ids = [canonical for i in memory_ids if (canonical := _canonical_uuid(i))]
-        stored = [stored_from_point(p) for p in self.engine.retrieve(ids)]
-        return [s for s in stored if s.record.user_id == user_id]
-
-    def _without_replaced(self, user_id: str, records: list[MemoryRecord]) -> set[str]:
-        """Ids of these records that readers may show: not the old half of an update that
-        a crash interrupted after its successor was written (that update is completed)."""
-        pending = [r for r in records if r.status == "active" and r.superseded_by]
-        if not pending:
-            return {r.id for r in records}
-        finished = self._repair(user_id, [r.id for r in pending], writer=False)
-        return {r.id for r in records if r.id not in finished}
 
     # -- writes --------------------------------------------------------------------------
 
@@ -483,7 +453,7 @@ class MemoryStore:
         for tries in range(WRITE_ATTEMPTS):
             try:
                 return attempt()
-            except _Conflict:
+            except Conflict:
                 time.sleep(random.uniform(0.002, 0.01) * (tries + 1))
         raise StoreConflictError(
             "the memory kept changing under concurrent writers; try the operation again"
@@ -513,7 +483,7 @@ class MemoryStore:
             raise InvalidInputError(f"{op.op} needs the id of an existing memory")
         # Never past the end of this memory's own versions: a version merged into another
         # memory links to it, and an operation must not change a memory it was not shown.
-        head = self._head(user_id, op.target_id)
+        head = self.versions.head(user_id, op.target_id)
         record = head.record
         merged_into = record.superseded_by if record.status == "superseded" else None
         if op.op == "DELETE":
@@ -539,7 +509,7 @@ class MemoryStore:
                     result="unchanged",
                     detail=f"already merged into {merged_into}, which is left as it is",
                 )
-            self._change(head, "deleted", MemoryEvent(op="DELETE", at=at, source=op.source))
+            self.versions.change(head, "deleted", MemoryEvent(op="DELETE", at=at, source=op.source))
             return AppliedOp(
                 op="DELETE", ref=op.ref, memory_id=record.id, text=record.text, result="deleted"
             )
@@ -560,12 +530,12 @@ class MemoryStore:
             )
         if _older(op, record):
             return self._keep_newer(head, op, text, category, at, vectors)
-        duplicate = self._active_duplicate(user_id, text)
+        duplicate = self.versions.active_duplicate(user_id, text)
         if duplicate is not None and duplicate.id != record.id:
             event = MemoryEvent(
                 op="SUPERSEDED", at=at, source=op.source, detail=f"merged into {duplicate.id}"
             )
-            self._change(head, "superseded", event, superseded_by=duplicate.id)
+            self.versions.change(head, "superseded", event, superseded_by=duplicate.id)
             return AppliedOp(
                 op="UPDATE",
                 ref=op.ref,
@@ -573,7 +543,7 @@ class MemoryStore:
                 text=duplicate.text,
                 result="merged",
             )
-        new_id = self._replace(
+        new_id = self.versions.replace(
             head,
             text,
             category,
@@ -611,7 +581,7 @@ class MemoryStore:
             if r.observed_at == op.observed_at
         ]
         if not known:
-            version = self._new_version(
+            version = new_version(
                 record.user_id,
                 text,
                 category,
@@ -622,7 +592,7 @@ class MemoryStore:
                 lineage_id=record.lineage_id,
                 detail=detail,
             )
-            self._insert(
+            self.versions.insert(
                 version.model_copy(update={"status": "superseded", "superseded_by": record.id}),
                 vectors[text],
             )
@@ -639,7 +609,7 @@ class MemoryStore:
         self, user_id: str, op: PlannedOp, at: datetime, vectors: dict[str, list[float]]
     ) -> AppliedOp:
         text = clean_memory_text(op.text)
-        duplicate = self._active_duplicate(user_id, text)
+        duplicate = self.versions.active_duplicate(user_id, text)
         if duplicate is not None:
             return AppliedOp(
                 op="ADD",
@@ -648,7 +618,7 @@ class MemoryStore:
                 text=duplicate.text,
                 result="duplicate",
             )
-        record = self._new_version(
+        record = new_version(
             user_id,
             text,
             clean_category(op.category),
@@ -657,8 +627,10 @@ class MemoryStore:
             source=op.source,
             observed_at=op.observed_at or at,
         )
-        self._insert(record, vectors[text])
-        kept = self._settle_duplicates(user_id, text)  # another writer may have added it too
+        self.versions.insert(record, vectors[text])
+        kept = self.versions.settle_duplicates(
+            user_id, text
+        )  # another writer may have added it too
         if kept.id != record.id:
             return AppliedOp(
                 op="ADD", ref=op.ref, memory_id=kept.id, text=kept.text, result="duplicate"
@@ -667,15 +639,15 @@ class MemoryStore:
 
     def _restore(self, user_id: str, op: PlannedOp) -> AppliedOp:
         assert op.target_id is not None
-        version = self._get(user_id, op.target_id).record
-        self._repair(user_id, [version.id], writer=True)
-        version = self._get(user_id, op.target_id).record
-        head = self._head(user_id, version.id)
+        version = self.versions.get(user_id, op.target_id).record
+        self.versions.repair(user_id, [version.id], writer=True)
+        version = self.versions.get(user_id, op.target_id).record
+        head = self.versions.head(user_id, version.id)
         if version.id == head.record.id and version.status == "active":
             return AppliedOp(
                 op="RESTORE", memory_id=version.id, text=version.text, result="already active"
             )
-        duplicate = self._active_duplicate(user_id, version.text)
+        duplicate = self.versions.active_duplicate(user_id, version.text)
         if duplicate is not None:  # restoring would create a second, identical memory
             return AppliedOp(
                 op="RESTORE",
@@ -686,16 +658,16 @@ class MemoryStore:
             )
         at = now_utc()
         if version.id == head.record.id:  # deleted, or merged into another memory
-            self._change(head, "active", MemoryEvent(op="RESTORE", at=at, source=op.source))
-            self._settle_duplicates(user_id, version.text)
+            self.versions.change(head, "active", MemoryEvent(op="RESTORE", at=at, source=op.source))
+            self.versions.settle_duplicates(user_id, version.text)
             return AppliedOp(
                 op="RESTORE", memory_id=version.id, text=version.text, result="restored"
             )
-        new_id = self._replace(
+        new_id = self.versions.replace(
             head,
             version.text,
             version.category,
-            self._vector(version.id),  # the version's own vector: no embedding call
+            self.versions.vector(version.id),  # the version's own vector: no embedding call
             at=at,
             operation="RESTORE",
             source=op.source,
@@ -703,235 +675,6 @@ class MemoryStore:
             detail=f"restored from {version.id}",
         )
         return AppliedOp(op="RESTORE", memory_id=new_id, text=version.text, result="restored")
-
-    # -- version plumbing ----------------------------------------------------------------
-
-    def _head(self, user_id: str, memory_id: str) -> Stored:
-        """The newest version of `memory_id`'s memory, following `superseded_by` links
-        (finishing interrupted updates on the way).
-
-        A link may lead into another memory (a merge); the walk stops there, so nothing
-        done to this memory (update, delete, restore) ever reaches the one it merged into.
-        """
-        stored = self._get(user_id, memory_id)
-        seen = {stored.record.id}
-        while True:
-            if stored.record.status == "active" and stored.record.superseded_by:
-                self._repair(user_id, [stored.record.id], writer=True)
-                stored = self._get(user_id, stored.record.id)
-                if stored.record.status == "active" and stored.record.superseded_by:
-                    raise _Conflict()  # another writer's update is in flight: wait for it
-            successor_id = stored.record.superseded_by
-            if not successor_id or successor_id in seen:
-                return stored
-            successors = self._get_many(user_id, [successor_id])
-            if not successors or successors[0].record.lineage_id != stored.record.lineage_id:
-                return stored
-            stored = successors[0]
-            seen.add(stored.record.id)
-
-    def _active_duplicate(self, user_id: str, text: str) -> MemoryRecord | None:
-        """The user's active memory with this text (an indexed lookup), if any."""
-        where = Where(user_id=user_id, status="active", text_hashes=[text_hash(text)])
-        records = [record_from_point(p) for p in self.engine.scroll(where)]
-        shown = self._without_replaced(user_id, records)
-        return min(
-            (r for r in records if r.id in shown), key=lambda r: (r.created_at, r.id), default=None
-        )
-
-    def _settle_duplicates(self, user_id: str, text: str) -> MemoryRecord:
-        """Keep one active copy of a text: the oldest; later copies (written at the same
-        time by another writer) are merged into it. Every writer picks the same one."""
-        where = Where(user_id=user_id, status="active", text_hashes=[text_hash(text)])
-        copies = sorted(
-            (stored_from_point(p) for p in self.engine.scroll(where)),
-            key=lambda s: (s.record.created_at, s.record.id),
-        )
-        kept = copies[0].record
-        for copy in copies[1:]:
-            if copy.record.superseded_by:
-                continue  # an update of it is in flight; its writer settles it
-            event = MemoryEvent(
-                op="SUPERSEDED",
-                at=now_utc(),
-                source=Source(actor="store"),
-                detail=f"merged into {kept.id}: the same text was added concurrently",
-            )
-            try:
-                self._change(copy, "superseded", event, superseded_by=kept.id)
-            except _Conflict:
-                continue  # changed meanwhile; whoever changed it settles it
-        return kept
-
-    def _repair(self, user_id: str, ids: list[str], *, writer: bool) -> dict[str, str]:
-        """Finish what an interrupted update left among these versions; old id -> new id.
-
-        An active version linked to a successor that exists is marked superseded. A link
-        to a successor that never appeared is dropped by a `writer` (who holds the user's
-        lock) when the claim is dead: made by this process, or older than `CLAIM_LEASE`
-        (younger, from another process: that update may still be in flight).
-        """
-        finished: dict[str, str] = {}
-        stored = [
-            s
-            for s in self._get_many(user_id, ids)
-            if s.record.status == "active" and s.record.superseded_by
-        ]
-        written = {
-            s.record.id
-            for s in self._get_many(user_id, [s.record.superseded_by or "" for s in stored])
-        }
-        for version in stored:
-            successor = version.record.superseded_by or ""
-            try:
-                if successor in written:
-                    event = MemoryEvent(
-                        op="SUPERSEDED",
-                        at=now_utc(),
-                        source=Source(actor="repair"),
-                        detail="completed an interrupted update",
-                    )
-                    self._change(version, "superseded", event, superseded_by=successor)
-                    finished[version.record.id] = successor
-                elif writer and self._dead(version):
-                    self._write(version, version.record.model_copy(update={"superseded_by": None}))
-            except _Conflict:
-                current = self._get_many(user_id, [version.record.id])
-                if current and current[0].record.status == "superseded":
-                    finished[version.record.id] = current[0].record.superseded_by or ""
-        return finished
-
-    def _dead(self, claimed: Stored) -> bool:
-        """Whether an update's claim on this version can no longer complete (`_repair`)."""
-        if not claimed.pending_since or (claimed.writer or "").startswith(self.writer_id):
-            return True
-        try:
-            return now_utc() - datetime.fromisoformat(claimed.pending_since) > CLAIM_LEASE
-        except ValueError:
-            return True
-
-    def _replace(
-        self,
-        head: Stored,
-        text: str,
-        category: str,
-        vector: list[float],
-        *,
-        at: datetime,
-        operation: EventName,
-        source: Source,
-        observed_at: datetime,
-        detail: str | None = None,
-    ) -> str:
-        """Write a new version of `head`'s memory and retire `head`, safely against crashes
-        and concurrent writers.
-
-        1. `head` is claimed: a conditional write links it to the new id while it stays
-        readable (a concurrent writer that changed `head` first wins; this one retries).
-        2. The new version is written. 3. `head` is marked superseded. A crash after 1
-        leaves a link to nothing (ignored, dropped after `CLAIM_LEASE`); after 2, both are
-        active and every reader follows the link to the new one and completes step 3.
-        """
-        new_id = str(uuid.uuid4())
-        record = head.record
-        claimed = self._write(
-            head,
-            record.model_copy(update={"superseded_by": new_id}),
-            pending_since=at.isoformat(),
-        )
-        new = self._new_version(
-            record.user_id,
-            text,
-            category,
-            at=at,
-            operation=operation,
-            source=source,
-            observed_at=observed_at,
-            lineage_id=record.lineage_id,
-            supersedes=record.id,
-            detail=detail,
-            point_id=new_id,
-        )
-        self._insert(new, vector)
-        event = MemoryEvent(op="SUPERSEDED", at=at, source=source)
-        try:
-            self._change(claimed, "superseded", event, superseded_by=new_id)
-        except _Conflict:  # a reader completed step 3 first, or the claim was taken away
-            current = self._get(record.user_id, record.id).record
-            if not (current.status == "superseded" and current.superseded_by == new_id):
-                self.engine.delete_ids([new_id])  # never linked: withdraw it and retry
-                raise
-        self._settle_duplicates(record.user_id, text)
-        return new_id
-
-    def _new_version(
-        self,
-        user_id: str,
-        text: str,
-        category: str,
-        *,
-        at: datetime,
-        operation: EventName,
-        source: Source,
-        observed_at: datetime,
-        lineage_id: str | None = None,
-        supersedes: str | None = None,
-        detail: str | None = None,
-        point_id: str | None = None,
-    ) -> MemoryRecord:
-        new_id = point_id or str(uuid.uuid4())
-        return MemoryRecord(
-            id=new_id,
-            user_id=user_id,
-            text=text,
-            category=category,
-            status="active",
-            created_at=at,
-            updated_at=at,
-            observed_at=observed_at,
-            supersedes=supersedes,
-            source=source,
-            lineage_id=lineage_id or new_id,
-            events=[MemoryEvent(op=operation, at=at, source=source, detail=detail)],
-        )
-
-    def _insert(self, record: MemoryRecord, vector: list[float]) -> None:
-        self.engine.upsert([stored_point(Stored(record), vector)], insert_only=True)
-
-    def _vector(self, memory_id: str) -> list[float]:
-        return self.engine.retrieve([memory_id], with_dense=True)[0].dense or []
-
-    def _change(
-        self,
-        stored: Stored,
-        status: MemoryStatus,
-        event: MemoryEvent,
-        superseded_by: str | None = None,
-    ) -> Stored:
-        record = stored.record
-        changed = record.model_copy(
-            update={
-                "status": status,
-                "updated_at": event.at,
-                "superseded_by": superseded_by if status == "superseded" else None,
-                "events": [*record.events, event],
-            }
-        )
-        return self._write(stored, changed)
-
-    def _write(
-        self, stored: Stored, record: MemoryRecord, *, pending_since: str | None = None
-    ) -> Stored:
-        """Change a version's metadata if nobody changed it since `stored` was read
-        (its text and vector never change). Raises `_Conflict` when another writer did."""
-        token = f"{self.writer_id}:{uuid.uuid4().hex}"
-        new = Stored(record, stored.revision + 1, token, pending_since)
-        where = Where(user_id=record.user_id, ids=[record.id], revision=stored.revision)
-        self.engine.set_metadata(where, payload(new)["metadata"])
-        current = self.engine.retrieve([record.id])
-        if not current or stored_from_point(current[0]).writer != token:
-            raise _Conflict()
-        return new
 
 
 # -- helpers -------------------------------------------------------------------------------
@@ -957,10 +700,3 @@ def _kept_newer(op: PlannedOp, record: MemoryRecord) -> str:
         f"said {said}, before the current version (said "
         f"{record.observed_at.date().isoformat()}), which is kept"
     )
-
-
-def _canonical_uuid(value: str) -> str | None:
-    try:
-        return str(uuid.UUID(str(value)))
-    except ValueError:
-        return None

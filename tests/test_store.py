@@ -181,7 +181,7 @@ def half_updated(store: MemoryStore, monkeypatch: pytest.MonkeyPatch) -> str:
     """alice's "Paris" memory after a crash between writing "Berlin" and retiring Paris."""
     old = store.add("alice", "User lives in Paris", "location")
     old_id = old.memory_id or ""
-    monkeypatch.setattr(store, "_change", failing(RuntimeError("power cut")))
+    monkeypatch.setattr(store.versions, "change", failing(RuntimeError("power cut")))
     with pytest.raises(RuntimeError, match="power cut"):
         store.update("alice", old_id, "User lives in Berlin")
     monkeypatch.undo()
@@ -232,7 +232,7 @@ def test_update_that_dies_before_writing_keeps_the_old_version(
     old = store.add("alice", "User lives in Paris", "location")
     old_id = old.memory_id or ""
 
-    monkeypatch.setattr(store, "_insert", failing(ConnectionError("Qdrant went away")))
+    monkeypatch.setattr(store.versions, "insert", failing(ConnectionError("Qdrant went away")))
     with pytest.raises(ConnectionError):
         store.update("alice", old_id, "User lives in Berlin")
     monkeypatch.undo()
@@ -288,7 +288,7 @@ def test_hidden_half_update_never_swallows_a_restated_fact(
     store: MemoryStore, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     old = store.add("alice", "User lives in Paris", "location")
-    monkeypatch.setattr(store, "_change", failing(OSError("disk full")))
+    monkeypatch.setattr(store.versions, "change", failing(OSError("disk full")))
     with pytest.raises(OSError):
         store.update("alice", old.memory_id or "", "User lives in Berlin")
     monkeypatch.undo()

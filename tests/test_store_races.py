@@ -55,9 +55,10 @@ def assert_consistent(store: MemoryStore, user_id: str = "alice") -> list[Memory
 def paused(
     store: MemoryStore, method: str, monkeypatch: pytest.MonkeyPatch
 ) -> tuple[threading.Event, threading.Event]:
-    """Pause `store` the first time it calls `method`, until released."""
+    """Pause `store` the first time its version protocol (`memory.versions`) calls
+    `method`, until released."""
     reached, release = threading.Event(), threading.Event()
-    original = getattr(store, method)
+    original = getattr(store.versions, method)
     calls = {"n": 0}
 
     def wrapper(*args: Any, **kwargs: Any) -> Any:
@@ -67,7 +68,7 @@ def paused(
             assert release.wait(20)
         return original(*args, **kwargs)
 
-    monkeypatch.setattr(store, method, wrapper)
+    monkeypatch.setattr(store.versions, method, wrapper)
     return reached, release
 
 
@@ -102,7 +103,7 @@ def test_update_against_update_keeps_both_and_forks_nothing(
 ) -> None:
     a, b = pair
     memory_id = a.add("alice", "User has one cat", "personal").memory_id or ""
-    reached, release = paused(a, "_write", monkeypatch)
+    reached, release = paused(a, "write", monkeypatch)
     first, second = race(
         lambda: a.update("alice", memory_id, "User has two cats"),
         lambda: b.update("alice", memory_id, "User has three cats"),
@@ -121,7 +122,7 @@ def test_delete_against_update_never_revives_or_loses(
 ) -> None:
     a, b = pair
     memory_id = a.add("alice", "User lives in Paris", "location").memory_id or ""
-    reached, release = paused(a, "_write", monkeypatch)
+    reached, release = paused(a, "write", monkeypatch)
     race(
         lambda: a.update("alice", memory_id, "User lives in Berlin"),
         lambda: b.delete("alice", memory_id),
@@ -142,7 +143,7 @@ def test_update_waits_for_an_update_in_flight(
     b waits for a, then applies its change on top of a's."""
     a, b = pair
     memory_id = a.add("alice", "User has one cat", "personal").memory_id or ""
-    reached, release = paused(a, "_insert", monkeypatch)
+    reached, release = paused(a, "insert", monkeypatch)
     first = threading.Thread(target=a.update, args=("alice", memory_id, "User has two cats"))
     first.start()
     assert reached.wait(20)
@@ -165,7 +166,7 @@ def test_add_against_add_leaves_one_active_copy(
     pair: tuple[MemoryStore, MemoryStore], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     a, b = pair
-    reached, release = paused(a, "_insert", monkeypatch)  # a checked: no duplicate yet
+    reached, release = paused(a, "insert", monkeypatch)  # a checked: no duplicate yet
     first, second = race(
         lambda: a.add("alice", "User likes jazz", "preferences"),
         lambda: b.add("alice", "User likes jazz", "preferences"),
@@ -185,7 +186,7 @@ def test_restore_against_update_forks_nothing(
     a, b = pair
     old = a.add("alice", "User drinks tea", "preferences").memory_id or ""
     newer = a.update("alice", old, "User drinks coffee").memory_id or ""
-    reached, release = paused(a, "_write", monkeypatch)
+    reached, release = paused(a, "write", monkeypatch)
     race(
         lambda: a.restore("alice", old),
         lambda: b.update("alice", newer, "User drinks mate"),
