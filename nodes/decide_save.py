@@ -49,8 +49,11 @@ def make_decide_save(
     return decide_save
 
 
-def route_after_decide(state: EngramState, runtime: Runtime[EngramContext]) -> str:
-    """Extract when there is something to save, or unfinished work from earlier turns."""
+async def route_after_decide(state: EngramState, runtime: Runtime[EngramContext]) -> str:
+    """Extract when there is something to save, or unfinished work from earlier turns.
+
+    A coroutine, like every route here: LangGraph runs a plain function on an edge in a
+    worker thread when the graph runs asynchronously, a thread hop per turn for nothing."""
     if run_context(runtime).save_policy == "never":
         return END
     if state.get("save") or state.get("facts") or state.get("unextracted"):

@@ -123,7 +123,9 @@ def make_extract(
     return extract
 
 
-def route_after_extract(state: EngramState) -> str:
+async def route_after_extract(state: EngramState) -> str:
+    """Retrieve similar memories when there are facts to apply (a coroutine: see
+    `route_after_decide`)."""
     return "retrieve_similar" if state.get("facts") else END
 
 

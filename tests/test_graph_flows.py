@@ -3,6 +3,9 @@ the bad outputs real models produce."""
 
 from __future__ import annotations
 
+import functools
+import inspect
+import threading
 from collections.abc import Iterable
 from typing import Any
 
@@ -17,6 +20,8 @@ from engram.resources import Resources
 from engram.settings import Settings
 from graph import build_graph, checkpoint_serde
 from memory.store import ApplyReport, MemoryStore, PlannedOp
+from nodes.decide_save import route_after_decide
+from nodes.extract import route_after_extract
 from nodes.recall import TURN_RESET
 from nodes.retrieve_similar import similar_memories
 from state.errors import InvalidInputError
@@ -507,3 +512,43 @@ async def test_rejections_add_up_within_a_turn_and_reset_on_the_next(
         context={"user_id": "alice"},
     )
     assert retried["rejected"] == [] and retried["memory_error"] is None
+
+
+async def test_edge_routes_run_on_the_event_loop(
+    store: MemoryStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """LangGraph runs a plain function on an edge in a worker thread when the graph runs
+    asynchronously (a thread hop per route per turn): the routes must stay coroutines."""
+    threads: dict[str, int] = {}
+
+    def recorded(route: Any) -> Any:
+        name = route.__name__
+        if inspect.iscoroutinefunction(route):
+
+            @functools.wraps(route)
+            async def on_loop(*args: Any, **kwargs: Any) -> Any:
+                threads[name] = threading.get_ident()
+                return await route(*args, **kwargs)
+
+            return on_loop
+
+        @functools.wraps(route)
+        def plain(*args: Any, **kwargs: Any) -> Any:
+            threads[name] = threading.get_ident()
+            return route(*args, **kwargs)
+
+        return plain
+
+    monkeypatch.setattr("graph.route_after_decide", recorded(route_after_decide))
+    monkeypatch.setattr("graph.route_after_extract", recorded(route_after_extract))
+    lm = scripted_lm(
+        save(),
+        facts(("User keeps bees", "hobbies")),
+        ops({"op": "ADD", "text": "User keeps bees", "category": "hobbies"}),
+    )
+    result = await turn(make_graph(store, lm), "I keep bees on my roof")
+    assert [a.result for a in result["applied"]] == ["added"]  # both routes went on
+    assert threads == {
+        "route_after_decide": threading.get_ident(),
+        "route_after_extract": threading.get_ident(),
+    }
