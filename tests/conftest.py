@@ -5,6 +5,7 @@ the LLM provider only."""
 from __future__ import annotations
 
 import os
+import signal
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -45,6 +46,18 @@ def isolated_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[No
     get_settings.cache_clear()
     yield
     get_settings.cache_clear()
+
+
+@pytest.fixture(autouse=True, scope="session")
+def interruptible_children() -> Iterator[None]:
+    """Ctrl-C reaches the programs tests start (`engram chat`, `engram dev`) even when the
+    suite itself runs as a shell's background job: such a job starts with SIGINT ignored,
+    every child inherits that, and Python then installs no KeyboardInterrupt handler."""
+    previous = signal.getsignal(signal.SIGINT)
+    if previous == signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, previous)
 
 
 @pytest.fixture(scope="session")
