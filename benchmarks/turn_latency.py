@@ -24,12 +24,12 @@ says yes, extract returns one new fact, maintain ADDs it. Side by side in one ru
 and it prints, as medians over the measured turns:
 
 - time to answer: from the user's message to the end of `respond` (recall + one chat
-  call), and the ratio at 100k / 1k points (target <= 1.2);
+  call), and the ratio at 100k / 1k points with 384-dim vectors (target <= 1.2);
 - full saving turn: until `maintain` has applied its operation;
-- overhead of a saving turn beyond its model calls at 10k memories (target <= 15 ms):
-  the full turn with instant models minus the time spent inside the chat model, the
-  memory LM and the embedding model (each timed around its calls); split into DSPy's
-  share (building the three prompts and parsing the answers: the memory programs' time,
+- overhead of a saving turn beyond its model calls at 10k memories (target <= 15 ms), for
+  each model latency and vector size: the full turn minus the time spent inside the chat
+  model, the memory LM and the embedding model (each timed around its calls); split into
+  DSPy's share (building the three prompts and parsing the answers: the memory programs' time,
   `nodes.programs.run_program` timed in the nodes, minus the LM's) and the rest (graph,
   checkpoints, store reads and writes, moving old messages);
 - the embedding model's time for one query and for 3 facts at 1 and 2 torch threads,
@@ -37,7 +37,7 @@ and it prints, as medians over the measured turns:
 
     python benchmarks/turn_latency.py [--turns 20] [--sizes 1000,100000] [--local-max 100000]
 
-about 8 minutes, most of it in local mode at 100k points (--local-max 1000 skips that).
+about 9 minutes, most of it in local mode at 100k points (--local-max 1000 skips that).
 """
 
 from __future__ import annotations
@@ -277,8 +277,8 @@ class SlowChat(FakeListChatModel):
 
 
 def user_message(n: int) -> str:
-    """Turn `n`'s message. `n` has five digits (see `Case`): a number like 2003 reads as a
-    year, and recall would add a search for what the user said in it."""
+    """Turn `n`'s message. `n` has five digits (`FIRST_TURN`): a number like 2003 reads as
+    a year, and recall would add a search for what the user said in it."""
     return f"I went hiking on trail number {n} with my sister"
 
 
@@ -344,7 +344,7 @@ def build_store(
         open_engine(kind, root, size, embeddings, dims),
         embeddings,
         dims=dims,
-        embedding_id=f"local:all-MiniLM-L6-v2:{dims}",
+        embedding_id="local:all-MiniLM-L6-v2",  # the store adds the size
     )
     queried = min(USER_POINTS, size)
     began = time.perf_counter()

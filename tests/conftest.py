@@ -53,11 +53,12 @@ def interruptible_children() -> Iterator[None]:
     """Ctrl-C reaches the programs tests start (`engram chat`, `engram dev`) even when the
     suite itself runs as a shell's background job: such a job starts with SIGINT ignored,
     every child inherits that, and Python then installs no KeyboardInterrupt handler."""
-    previous = signal.getsignal(signal.SIGINT)
-    if previous == signal.SIG_IGN:
+    ignored = signal.getsignal(signal.SIGINT) == signal.SIG_IGN
+    if ignored:
         signal.signal(signal.SIGINT, signal.default_int_handler)
     yield
-    signal.signal(signal.SIGINT, previous)
+    if ignored:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 @pytest.fixture(scope="session")
