@@ -97,6 +97,7 @@ LATENCIES = (0.0, 0.3)
 ANSWER_RATIO_TARGET = 1.2
 OVERHEAD_TARGET_MS = 15.0
 FIRST_TURN = 10_000  # turn numbers stay clear of years (see user_message)
+LOCAL_DIMS = 384  # all-MiniLM-L6-v2's size
 DEFAULT_DIMS = 64  # ENGRAM_EMBEDDING_DIMS's default for OpenAI embeddings
 BASE_TEXTS = [
     f"User {what}"
@@ -483,7 +484,7 @@ def main() -> None:
     local = build_embeddings(Settings(embeddings="local"))
     models = {  # vector size -> (timed embeddings, the base texts' vectors)
         dims: (TimedEmbeddings(model), model.embed_documents(BASE_TEXTS))
-        for dims, model in ((384, local), (DEFAULT_DIMS, Shortened(local, DEFAULT_DIMS)))
+        for dims, model in ((LOCAL_DIMS, local), (DEFAULT_DIMS, Shortened(local, DEFAULT_DIMS)))
     }
 
     results: list[Result] = []
@@ -493,7 +494,8 @@ def main() -> None:
     )
     with tempfile.TemporaryDirectory() as tmp:
         for kind in ("Edge", "local"):
-            shapes = [(size, 384) for size in sizes if kind == "Edge" or size <= args.local_max]
+            kept = [size for size in sizes if kind == "Edge" or size <= args.local_max]
+            shapes = [(size, LOCAL_DIMS) for size in kept]
             if kind == "Edge":
                 shapes.append((sizes[-1], DEFAULT_DIMS))
             stores = {
@@ -523,12 +525,13 @@ def main() -> None:
                         )
 
     print(
-        f"\ntime to answer at {sizes[-1]} / {sizes[0]} points, 384 dims "
+        f"\ntime to answer at {sizes[-1]} / {sizes[0]} points, {LOCAL_DIMS} dims "
         f"(target <= {ANSWER_RATIO_TARGET}):"
     )
     for kind in ("Edge", "local"):
         for latency in LATENCIES:
-            pair = [r for r in results if (r.engine, r.dims, r.latency) == (kind, 384, latency)]
+            case = (kind, LOCAL_DIMS, latency)
+            pair = [r for r in results if (r.engine, r.dims, r.latency) == case]
             if len(pair) >= 2:
                 ratio = statistics.median(pair[-1].answer) / statistics.median(pair[0].answer)
                 print(f"  {kind:<6} models at {latency * 1000:3.0f} ms: {ratio:.2f}")
