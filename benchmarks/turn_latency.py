@@ -32,6 +32,9 @@ and it prints, as medians over the measured turns:
   DSPy's share (building the three prompts and parsing the answers: the memory programs' time,
   `nodes.programs.run_program` timed in the nodes, minus the LM's) and the rest (graph,
   checkpoints, store reads and writes, moving old messages);
+- LangGraph alone, run in the same round robin: the same six steps over Engram's state and
+  checkpointer with nodes that only wait where Engram's call a model, timed beyond those
+  waits: the part of the overhead that is LangGraph's own on this machine;
 - the embedding model's time for one query and for 3 facts at 1 and 2 torch threads,
   which chose ENGRAM_EMBEDDING_THREADS's default (1).
 
@@ -71,9 +74,10 @@ import torch
 from dspy.utils import DummyLM
 from langchain_core.embeddings import Embeddings
 from langchain_core.language_models.fake_chat_models import FakeListChatModel
-from langchain_core.messages import HumanMessage
+from langchain_core.messages import AIMessage, HumanMessage
 from langchain_core.runnables import RunnableConfig
 from langgraph.checkpoint.memory import InMemorySaver
+from langgraph.graph import END, START, StateGraph
 from langgraph.store.memory import InMemoryStore
 from qdrant_client import QdrantClient
 
@@ -86,7 +90,7 @@ from memory.keywords import document_keywords
 from memory.payload import Stored, payload
 from memory.server import ServerEngine
 from memory.store import MemoryStore
-from state import EngramContext
+from state import EngramContext, EngramState
 from state.contracts import MemoryRecord, Source
 
 USER = "bench-user"
@@ -419,7 +423,55 @@ class Case:
             result.store.append(store_s)
 
 
-async def measure(cases: list[Case], turns: int, warmup: int) -> None:
+class BareCase:
+    """LangGraph alone: Engram's six steps over its state and checkpointer, with nodes that
+    do nothing but wait where Engram's call a model (respond, decide_save, extract,
+    maintain). Its time beyond those waits is the floor under Engram's own overhead, on
+    this machine, at this latency."""
+
+    STEPS = ("recall", "respond", "decide_save", "extract", "retrieve_similar", "maintain")
+    WAITING = frozenset({"respond", "decide_save", "extract", "maintain"})
+
+    def __init__(self, result: Result) -> None:
+        self.result = result
+        self.waited = 0.0
+        builder = StateGraph(EngramState, context_schema=EngramContext)
+        for name in self.STEPS:
+            builder.add_node(name, self._node(name))
+        for before, after in zip((START, *self.STEPS), (*self.STEPS, END), strict=True):
+            builder.add_edge(before, after)
+        self.graph = builder.compile(
+            checkpointer=InMemorySaver(serde=checkpoint_serde()), store=InMemoryStore()
+        )
+        self.config: RunnableConfig = {"configurable": {"thread_id": f"bare-{uuid.uuid4()}"}}
+
+    def _node(self, name: str) -> Any:
+        async def node(state: EngramState) -> dict[str, Any]:
+            if name in self.WAITING:
+                began = time.perf_counter()
+                await asyncio.sleep(self.result.latency)
+                self.waited += time.perf_counter() - began
+            # Fixed message ids: each turn replaces the last one, so the state stays small.
+            answer = AIMessage("Sounds lovely.", id="bare-answer")
+            return {"messages": [answer]} if name == "respond" else {}
+
+        return node
+
+    async def turn(self, measured: bool) -> None:
+        self.waited = 0.0
+        start = time.perf_counter()
+        async for _ in self.graph.astream(
+            {"messages": [HumanMessage(user_message(0), id="bare-user")]},
+            config=self.config,
+            context=EngramContext(user_id=USER),
+            stream_mode="updates",
+        ):
+            pass
+        if measured:
+            self.result.overhead.append(time.perf_counter() - start - self.waited)
+
+
+async def measure(cases: list[Case | BareCase], turns: int, warmup: int) -> None:
     """Turn by turn, round robin over the cases: a burst of load on the machine slows
     every case alike instead of one of them."""
     for i in range(warmup + turns):
@@ -488,6 +540,7 @@ def main() -> None:
     }
 
     results: list[Result] = []
+    bare: dict[float, Result] = {}  # model latency -> LangGraph alone
     print(
         f"{'engine':<7} {'points':>7} {'user':>6} {'dims':>4} {'insert':>7} {'model':>6} "
         f"{'answer':>9} {'full turn':>10} {'overhead':>9}"
@@ -512,7 +565,11 @@ def main() -> None:
                     )
                     for i, ((size, dims), (store, _)) in enumerate(stores.items(), len(results))
                 ]
-                asyncio.run(measure(cases, args.turns, args.warmup))
+                runs: list[Case | BareCase] = [*cases]
+                if kind == "Edge":  # LangGraph's floor, under the same conditions
+                    bare[latency] = Result("LangGraph alone", 0, 0, latency)
+                    runs.append(BareCase(bare[latency]))
+                asyncio.run(measure(runs, args.turns, args.warmup))
                 results += [case.result for case in cases]
             for (size, dims), (store, insert_s) in stores.items():
                 store.engine.close()
@@ -546,6 +603,12 @@ def main() -> None:
             f"{overhead:.1f} ms (target <= {OVERHEAD_TARGET_MS:.0f}: {verdict})\n  of which: "
             f"store (searches, ADD) {ms(r.store)}, DSPy prompts and parsing {ms(r.dspy)}, "
             f"graph + checkpoints + old messages {ms(graph)}"
+        )
+    for latency, r in bare.items():
+        print(
+            f"LangGraph alone (the same six steps, state and checkpointer; nodes that only wait "
+            f"where Engram's call a model), waits of {latency * 1000:.0f} ms: "
+            f"{ms(r.overhead)} beyond the waits"
         )
     embedding_threads(local, default_threads)
 
