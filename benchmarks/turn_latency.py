@@ -40,7 +40,7 @@ and it prints, as medians over the measured turns:
 
     python benchmarks/turn_latency.py [--turns 20] [--sizes 1000,100000] [--local-max 100000]
 
-about 9 minutes, most of it in local mode at 100k points (--local-max 1000 skips that).
+about 10 minutes, most of it in local mode at 100k points (--local-max 1000 skips that).
 """
 
 from __future__ import annotations
