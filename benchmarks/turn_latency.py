@@ -32,15 +32,15 @@ and it prints, as medians over the measured turns:
   DSPy's share (building the three prompts and parsing the answers: the memory programs' time,
   `nodes.programs.run_program` timed in the nodes, minus the LM's) and the rest (graph,
   checkpoints, store reads and writes, moving old messages);
-- LangGraph alone, run in the same round robin: the same six steps over Engram's state and
-  checkpointer with nodes that only wait where Engram's call a model, timed beyond those
-  waits: the part of the overhead that is LangGraph's own on this machine;
+- LangGraph alone, run in the same round robin: the chat graph's steps and edges over
+  Engram's state schema and checkpointer, with nodes that only wait where Engram's call a
+  model, timed beyond those waits: a lower bound on LangGraph's own share of the overhead;
 - the embedding model's time for one query and for 3 facts at 1 and 2 torch threads,
   which chose ENGRAM_EMBEDDING_THREADS's default (1).
 
     python benchmarks/turn_latency.py [--turns 20] [--sizes 1000,100000] [--local-max 100000]
 
-about 10 minutes, most of it in local mode at 100k points (--local-max 1000 skips that).
+about 3 minutes with --local-max 1000; local mode at 100k points adds about 6 more.
 """
 
 from __future__ import annotations
@@ -58,12 +58,12 @@ import threading
 import time
 import uuid
 import warnings
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar, Protocol
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
@@ -376,6 +376,13 @@ class Result:
     store: list[float] = field(default_factory=list)
 
 
+def compile_checkpointed(builder: StateGraph[Any, Any, Any, Any]) -> Any:
+    """As on a LangGraph server: checkpoints in memory, old messages in its store."""
+    return builder.compile(
+        checkpointer=InMemorySaver(serde=checkpoint_serde()), store=InMemoryStore()
+    )
+
+
 class Case:
     """One store at one model latency: its own graph and thread, one turn at a time."""
 
@@ -385,9 +392,7 @@ class Case:
         chat = SlowChat(responses=["Sounds lovely, tell me more."], latency=result.latency)
         lm = SlowLM(saving_answers(range(first, first + turns)), result.latency)
         resources = Resources(Settings(llm_attempts=1), store=store, chat_model=chat, memory_lm=lm)
-        self.graph = build_graph(resources).compile(
-            checkpointer=InMemorySaver(serde=checkpoint_serde()), store=InMemoryStore()
-        )
+        self.graph = compile_checkpointed(build_graph(resources))
         self.config: RunnableConfig = {"configurable": {"thread_id": f"bench-{uuid.uuid4()}"}}
 
     async def turn(self, measured: bool) -> None:
@@ -424,41 +429,46 @@ class Case:
 
 
 class BareCase:
-    """LangGraph alone: Engram's six steps over its state and checkpointer, with nodes that
-    do nothing but wait where Engram's call a model (respond, decide_save, extract,
-    maintain). Its time beyond those waits is the floor under Engram's own overhead, on
-    this machine, at this latency."""
+    """LangGraph alone: the chat graph's six steps and edges (both routes coroutines, as in
+    `graph.build_graph`) over Engram's state schema and checkpointer, with nodes that only
+    wait where Engram's call a model (respond, decide_save, extract, maintain). Its state
+    stays small (two messages, none of Engram's records), so its time beyond the waits is a
+    lower bound on LangGraph's own share of Engram's overhead, on this machine."""
 
-    STEPS = ("recall", "respond", "decide_save", "extract", "retrieve_similar", "maintain")
-    WAITING = frozenset({"respond", "decide_save", "extract", "maintain"})
+    WAITING: ClassVar[frozenset[str]] = frozenset({"respond", "decide_save", "extract", "maintain"})
 
-    def __init__(self, result: Result) -> None:
-        self.result = result
-        self.waited = 0.0
+    def __init__(self, latency: float) -> None:
+        self.latency = latency
+        self.overhead: list[float] = []
+        self.waits = Timer()
         builder = StateGraph(EngramState, context_schema=EngramContext)
-        for name in self.STEPS:
+        for name in ("recall", "respond", "decide_save", "extract", "retrieve_similar", "maintain"):
             builder.add_node(name, self._node(name))
-        for before, after in zip((START, *self.STEPS), (*self.STEPS, END), strict=True):
-            builder.add_edge(before, after)
-        self.graph = builder.compile(
-            checkpointer=InMemorySaver(serde=checkpoint_serde()), store=InMemoryStore()
+        builder.add_edge(START, "recall")
+        builder.add_edge("recall", "respond")
+        builder.add_edge("respond", "decide_save")
+        builder.add_conditional_edges("decide_save", _route_to("extract"), ["extract", END])
+        builder.add_conditional_edges(
+            "extract", _route_to("retrieve_similar"), ["retrieve_similar", END]
         )
+        builder.add_edge("retrieve_similar", "maintain")
+        builder.add_edge("maintain", END)
+        self.graph = compile_checkpointed(builder)
         self.config: RunnableConfig = {"configurable": {"thread_id": f"bare-{uuid.uuid4()}"}}
 
-    def _node(self, name: str) -> Any:
+    def _node(self, name: str) -> Callable[..., Awaitable[dict[str, Any]]]:
         async def node(state: EngramState) -> dict[str, Any]:
             if name in self.WAITING:
-                began = time.perf_counter()
-                await asyncio.sleep(self.result.latency)
-                self.waited += time.perf_counter() - began
-            # Fixed message ids: each turn replaces the last one, so the state stays small.
-            answer = AIMessage("Sounds lovely.", id="bare-answer")
-            return {"messages": [answer]} if name == "respond" else {}
+                with self.waits.timing():
+                    await asyncio.sleep(self.latency)
+            if name == "respond":  # a fixed id: each turn replaces the last answer
+                return {"messages": [AIMessage("Sounds lovely.", id="bare-answer")]}
+            return {}
 
         return node
 
     async def turn(self, measured: bool) -> None:
-        self.waited = 0.0
+        self.waits.take()
         start = time.perf_counter()
         async for _ in self.graph.astream(
             {"messages": [HumanMessage(user_message(0), id="bare-user")]},
@@ -468,10 +478,21 @@ class BareCase:
         ):
             pass
         if measured:
-            self.result.overhead.append(time.perf_counter() - start - self.waited)
+            self.overhead.append(time.perf_counter() - start - self.waits.take())
 
 
-async def measure(cases: list[Case | BareCase], turns: int, warmup: int) -> None:
+def _route_to(target: str) -> Callable[..., Awaitable[str]]:
+    async def route(state: EngramState) -> str:
+        return target
+
+    return route
+
+
+class Turns(Protocol):
+    async def turn(self, measured: bool) -> None: ...
+
+
+async def measure(cases: Sequence[Turns], turns: int, warmup: int) -> None:
     """Turn by turn, round robin over the cases: a burst of load on the machine slows
     every case alike instead of one of them."""
     for i in range(warmup + turns):
@@ -540,7 +561,7 @@ def main() -> None:
     }
 
     results: list[Result] = []
-    bare: dict[float, Result] = {}  # model latency -> LangGraph alone
+    bare: dict[float, BareCase] = {}  # model latency -> LangGraph alone
     print(
         f"{'engine':<7} {'points':>7} {'user':>6} {'dims':>4} {'insert':>7} {'model':>6} "
         f"{'answer':>9} {'full turn':>10} {'overhead':>9}"
@@ -565,10 +586,10 @@ def main() -> None:
                     )
                     for i, ((size, dims), (store, _)) in enumerate(stores.items(), len(results))
                 ]
-                runs: list[Case | BareCase] = [*cases]
+                runs: list[Turns] = [*cases]
                 if kind == "Edge":  # LangGraph's floor, under the same conditions
-                    bare[latency] = Result("LangGraph alone", 0, 0, latency)
-                    runs.append(BareCase(bare[latency]))
+                    bare[latency] = BareCase(latency)
+                    runs.append(bare[latency])
                 asyncio.run(measure(runs, args.turns, args.warmup))
                 results += [case.result for case in cases]
             for (size, dims), (store, insert_s) in stores.items():
@@ -604,11 +625,11 @@ def main() -> None:
             f"store (searches, ADD) {ms(r.store)}, DSPy prompts and parsing {ms(r.dspy)}, "
             f"graph + checkpoints + old messages {ms(graph)}"
         )
-    for latency, r in bare.items():
+    for latency, floor in bare.items():
         print(
-            f"LangGraph alone (the same six steps, state and checkpointer; nodes that only wait "
-            f"where Engram's call a model), waits of {latency * 1000:.0f} ms: "
-            f"{ms(r.overhead)} beyond the waits"
+            f"LangGraph alone (the chat graph's steps and edges, Engram's state schema and "
+            f"checkpointer; nodes that only wait where Engram's call a model), waits of "
+            f"{latency * 1000:.0f} ms: {ms(floor.overhead)} beyond the waits (a lower bound)"
         )
     embedding_threads(local, default_threads)
 
