@@ -1,7 +1,7 @@
 """Qdrant Edge against qdrant-client local mode, side by side, under Engram's store.
 
-Measures, in one run, for each engine (`memory.edge.EdgeEngine` on disk; qdrant-client
-local mode through `memory.server.ServerEngine`, on disk up to `--local-disk-max` points
+Measures, in one run, for each engine (`EdgeEngine` on disk; qdrant-client
+local mode through `ServerEngine`, on disk up to `--local-disk-max` points
 and `:memory:` above, skipped above `--local-max` because populating it takes minutes):
 
 - bulk upsert: writing N synthetic memory versions (payload, 384-d unit vector, BM25
@@ -13,10 +13,10 @@ and `:memory:` above, skipped above `--local-max` because populating it takes mi
   embedding). The queried user holds 10k points (all of them when N is smaller); the
   rest is spread over 99 other users; one version in ten is superseded;
 - hybrid p50/p95 (Edge): the dense + keywords batch `MemoryStore.search_many` sends for
-  one text (`memory.retrieval.searches`, lean: the store reads the winners by id after);
+  one text (`engram.memory.retrieval.searches`, lean: the store reads the winners by id after);
 - saving turn: `store.apply(user, [ADD, UPDATE])` plus one `search_many` of 3 texts with
   embeddings that return instantly, median (target on Edge: <= 15 ms at 10k memories);
-- import (Edge): `memory.transfer.export_jsonl` of one user's N versions with vectors,
+- import (Edge): `engram.memory.transfer.export_jsonl` of one user's N versions with vectors,
   then `import_jsonl` into a fresh Edge store with the same vector key and embedding id,
   so no vector is re-embedded (target: <= 60 s for 100k versions; re-embedded must be 0).
 
@@ -49,15 +49,15 @@ import numpy as np
 from langchain_core.embeddings import Embeddings
 from qdrant_client import QdrantClient
 
-from memory.edge import EdgeEngine
-from memory.engine import Engine, Point, Query, Where
-from memory.keywords import document_keywords, query_keywords
-from memory.payload import Stored, payload
-from memory.retrieval import Retrieval, searches
-from memory.server import ServerEngine
-from memory.store import MemoryStore, PlannedOp
-from memory.transfer import export_jsonl, import_jsonl
-from state.contracts import MemoryRecord, Source
+from engram.memory.engines.base import Engine, Point, Query, Where
+from engram.memory.engines.edge import EdgeEngine
+from engram.memory.engines.qdrant_server import ServerEngine
+from engram.memory.keywords import document_keywords, query_keywords
+from engram.memory.payload import Stored, payload
+from engram.memory.retrieval import Retrieval, searches
+from engram.memory.store import MemoryStore, PlannedOp
+from engram.memory.transfer import export_jsonl, import_jsonl
+from engram.state.contracts import MemoryRecord, Source
 
 DIMS = 384
 USER = "u0"

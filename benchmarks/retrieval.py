@@ -10,7 +10,7 @@ user's questions and measures, over the questions that have an answer:
 - MRR@k: 1 / rank of the first gold memory in the top k, else 0;
 
 for dense search alone, the product's weighted sum (cosine + weight x keyword score /
-best keyword score of the query, `memory.retrieval.fuse`) at several weights, reciprocal
+best keyword score of the query, `engram.memory.retrieval.fuse`) at several weights, reciprocal
 rank fusion (RRF, computed here from the same two engine result lists) and keyword (BM25)
 search alone. The searches fetch as many candidates as `MemoryStore.search` does.
 Questions are split by whether they share a keyword with a gold memory ("lexical") or not
@@ -42,15 +42,15 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 from langchain_core.embeddings import Embeddings
 from qdrant_client import QdrantClient
 
-from engram.resources import build_embeddings
+from engram.clients import build_embeddings
+from engram.memory.engines.base import Engine, Point, Where
+from engram.memory.engines.edge import EdgeEngine
+from engram.memory.engines.qdrant_server import ServerEngine
+from engram.memory.keywords import document_keywords, query_keywords
+from engram.memory.retrieval import KEYWORD_WEIGHT, Retrieval, fuse, searches
+from engram.memory.store import MemoryStore, PlannedOp
 from engram.settings import Settings
-from memory.edge import EdgeEngine
-from memory.engine import Engine, Point, Where
-from memory.keywords import document_keywords, query_keywords
-from memory.retrieval import KEYWORD_WEIGHT, Retrieval, fuse, searches
-from memory.server import ServerEngine
-from memory.store import MemoryStore, PlannedOp
-from state.contracts import Source
+from engram.state.contracts import Source
 
 DATA = Path(__file__).with_name("data") / "retrieval.jsonl"
 EMBEDDING_ID = "local:all-MiniLM-L6-v2"
@@ -76,7 +76,7 @@ class Dataset:
 
 @dataclass
 class Hits:
-    """One question's engine result lists (as `memory.retrieval.searches` asks them), and
+    """One question's engine result lists (as `engram.memory.retrieval.searches` asks them), and
     the ids of its gold memories."""
 
     question: Question
@@ -180,7 +180,7 @@ def keyword_only(hits: Hits) -> Ranking:
 
 
 def weighted(weight: float) -> Callable[[Hits], Ranking]:
-    """The product's fusion (`memory.retrieval.fuse`), over all candidates."""
+    """The product's fusion (`engram.memory.retrieval.fuse`), over all candidates."""
     retrieval = Retrieval(mode="hybrid", keyword_weight=weight)
 
     def rank(hits: Hits) -> Ranking:

@@ -83,7 +83,7 @@ def run_chat(fake: FakeOpenAI, data_dir: Path, turns: int) -> float:
 async def message_counts(data_dir: Path) -> tuple[int, int]:
     """Messages in the thread's latest checkpoint, and in its whole transcript."""
     os.environ["ENGRAM_DATA_DIR"] = str(data_dir)
-    from apps.cli.common import conversations, thread_id_for, transcript
+    from engram.apps.cli.common import conversations, thread_id_for, transcript
     from engram.settings import Settings
 
     settings = Settings()

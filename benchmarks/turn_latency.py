@@ -6,13 +6,13 @@ all-MiniLM-L6-v2 embeddings, and scripted models that each answer after a fixed 
 instantly, and after 300 ms per call. Every measured turn is a saving turn: decide_save
 says yes, extract returns one new fact, maintain ADDs it. Side by side in one run:
 
-- engines: Qdrant Edge on disk (`memory.edge.EdgeEngine` in a temporary directory, the
-  embedded default) and qdrant-client local mode in memory (`memory.server.ServerEngine`
+- engines: Qdrant Edge on disk (`EdgeEngine` in a temporary directory, the
+  embedded default) and qdrant-client local mode in memory (`ServerEngine`
   over `QdrantClient(":memory:")`, what the embedded store was before Edge);
 - store sizes: 1k and 100k points in all; the queried user holds all of the 1k, and 10k
   of the 100k (the rest is spread over 99 other users; one version in ten superseded).
-  Points are bulk-inserted with `engine.upsert` (payload from `memory.payload`, keyword
-  vector from `memory.keywords.document_keywords`). Their dense vectors are REAL local
+  Points are bulk-inserted with `engine.upsert` (payload from `engram.memory.payload`, keyword
+  vector from `engram.memory.keywords.document_keywords`). Their dense vectors are REAL local
   embeddings of 50 distinct memory texts, reused (so recall finds memories above the
   relevance floor, as in use), not random vectors;
 - embedding sizes: 384 dimensions (all-MiniLM-L6-v2, `ENGRAM_EMBEDDINGS=local`) everywhere,
@@ -30,7 +30,7 @@ and it prints, as medians over the measured turns:
   each model latency and vector size: the full turn minus the time spent inside the chat
   model, the memory LM and the embedding model (each timed around its calls); split into
   DSPy's share (building the three prompts and parsing the answers: the memory programs' time,
-  `nodes.programs.run_program` timed in the nodes, minus the LM's) and the rest (graph,
+  `engram.nodes.programs.run_program` timed in the nodes, minus the LM's) and the rest (graph,
   checkpoints, store reads and writes, moving old messages);
 - LangGraph alone, run in the same round robin: the chat graph's steps and edges over
   Engram's state schema and checkpointer, with nodes that only wait where Engram's call a
@@ -81,17 +81,17 @@ from langgraph.graph import END, START, StateGraph
 from langgraph.store.memory import InMemoryStore
 from qdrant_client import QdrantClient
 
-from engram.resources import Resources, build_embeddings
+from engram.clients import Clients, build_embeddings
+from engram.graph import build_graph, checkpoint_serde
+from engram.memory.engines.base import Engine, Point
+from engram.memory.engines.edge import EdgeEngine
+from engram.memory.engines.qdrant_server import ServerEngine
+from engram.memory.keywords import document_keywords
+from engram.memory.payload import Stored, payload
+from engram.memory.store import MemoryStore
 from engram.settings import Settings
-from graph import build_graph, checkpoint_serde
-from memory.edge import EdgeEngine
-from memory.engine import Engine, Point
-from memory.keywords import document_keywords
-from memory.payload import Stored, payload
-from memory.server import ServerEngine
-from memory.store import MemoryStore
-from state import EngramContext, EngramState
-from state.contracts import MemoryRecord, Source
+from engram.state import EngramContext, EngramState
+from engram.state.contracts import MemoryRecord, Source
 
 USER = "bench-user"
 USER_POINTS = 10_000
@@ -207,19 +207,16 @@ def timed_store(store: MemoryStore) -> None:
 
 def timed_programs() -> None:
     """Time the memory programs where the nodes call them (prompt, LM call, parsing)."""
-    import nodes.decide_save
-    import nodes.extract
-    import nodes.maintain
-    import nodes.programs
 
-    run_program = nodes.programs.run_program
+    from engram.nodes import programs
+
+    run_program = programs.run_program
 
     async def timed(*args: Any, **kwargs: Any) -> Any:
         with PROGRAMS.timing():
             return await run_program(*args, **kwargs)
 
-    for module in (nodes.decide_save, nodes.extract, nodes.maintain):
-        module.run_program = timed  # type: ignore[attr-defined]
+    programs.run_program = timed  # every node's step runs through it
 
 
 class TimedEmbeddings(Embeddings):
@@ -391,8 +388,8 @@ class Case:
         self.turns = iter(range(first, first + turns))
         chat = SlowChat(responses=["Sounds lovely, tell me more."], latency=result.latency)
         lm = SlowLM(saving_answers(range(first, first + turns)), result.latency)
-        resources = Resources(Settings(llm_attempts=1), store=store, chat_model=chat, memory_lm=lm)
-        self.graph = compile_checkpointed(build_graph(resources))
+        clients = Clients(Settings(llm_attempts=1), store=store, chat_model=chat, memory_lm=lm)
+        self.graph = compile_checkpointed(build_graph(clients))
         self.config: RunnableConfig = {"configurable": {"thread_id": f"bench-{uuid.uuid4()}"}}
 
     async def turn(self, measured: bool) -> None:
@@ -430,7 +427,7 @@ class Case:
 
 class BareCase:
     """LangGraph alone: the chat graph's six steps and edges (both routes coroutines, as in
-    `graph.build_graph`) over Engram's state schema and checkpointer, with nodes that only
+    `engram.graph.build_graph`) over Engram's state schema and checkpointer, with nodes that only
     wait where Engram's call a model (respond, decide_save, extract, maintain). Its state
     stays small (two messages, none of Engram's records), so its time beyond the waits is a
     lower bound on LangGraph's own share of Engram's overhead, on this machine."""

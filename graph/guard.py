@@ -4,8 +4,8 @@ Engram's types enter and leave the graph's state.
 A run can enter a thread at any node (`Command(goto=...)`, a retry, a resumed background
 run), so the checks cannot live in the first node only. Before any node runs:
 
-1. the run's user is resolved (`nodes.common.run_context`: the authenticated user on a
-   LangGraph server, `context.user_id` from plain Python);
+1. the run's user is resolved (`engram.identity.run_context`: the authenticated user on
+   a LangGraph server, `context.user_id` from plain Python);
 2. the thread must belong to that user (`state["user_id"]`, stamped by the first node
    that runs on the thread);
 3. the models the context names must be allowed (`ENGRAM_ALLOWED_MODELS`), before any
@@ -13,8 +13,8 @@ run), so the checks cannot live in the first node only. Before any node runs:
 
 State: nodes always see Engram's contracts (`ObservedFact`, `MemoryRecord`, ...), whether
 the checkpoint held them as objects or as plain data. Graphs compiled for a LangGraph
-server (`plain=True`) also write plain data: the server's checkpointer cannot be told
-which classes to trust (its serde config has no msgpack allowlist), so objects would be
+server (`plain_checkpoints=True`) also write plain data: the server's checkpointer cannot be
+told which classes to trust (its serde config has no msgpack allowlist), so objects would be
 restored with an "unregistered type" warning today and refused by a stricter LangGraph
 tomorrow, while plain data (dicts, lists, strings, datetimes) restores in every version.
 """
@@ -30,9 +30,9 @@ from langgraph.runtime import Runtime
 from langgraph.types import Overwrite
 from pydantic import BaseModel, TypeAdapter
 
-from engram.resources import Resources
-from nodes.common import check_models, check_thread_owner, run_context
-from state.context import EngramContext
+from engram.clients import Clients
+from engram.identity import check_models, check_thread_owner, run_context
+from engram.state.context import EngramContext
 
 Node = Callable[..., Awaitable[dict[str, Any]]]
 
@@ -66,10 +66,12 @@ class StateTypes:
         return dumped
 
 
-def guarded(node: Node, resources: Resources, types: StateTypes, *, plain: bool = False) -> Node:
+def guarded(
+    node: Node, clients: Clients, types: StateTypes, *, plain_checkpoints: bool = False
+) -> Node:
     """`node`, run only for the thread's owner, as the authenticated user, with allowed
-    models, seeing Engram's types (and writing plain data when `plain`); the first node on
-    a thread stamps its owner."""
+    models, seeing Engram's types (and writing plain data when `plain_checkpoints`); the
+    first node on a thread stamps its owner."""
     wanted = set(inspect.signature(node).parameters)
 
     async def guard(
@@ -77,7 +79,7 @@ def guarded(node: Node, resources: Resources, types: StateTypes, *, plain: bool 
     ) -> dict[str, Any]:
         context = run_context(runtime)
         check_thread_owner(state, context)
-        check_models(context, resources.settings.permitted_models)
+        check_models(context, clients.settings.permitted_models)
         extra: dict[str, Any] = {}
         if "config" in wanted:
             extra["config"] = config
@@ -86,7 +88,7 @@ def guarded(node: Node, resources: Resources, types: StateTypes, *, plain: bool 
         update = await node(types.load(state), **extra)
         if state.get("user_id") is None and "user_id" not in update:
             update = {**update, "user_id": context.user_id}
-        return types.dump(update) if plain else update
+        return types.dump(update) if plain_checkpoints else update
 
     # Only the name: LangGraph reads the guard's own signature and annotations (the whole
     # graph state in, config and runtime injected), which functools.wraps would replace.

@@ -7,17 +7,18 @@ Mem0's `add()` does), built from the chat graph's nodes.
                  ▼
         retrieve_similar → maintain → END
 
-Input: `{"messages": [...]}`: user and assistant messages with stable ids, optionally
-`additional_kwargs={"sent_at": ISO 8601}`; context: `{"user_id": ...}` and the usual knobs.
-Output: the chat graph's fields (`extracted`, `applied`, `rejected`, `memory_error`).
+Input (`IngestInput`): `{"messages": [...]}`, user and assistant messages with stable ids,
+optionally `additional_kwargs={"sent_at": ISO 8601}`; any other key is ignored. Context:
+`{"user_id": ...}` and the usual knobs. Output (`IngestOutput`): `extracted`, `applied`,
+`rejected`, `memory_error` and the work kept for a retry.
 
 How a batch is handled:
 
 - Every user message of the batch not seen before is considered, not only the last one.
   Seen message ids are kept in the thread's state (`ingested`) and, when the run has a
   store (the LangGraph server always does), per user in that store
-  (`nodes.history.ingested_before`), so re-sending a batch changes nothing and calls no
-  model, on the same thread, on another one, or as a stateless run. A seen id that
+  (`memory.conversations.ingested_before`), so re-sending a batch changes nothing and calls
+  no model, on the same thread, on another one, or as a stateless run. A seen id that
   arrives with another text is reported in `rejected`, not ingested again. Without a
   checkpointer and a store (a plain Python compile) every batch is new.
 - decide_save runs once per new user message, on that message and the assistant reply
@@ -46,9 +47,11 @@ from langgraph.graph import END, START, StateGraph
 from langgraph.runtime import Runtime
 from langgraph.types import Overwrite
 
-from engram.resources import Resources
-from graph.guard import StateTypes, guarded
-from nodes import (
+from engram.clients import Clients
+from engram.graph.guard import StateTypes, guarded
+from engram.identity import run_context
+from engram.memory.conversations import ingested_before, mark_ingested
+from engram.nodes import (
     MemoryPrograms,
     make_decide_save,
     make_extract,
@@ -57,13 +60,12 @@ from nodes import (
     route_after_decide,
     route_after_extract,
 )
-from nodes.common import message_time, run_context
-from nodes.history import ingested_before, mark_ingested
-from nodes.recall import TURN_RESET
-from state.context import EngramContext
-from state.contracts import RejectedOp, Unextracted
-from state.errors import InvalidInputError
-from state.ingest_state import IngestInput, IngestState
+from engram.nodes.common import message_time
+from engram.state.context import EngramContext
+from engram.state.contracts import RejectedOp, Unextracted
+from engram.state.errors import InvalidInputError
+from engram.state.graph_state import TURN_RESET
+from engram.state.ingest_state import IngestInput, IngestOutput, IngestState
 
 Node = Callable[..., Awaitable[dict[str, Any]]]
 
@@ -72,27 +74,30 @@ QUOTE_CHARS = 200  # of a rejected message's text, in its report
 
 
 def build_ingest_graph(
-    resources: Resources | None = None,
+    clients: Clients | None = None,
     programs: MemoryPrograms | None = None,
     *,
-    for_server: bool = False,
-) -> StateGraph[IngestState, EngramContext, IngestInput, IngestState]:
-    """The ingest graph builder (uncompiled, like `graph.build_graph`, with the same
-    `for_server`)."""
-    resources = resources or Resources()
-    programs = programs or MemoryPrograms()
-    builder = StateGraph(IngestState, context_schema=EngramContext, input_schema=IngestInput)
+    plain_checkpoints: bool = False,
+) -> StateGraph[IngestState, EngramContext, IngestInput, IngestOutput]:
+    """The ingest graph builder (uncompiled, like `engram.graph.build_graph`, with the same
+    `plain_checkpoints`)."""
+    clients = clients or Clients()
+    programs = programs or MemoryPrograms.configured(clients.settings)
+    builder = StateGraph(
+        IngestState,
+        context_schema=EngramContext,
+        input_schema=IngestInput,
+        output_schema=IngestOutput,
+    )
     nodes = {
-        "decide_save": batch_decide_save(
-            make_decide_save(resources, programs.decide_save), resources
-        ),
-        "extract": batch_extract(make_extract(resources, programs.extract)),
-        "retrieve_similar": make_retrieve_similar(resources),
-        "maintain": make_maintain(resources, programs.maintain, actor="ingest"),
+        "decide_save": batch_decide_save(make_decide_save(clients, programs.decide_save), clients),
+        "extract": batch_extract(make_extract(clients, programs.extract)),
+        "retrieve_similar": make_retrieve_similar(clients),
+        "maintain": make_maintain(clients, programs.maintain, actor="ingest"),
     }
     types = StateTypes(IngestState)
     for name, node in nodes.items():
-        builder.add_node(name, guarded(node, resources, types, plain=for_server))
+        builder.add_node(name, guarded(node, clients, types, plain_checkpoints=plain_checkpoints))
     builder.add_edge(START, "decide_save")
     builder.add_conditional_edges("decide_save", route_after_decide, ["extract", END])
     builder.add_conditional_edges("extract", route_after_extract, ["retrieve_similar", END])
@@ -101,7 +106,7 @@ def build_ingest_graph(
     return builder
 
 
-def batch_decide_save(decide: Node, resources: Resources) -> Node:
+def batch_decide_save(decide: Node, clients: Clients) -> Node:
     """decide_save for a batch: the chat graph's node, asked once per new user message.
 
     The chosen messages go to `unextracted`, which extract works through; the turn's
@@ -119,7 +124,7 @@ def batch_decide_save(decide: Node, resources: Resources) -> Node:
             ]
             if unseen:
                 seen.update(await ingested_before(runtime.store, context.user_id, unseen))
-        max_chars = resources.settings.max_message_chars
+        max_chars = clients.settings.max_message_chars
         new, rejected = _new_user_messages(messages, seen, max_chars)
         reset: dict[str, Any] = {**TURN_RESET, "rejected": Overwrite(rejected)}
         if context.save_policy == "never":

@@ -1,5 +1,5 @@
 """Engram's memory store: versioned per-user memories in Qdrant."""
 
-from memory.store import ApplyReport, MemoryStore, PlannedOp, normalize_text
+from engram.memory.store import ApplyReport, MemoryStore, PlannedOp, normalize_text
 
 __all__ = ["ApplyReport", "MemoryStore", "PlannedOp", "normalize_text"]

@@ -15,11 +15,11 @@ from pathlib import Path
 from langchain_core.embeddings import Embeddings
 from qdrant_client import QdrantClient
 
-from memory.edge import EdgeEngine
-from memory.engine import Point
-from memory.payload import stored_from_point, stored_point
-from memory.retrieval import cosine
-from memory.server import ServerEngine
+from engram.memory.engines.base import Point
+from engram.memory.engines.edge import EdgeEngine
+from engram.memory.engines.qdrant_server import ServerEngine
+from engram.memory.payload import stored_from_point, stored_point
+from engram.memory.retrieval import cosine
 
 PAGE = 1000
 KEPT_SUFFIX = ".before-edge"

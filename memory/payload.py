@@ -8,10 +8,10 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from memory.engine import CONTENT_KEY, METADATA_KEY, Point
-from memory.keywords import document_keywords
-from state.contracts import MemoryRecord
-from state.errors import InvalidInputError
+from engram.memory.engines.base import CONTENT_KEY, METADATA_KEY, Point
+from engram.memory.keywords import document_keywords
+from engram.state.contracts import MemoryRecord
+from engram.state.errors import InvalidInputError
 
 MAX_MEMORY_CHARS = 2000
 

@@ -3,11 +3,9 @@
 Each text becomes two searches (dense, keywords) sent in one batch, with a third that
 gives the keyword hits their dense similarity; the hits are fused by a weighted sum:
 cosine similarity + `keyword_weight` x (keyword score / the best keyword score of that
-query). On this project's retrieval benchmark (`benchmarks/retrieval.py`,
-192 questions over 8 users) weight 0.1 ranked best, narrowly ahead of dense alone (MRR@5
-0.893 vs 0.882; keywords help questions that share a rare word, hurt paraphrases as the
-weight grows), and reciprocal-rank fusion (k=60) ranked below dense alone. "dense" turns
-keywords off (`ENGRAM_RETRIEVAL=dense`).
+query). The weight, 0.1, ranked best on `benchmarks/retrieval.py`, ahead of dense alone
+and of reciprocal-rank fusion (figures in benchmarks/README.md). "dense" turns keywords
+off (`ENGRAM_RETRIEVAL=dense`).
 """
 
 from __future__ import annotations
@@ -18,7 +16,7 @@ from typing import Literal
 
 import numpy as np
 
-from memory.engine import Point, Query, Sparse, Where
+from engram.memory.engines.base import Point, Query, Sparse, Where
 
 RetrievalMode = Literal["hybrid", "dense"]
 KEYWORD_WEIGHT = 0.1

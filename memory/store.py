@@ -8,7 +8,7 @@ memory's current version (history ingested out of order) never replaces or delet
 the older text joins the memory's history instead (`_keep_newer`).
 
 Writes are safe when several processes share one Qdrant server: every change of a version
-is a conditional write on its `revision` (`memory.versions`: it applies only if nobody
+is a conditional write on its `revision` (`engram.memory.versions`: it applies only if nobody
 changed the version since it was read), and a writer that loses re-reads and tries again
 (`_retrying`). Per-process locks
 only spare writers of one user in one process that contention. Texts are embedded before
@@ -42,9 +42,10 @@ from functools import partial
 from langchain_core.embeddings import Embeddings
 from qdrant_client import QdrantClient
 
-from memory.engine import Engine, TimeRange, Where
-from memory.keywords import query_keywords
-from memory.payload import (
+from engram.memory.engines.base import Engine, TimeRange, Where
+from engram.memory.engines.qdrant_server import ServerEngine
+from engram.memory.keywords import query_keywords
+from engram.memory.payload import (
     Stored,
     clean_category,
     clean_memory_text,
@@ -54,11 +55,10 @@ from memory.payload import (
     stored_point,
     text_hash,
 )
-from memory.retrieval import Retrieval, fuse, searches
-from memory.server import ServerEngine
-from memory.versions import Conflict, Versions, new_version, now_utc
-from state.context import validate_user_id
-from state.contracts import (
+from engram.memory.retrieval import Retrieval, fuse, searches
+from engram.memory.versions import Conflict, Versions, new_version, now_utc
+from engram.state.context import validate_user_id
+from engram.state.contracts import (
     AppliedOp,
     MemoryEvent,
     MemoryRecord,
@@ -67,7 +67,7 @@ from state.contracts import (
     RejectedOp,
     Source,
 )
-from state.errors import (
+from engram.state.errors import (
     EmbeddingDimensionError,
     InvalidInputError,
     MemoryNotFoundError,
@@ -114,8 +114,8 @@ class ApplyReport:
 
 
 class MemoryStore:
-    """Per-user versioned memories. Pass an engine (`memory.edge.EdgeEngine`,
-    `memory.server.ServerEngine`) or a `QdrantClient` (wrapped in a `ServerEngine`).
+    """Per-user versioned memories. Pass an engine (`engines.edge.EdgeEngine`,
+    `engines.qdrant_server.ServerEngine`) or a `QdrantClient` (wrapped in a `ServerEngine`).
 
     Methods are synchronous and thread-safe; async code calls them through
     `asyncio.to_thread` so the event loop never blocks on embeddings or Qdrant.

@@ -23,11 +23,17 @@ from typing import TextIO
 
 from pydantic import BaseModel, ValidationError
 
-from memory.engine import METADATA_KEY, Where
-from memory.payload import Stored, record_from_point, stored_point, text_hash
-from memory.store import PAGE, MemoryStore, clean_category, clean_memory_text, require_user_id
-from state.contracts import MemoryEvent, MemoryRecord, Source
-from state.errors import ImportFormatError, InvalidInputError
+from engram.memory.engines.base import METADATA_KEY, Where
+from engram.memory.payload import Stored, record_from_point, stored_point, text_hash
+from engram.memory.store import (
+    PAGE,
+    MemoryStore,
+    clean_category,
+    clean_memory_text,
+    require_user_id,
+)
+from engram.state.contracts import MemoryEvent, MemoryRecord, Source
+from engram.state.errors import ImportFormatError, InvalidInputError
 
 FORMAT = "engram-export"
 VERSION = 2  # 2 adds `vector_mac`; version 1 files still import (their vectors re-embedded)

@@ -3,10 +3,10 @@ replaced safely when several writers (threads, processes, server workers) share 
 
 Every change of a version is a conditional write on its `revision`: it applies only if
 nobody changed the version since it was read, else `Conflict` is raised and the caller
-reads again and retries (`memory.store.MemoryStore` does). An update claims the version it
+reads again and retries (`engram.memory.store.MemoryStore` does). An update claims the version it
 replaces, writes the successor, then retires the old one (`Versions.replace`); whatever a
 crash interrupts between those steps, readers and writers finish or undo
-(`Versions.repair`). `memory.store` holds the semantics built on this (ADD, UPDATE,
+(`Versions.repair`). `engram.memory.store` holds the semantics built on this (ADD, UPDATE,
 DELETE, RESTORE, duplicates, searches).
 """
 
@@ -15,8 +15,8 @@ from __future__ import annotations
 import uuid
 from datetime import UTC, datetime, timedelta
 
-from memory.engine import Engine, Where
-from memory.payload import (
+from engram.memory.engines.base import Engine, Where
+from engram.memory.payload import (
     Stored,
     payload,
     record_from_point,
@@ -24,8 +24,8 @@ from memory.payload import (
     stored_point,
     text_hash,
 )
-from state.contracts import EventName, MemoryEvent, MemoryRecord, MemoryStatus, Source
-from state.errors import MemoryNotFoundError
+from engram.state.contracts import EventName, MemoryEvent, MemoryRecord, MemoryStatus, Source
+from engram.state.errors import MemoryNotFoundError
 
 # An update claims the version it replaces, then writes the successor. A claim whose
 # successor never appeared within this time was left by a crash and is dropped.

@@ -1,12 +1,12 @@
 """The graph's nodes: recall, respond, decide_save, extract, retrieve_similar, maintain."""
 
-from nodes.decide_save import make_decide_save, route_after_decide
-from nodes.extract import make_extract, route_after_extract
-from nodes.maintain import make_maintain
-from nodes.programs import DecideSave, ExtractFacts, MaintainMemory, MemoryPrograms
-from nodes.recall import make_recall
-from nodes.respond import make_respond
-from nodes.retrieve_similar import make_retrieve_similar
+from engram.nodes.decide_save import make_decide_save, route_after_decide
+from engram.nodes.extract import make_extract, route_after_extract
+from engram.nodes.maintain import make_maintain
+from engram.nodes.programs import DecideSave, ExtractFacts, MaintainMemory, MemoryPrograms
+from engram.nodes.recall import make_recall
+from engram.nodes.respond import make_respond
+from engram.nodes.retrieve_similar import make_retrieve_similar
 
 __all__ = [
     "DecideSave",

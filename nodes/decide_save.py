@@ -9,32 +9,30 @@ from typing import Any
 from langgraph.graph import END
 from langgraph.runtime import Runtime
 
-from engram.resources import Resources
-from nodes.common import latest_exchange, run_context, with_error
-from nodes.programs import DecideSave, run_program
-from state.context import EngramContext
-from state.contracts import NumberedMemory
-from state.errors import MemoryStepError
-from state.graph_state import EngramState
+from engram.clients import Clients
+from engram.identity import run_context
+from engram.nodes.common import latest_exchange, with_error
+from engram.nodes.programs import DecideSave, run_memory_step
+from engram.state.context import EngramContext
+from engram.state.contracts import NumberedMemory
+from engram.state.errors import MemoryStepError
+from engram.state.graph_state import EngramState
 
 
 def make_decide_save(
-    resources: Resources, program: DecideSave
+    clients: Clients, program: DecideSave
 ) -> Callable[..., Awaitable[dict[str, Any]]]:
     async def decide_save(state: EngramState, runtime: Runtime[EngramContext]) -> dict[str, Any]:
         context = run_context(runtime)
         if context.save_policy != "auto":
             return {"save": context.save_policy == "always"}
         user_message, reply = latest_exchange(state.get("messages", []))
-        settings = resources.settings
         try:
-            prediction = await run_program(
+            prediction = await run_memory_step(
                 "decide_save",
                 program,
-                resources.memory_lm(context.memory_model),
-                attempts=settings.llm_attempts,
-                seconds=settings.llm_timeout,
-                backoff=settings.llm_backoff,
+                clients,
+                context,
                 known_memories=[
                     NumberedMemory.of(i, m) for i, m in enumerate(state.get("recalled", []), 1)
                 ],

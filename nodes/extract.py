@@ -18,22 +18,16 @@ from langchain_core.runnables import RunnableConfig
 from langgraph.graph import END
 from langgraph.runtime import Runtime
 
-from engram.resources import Resources
-from memory.store import clean_category, normalize_text
-from nodes.common import (
-    check_thread_owner,
-    content_words,
-    exchange_for,
-    latest_exchange,
-    message_time,
-    run_context,
-    with_error,
-)
-from nodes.programs import ExtractFacts, run_program
-from state.context import EngramContext
-from state.contracts import ObservedFact, RejectedOp, Unextracted
-from state.errors import MemoryStepError
-from state.graph_state import EngramState
+from engram.clients import Clients
+from engram.identity import run_context
+from engram.memory.keywords import content_words
+from engram.memory.store import clean_category, normalize_text
+from engram.nodes.common import exchange_for, latest_exchange, message_time, with_error
+from engram.nodes.programs import ExtractFacts, run_memory_step
+from engram.state.context import EngramContext
+from engram.state.contracts import ObservedFact, RejectedOp, Unextracted
+from engram.state.errors import MemoryStepError
+from engram.state.graph_state import EngramState
 
 log = logging.getLogger("engram")
 
@@ -44,14 +38,12 @@ MAX_UNEXTRACTED = 5
 
 
 def make_extract(
-    resources: Resources, program: ExtractFacts
+    clients: Clients, program: ExtractFacts
 ) -> Callable[..., Awaitable[dict[str, Any]]]:
     async def extract(
         state: EngramState, config: RunnableConfig, runtime: Runtime[EngramContext]
     ) -> dict[str, Any]:
         context = run_context(runtime)
-        check_thread_owner(state, context)  # extract is where a retry enters the graph
-        settings = resources.settings
         messages = state.get("messages", [])
         thread_id = config.get("configurable", {}).get("thread_id")
         todo = list(state.get("unextracted", []))
@@ -69,13 +61,11 @@ def make_extract(
                 continue  # the message is no longer in this thread
             assistant_text = reply.text if reply else ""
             try:
-                prediction = await run_program(
+                prediction = await run_memory_step(
                     "extract",
                     program,
-                    resources.memory_lm(context.memory_model),
-                    attempts=settings.llm_attempts,
-                    seconds=settings.llm_timeout,
-                    backoff=settings.llm_backoff,
+                    clients,
+                    context,
                     user_message=user_message.text,
                     assistant_context=assistant_text,
                     message_time=item.observed_at,

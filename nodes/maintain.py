@@ -15,12 +15,14 @@ from typing import Any
 
 from langgraph.runtime import Runtime
 
-from engram.resources import Resources
-from memory.store import ApplyReport, PlannedOp, normalize_text
-from nodes.common import content_words, endpoint_errors, run_context, turn_date, with_error
-from nodes.programs import MaintainMemory, run_program
-from state.context import EngramContext
-from state.contracts import (
+from engram.clients import Clients
+from engram.identity import run_context
+from engram.memory.keywords import content_words
+from engram.memory.store import ApplyReport, PlannedOp, normalize_text
+from engram.nodes.common import endpoint_errors, turn_date, with_error
+from engram.nodes.programs import MaintainMemory, run_memory_step
+from engram.state.context import EngramContext
+from engram.state.contracts import (
     Candidate,
     Fact,
     MemoryOp,
@@ -29,14 +31,14 @@ from state.contracts import (
     RejectedOp,
     Source,
 )
-from state.errors import MemoryStepError
-from state.graph_state import EngramState
+from engram.state.errors import MemoryStepError
+from engram.state.graph_state import EngramState
 
 log = logging.getLogger("engram")
 
 
 def make_maintain(
-    resources: Resources, program: MaintainMemory, *, actor: str = "chat"
+    clients: Clients, program: MaintainMemory, *, actor: str = "chat"
 ) -> Callable[..., Awaitable[dict[str, Any]]]:
     """`actor` is what the memories' provenance names as their origin (`chat` for the
     chat graph, `ingest` for the ingest graph)."""
@@ -47,15 +49,13 @@ def make_maintain(
         candidates = state.get("candidates")
         if not facts or candidates is None:
             return {}  # nothing to do, or retrieval failed: facts stay for the next turn
-        settings = resources.settings
+        settings = clients.settings
         try:
-            prediction = await run_program(
+            prediction = await run_memory_step(
                 "maintain",
                 program,
-                resources.memory_lm(context.memory_model),
-                attempts=settings.llm_attempts,
-                seconds=settings.llm_timeout,
-                backoff=settings.llm_backoff,
+                clients,
+                context,
                 new_facts=[Fact(text=f.text, category=f.category) for f in facts],
                 existing_memories=[NumberedMemory.of(c.ref, c.memory) for c in candidates],
                 today=turn_date(state.get("messages", [])),
@@ -67,7 +67,7 @@ def make_maintain(
         )
 
         def write() -> ApplyReport:  # one worker thread: opening the store blocks too
-            store = resources.store()
+            store = clients.store()
             with endpoint_errors("embedding model", settings.openai_base_url):
                 return store.apply(context.user_id, planned)
 

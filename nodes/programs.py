@@ -25,9 +25,11 @@ from typing import Any
 import dspy
 from pydantic import BaseModel
 
+from engram.clients import Clients
 from engram.settings import Settings
-from state.contracts import Fact, MemoryOp, NumberedMemory
-from state.errors import ConfigurationError, MemoryStepError
+from engram.state.context import EngramContext
+from engram.state.contracts import Fact, MemoryOp, NumberedMemory
+from engram.state.errors import ConfigurationError, MemoryStepError
 
 log = logging.getLogger("engram")
 
@@ -339,6 +341,27 @@ async def run_program(
             last = error
             log.debug("%s attempt %d/%d failed: %s", step, attempt, attempts, _one_line(error))
     raise MemoryStepError(f"{step} failed after {attempts} attempt(s): {_one_line(last)}")
+
+
+async def run_memory_step(
+    step: str,
+    program: dspy.Module,
+    clients: Clients,
+    context: EngramContext,
+    **inputs: Any,
+) -> dspy.Prediction:
+    """A memory step's program on the run's memory model, with the configured retries,
+    timeout and backoff (`run_program`): how every node calls its program."""
+    settings = clients.settings
+    return await run_program(
+        step,
+        program,
+        clients.memory_lm(context.memory_model),
+        attempts=settings.llm_attempts,
+        seconds=settings.llm_timeout,
+        backoff=settings.llm_backoff,
+        **inputs,
+    )
 
 
 def _one_line(error: BaseException | None) -> str:

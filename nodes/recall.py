@@ -1,7 +1,7 @@
 """recall: embed the latest user message (with a little context) and fetch the user's
 top-k active memories. Embedding and vector search only; no LLM call.
 
-Recall is time-aware: a message that refers to a time (`nodes.timeframe`) narrows recall
+Recall is time-aware: a message that refers to a time (`engram.memory.timeframe`) narrows recall
 to what the user said then ("what did I tell you last week?") or boosts it ("where did I
 go last summer?"), on `observed_at`, the time the user said each memory."""
 
@@ -13,46 +13,28 @@ from typing import Any
 
 from langchain_core.messages import AIMessage, HumanMessage
 from langgraph.runtime import Runtime
-from langgraph.types import Overwrite
 
-from engram.resources import Resources
-from memory.store import MemoryStore
-from nodes.common import (
-    check_thread_owner,
-    endpoint_errors,
-    latest_exchange,
-    message_time,
-    run_context,
-)
-from nodes.timeframe import TimeReference, time_reference
-from state.context import EngramContext
-from state.contracts import MemoryRecord
-from state.errors import InvalidInputError
-from state.graph_state import EngramState
+from engram.clients import Clients
+from engram.identity import run_context
+from engram.memory.store import MemoryStore
+from engram.memory.timeframe import TimeReference, time_reference
+from engram.nodes.common import endpoint_errors, latest_exchange, message_time
+from engram.state.context import EngramContext
+from engram.state.contracts import MemoryRecord
+from engram.state.errors import InvalidInputError
+from engram.state.graph_state import TURN_RESET, EngramState
 
-# Per-turn fields start empty each turn; `facts` and `unextracted` carry over on purpose.
-# `rejected` has a reducer (nodes add to it), so its reset must bypass it: `Overwrite`.
-TURN_RESET: dict[str, Any] = {
-    "recalled": [],
-    "save": None,
-    "extracted": [],
-    "candidates": None,
-    "applied": [],
-    "rejected": Overwrite([]),
-    "memory_error": None,
-}
 CONTEXT_CHARS = 300  # of the previous assistant reply, to resolve "yes, that one"
 # Added to the score of a memory said within the span a message refers to: about the gap
 # between a clearly relevant memory and a loosely related one (cosine, 384-d MiniLM).
 TIME_BOOST = 0.15
 
 
-def make_recall(resources: Resources) -> Callable[..., Awaitable[dict[str, Any]]]:
+def make_recall(clients: Clients) -> Callable[..., Awaitable[dict[str, Any]]]:
     async def recall(state: EngramState, runtime: Runtime[EngramContext]) -> dict[str, Any]:
         context = run_context(runtime)
-        check_thread_owner(state, context)
         messages = state.get("messages", [])
-        user_message = validate_user_message(messages, resources.settings.max_message_chars)
+        user_message = validate_user_message(messages, clients.settings.max_message_chars)
         now = message_time(user_message)  # a malformed `sent_at` fails now, before the answer
         previous_reply = next(
             (m for m in reversed(messages[:-1]) if isinstance(m, AIMessage)), None
@@ -60,13 +42,13 @@ def make_recall(resources: Resources) -> Callable[..., Awaitable[dict[str, Any]]
         query = str(user_message.text)
         if previous_reply is not None:
             query = f"{previous_reply.text[-CONTEXT_CHARS:]}\n{query}"
-        top_k = context.top_k or resources.settings.top_k
+        top_k = context.top_k or clients.settings.top_k
         reference = time_reference(user_message.text, now)
-        floor = resources.settings.recall_floor  # nothing irrelevant in the prompt
+        floor = clients.settings.recall_floor  # nothing irrelevant in the prompt
 
         def search() -> list[MemoryRecord]:  # one worker thread: opening the store blocks too
-            store = resources.store()  # its errors are its own, not the embedding endpoint's
-            with endpoint_errors("embedding model", resources.settings.openai_base_url):
+            store = clients.store()  # its errors are its own, not the embedding endpoint's
+            with endpoint_errors("embedding model", clients.settings.openai_base_url):
                 return recall_memories(
                     store, context.user_id, query, top_k, reference=reference, floor=floor
                 )

@@ -1,7 +1,7 @@
 """respond: the chat model answers from a bounded window of recent messages plus the
 recalled memories. The prompt never grows with the length of the conversation, and
 neither does the state: after the answer, messages no step needs any more move to the
-run's store (`nodes.history`)."""
+run's store (`engram.memory.conversations`)."""
 
 from __future__ import annotations
 
@@ -11,12 +11,13 @@ from typing import Any
 from langchain_core.messages import AnyMessage, BaseMessage, SystemMessage, trim_messages
 from langgraph.runtime import Runtime
 
-from engram.resources import Resources
-from nodes.common import endpoint_errors, run_context, turn_date
-from nodes.history import trim_history
-from state.context import EngramContext
-from state.contracts import MemoryRecord
-from state.graph_state import EngramState
+from engram.clients import Clients
+from engram.identity import run_context
+from engram.memory.conversations import trim_history
+from engram.nodes.common import endpoint_errors, turn_date
+from engram.state.context import EngramContext
+from engram.state.contracts import MemoryRecord
+from engram.state.graph_state import EngramState
 
 SYSTEM_PROMPT = """You are a helpful assistant with long-term memory of this user.
 Today is {today}. What you remember about the user (with the date they told you):
@@ -25,11 +26,11 @@ Use these memories when they help; do not list them unprompted. If a memory seem
 ask. Never claim to remember things that are not listed here or in the conversation."""
 
 
-def make_respond(resources: Resources) -> Callable[..., Awaitable[dict[str, Any]]]:
+def make_respond(clients: Clients) -> Callable[..., Awaitable[dict[str, Any]]]:
     async def respond(state: EngramState, runtime: Runtime[EngramContext]) -> dict[str, Any]:
         context = run_context(runtime)
-        settings = resources.settings
-        chat = resources.chat_model(context.chat_model)
+        settings = clients.settings
+        chat = clients.chat_model(context.chat_model)
         messages = state.get("messages", [])
         prompt = build_prompt(
             messages,

@@ -13,12 +13,13 @@ from typing import Any
 
 from langgraph.runtime import Runtime
 
-from engram.resources import Resources
-from memory.store import MemoryStore
-from nodes.common import endpoint_errors, run_context, with_error
-from state.context import EngramContext
-from state.contracts import Candidate, MemoryRecord
-from state.graph_state import EngramState
+from engram.clients import Clients
+from engram.identity import run_context
+from engram.memory.store import MemoryStore
+from engram.nodes.common import endpoint_errors, with_error
+from engram.state.context import EngramContext
+from engram.state.contracts import Candidate, MemoryRecord
+from engram.state.graph_state import EngramState
 
 log = logging.getLogger("engram")
 
@@ -26,7 +27,7 @@ PER_FACT = 3
 MAX_CANDIDATES = 15
 
 
-def make_retrieve_similar(resources: Resources) -> Callable[..., Awaitable[dict[str, Any]]]:
+def make_retrieve_similar(clients: Clients) -> Callable[..., Awaitable[dict[str, Any]]]:
     async def retrieve_similar(
         state: EngramState, runtime: Runtime[EngramContext]
     ) -> dict[str, Any]:
@@ -34,8 +35,8 @@ def make_retrieve_similar(resources: Resources) -> Callable[..., Awaitable[dict[
         texts = [fact.text for fact in state.get("facts", [])]
 
         def search() -> list[MemoryRecord]:  # one worker thread: opening the store blocks too
-            store = resources.store()
-            with endpoint_errors("embedding model", resources.settings.openai_base_url):
+            store = clients.store()
+            with endpoint_errors("embedding model", clients.settings.openai_base_url):
                 return similar_memories(store, user_id, texts)
 
         try:

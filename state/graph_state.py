@@ -1,15 +1,17 @@
-"""The graph's state: the conversation plus what the nodes hand each other in a turn."""
+"""The graph's state: the conversation plus what the nodes hand each other in a turn, and
+what a caller may send in and reads out."""
 
 from __future__ import annotations
 
 import operator
-from typing import Annotated
+from typing import Annotated, Any
 
 from langchain_core.messages import AnyMessage
 from langgraph.graph.message import add_messages
+from langgraph.types import Overwrite
 from typing_extensions import TypedDict
 
-from state.contracts import (
+from engram.state.contracts import (
     AppliedOp,
     Candidate,
     MemoryRecord,
@@ -19,21 +21,49 @@ from state.contracts import (
 )
 
 
-class EngramState(TypedDict, total=False):
-    """`facts` and `unextracted` outlive a turn on purpose: work the memory steps could not
-    finish is carried to the next turn (or `engram memories retry`) instead of being lost.
-
-    `rejected` adds up over the nodes of a turn (each node returns only its own); recall
-    resets it with `Overwrite` (see `nodes.recall.TURN_RESET`)."""
+class ChatInput(TypedDict):
+    """What a caller sends to the chat graph: the new user message (with optional
+    `additional_kwargs={"sent_at": ISO 8601}`). Any other key is ignored, so a caller
+    cannot hand the memory steps facts or candidates of its own."""
 
     messages: Annotated[list[AnyMessage], add_messages]
-    user_id: str  # the user this thread belongs to, set on its first turn
+
+
+class ChatOutput(TypedDict, total=False):
+    """What a chat run returns: the conversation's window, what was recalled for the
+    answer, and what the memory steps did (`facts` and `unextracted` are work kept for a
+    later turn after a failure, named in `memory_error`)."""
+
+    messages: Annotated[list[AnyMessage], add_messages]
+    user_id: str
     recalled: list[MemoryRecord]
     save: bool | None
-    extracted: list[ObservedFact]  # this turn's new facts (for callers and Studio)
-    facts: list[ObservedFact]  # facts waiting to be applied (cleared once applied)
+    extracted: list[ObservedFact]
+    facts: list[ObservedFact]
     unextracted: list[Unextracted]
-    candidates: list[Candidate] | None  # None: not retrieved this turn
     applied: list[AppliedOp]
     rejected: Annotated[list[RejectedOp], operator.add]
     memory_error: str | None
+
+
+class EngramState(ChatOutput, total=False):
+    """`facts` and `unextracted` outlive a turn on purpose: work the memory steps could not
+    finish is carried to the next turn (or `engram memories retry`) instead of being lost.
+
+    `rejected` adds up over the nodes of a turn (each node returns only its own); the
+    turn's first step resets it with `Overwrite` (see `TURN_RESET`)."""
+
+    candidates: list[Candidate] | None  # None: not retrieved this turn
+
+
+# Per-turn fields start empty each turn; `facts` and `unextracted` carry over on purpose.
+# `rejected` has a reducer (nodes add to it), so its reset must bypass it: `Overwrite`.
+TURN_RESET: dict[str, Any] = {
+    "recalled": [],
+    "save": None,
+    "extracted": [],
+    "candidates": None,
+    "applied": [],
+    "rejected": Overwrite([]),
+    "memory_error": None,
+}

@@ -5,13 +5,15 @@ the thread are considered, so re-sending a batch changes nothing."""
 
 from __future__ import annotations
 
+import operator
 from typing import Annotated
 
 from langchain_core.messages import AnyMessage
 from langgraph.graph.message import add_messages
 from typing_extensions import TypedDict
 
-from state.graph_state import EngramState
+from engram.state.contracts import AppliedOp, ObservedFact, RejectedOp, Unextracted
+from engram.state.graph_state import EngramState
 
 
 class IngestInput(TypedDict):
@@ -24,3 +26,17 @@ class IngestInput(TypedDict):
 class IngestState(EngramState, total=False):
     # user message id -> fingerprint of its text, for every message already considered
     ingested: dict[str, str]
+
+
+class IngestOutput(TypedDict, total=False):
+    """What an ingest run returns: the facts it extracted, what it changed, what it
+    refused and why, and the work kept for a retry after a failure (`memory_error`)."""
+
+    user_id: str
+    save: bool | None
+    extracted: list[ObservedFact]
+    facts: list[ObservedFact]
+    unextracted: list[Unextracted]
+    applied: list[AppliedOp]
+    rejected: Annotated[list[RejectedOp], operator.add]
+    memory_error: str | None

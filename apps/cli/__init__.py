@@ -6,9 +6,9 @@ from pydantic import ValidationError
 
 # They register their commands; `memories` loads when used (common.LazyGroup), so
 # `engram --help` and `engram chat` start without the graph and its clients.
-from apps.cli import chat, data, dev, eval, server  # noqa: F401
-from apps.cli.common import app, err
-from state.errors import EngramError
+from engram.apps.cli import chat, data, dev, eval, server  # noqa: F401
+from engram.apps.cli.common import app, err
+from engram.state.errors import EngramError
 
 __all__ = ["app", "main"]
 

@@ -22,7 +22,7 @@ from langchain_core.messages import AIMessageChunk, BaseMessage, HumanMessage
 from langchain_core.runnables import RunnableConfig
 from rich.text import Text
 
-from apps.cli.common import (
+from engram.apps.cli.common import (
     EXIT_WORDS,
     PROMPT,
     Conversations,
@@ -45,7 +45,7 @@ from apps.cli.common import (
     transcript,
 )
 from engram.settings import Settings, get_settings
-from state.errors import ConfigurationError, EngramError
+from engram.state.errors import ConfigurationError, EngramError
 
 if TYPE_CHECKING:
     from langgraph.graph.state import CompiledStateGraph
@@ -131,7 +131,7 @@ async def _chat(settings: Settings, user_id: str, thread: str) -> None:
                 if graph is None:
                     graph = await ready(loading)
                 try:
-                    from nodes.recall import validate_user_message  # loaded with the graph
+                    from engram.nodes.recall import validate_user_message  # loaded with the graph
 
                     validate_user_message([HumanMessage(text)], settings.max_message_chars)
                     memory_steps = await _turn(graph, conv, config, user_id, text)
@@ -155,7 +155,7 @@ async def _chat(settings: Settings, user_id: str, thread: str) -> None:
 def _prepare(settings: Settings, conv: Conversations) -> CompiledStateGraph[Any, Any, Any, Any]:
     """What the first turn needs: the memory store (Qdrant, the embedding model) and the
     compiled graph. Runs in a background thread."""
-    from engram.resources import default_store
+    from engram.clients import default_store
 
     try:
         default_store(settings)
@@ -353,8 +353,8 @@ async def keep_pending(
     turn's user message is added to `unextracted`. Recorded as if maintain had run, so the
     thread has no half-run steps left.
     """
-    from nodes.common import latest_exchange, message_time
-    from state.contracts import Unextracted
+    from engram.nodes.common import latest_exchange, message_time
+    from engram.state.contracts import Unextracted
 
     snapshot = await graph.aget_state(config)
     if not snapshot.next:

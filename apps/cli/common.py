@@ -25,22 +25,21 @@ from rich.text import Text
 from typer.core import TyperGroup
 
 from engram.settings import Settings, get_settings
-from state.context import validate_user_id
-from state.contracts import CHANGES
-from state.errors import InvalidInputError
+from engram.state.context import validate_user_id
+from engram.state.contracts import CHANGES
+from engram.state.errors import InvalidInputError
 
 log = logging.getLogger("engram")
 
 if TYPE_CHECKING:
     from langchain_core.messages import BaseMessage
     from langchain_core.runnables import RunnableConfig
-    from langgraph.checkpoint.serde.jsonplus import JsonPlusSerializer
     from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
     from langgraph.graph.state import CompiledStateGraph
     from langgraph.store.sqlite.aio import AsyncSqliteStore
 
-    from engram.resources import Resources
-    from memory.store import MemoryStore
+    from engram.clients import Clients
+    from engram.memory.store import MemoryStore
 
 
 class LazyGroup(TyperGroup):
@@ -66,7 +65,7 @@ class LazyGroup(TyperGroup):
 
 
 class _MemoriesGroup(LazyGroup):
-    module = "apps.cli.memories"
+    module = "engram.apps.cli.memories"
 
 
 app = typer.Typer(
@@ -95,7 +94,7 @@ SPEAKERS = {"human": "you> ", "ai": "bot> "}
 
 
 def require_user(user_id: str) -> str:
-    """The run context's rule for user ids (`memory.store.require_user_id` without
+    """The run context's rule for user ids (`engram.memory.store.require_user_id` without
     importing the store)."""
     try:
         return validate_user_id(user_id)
@@ -122,8 +121,8 @@ def thread_config(user_id: str, thread_id: str) -> RunnableConfig:
 class Conversations:
     """The CLI's conversation file, `conversations.sqlite`: each thread's checkpoints (its
     state, which keeps a bounded window of messages) and LangGraph's store, where older
-    messages move (`nodes.history`). Two connections to one file: the saver commits after
-    each write, the store runs its own transactions."""
+    messages move (`engram.memory.conversations`). Two connections to one file: the saver
+    commits after each write, the store runs its own transactions."""
 
     saver: AsyncSqliteSaver
     store: AsyncSqliteStore
@@ -139,10 +138,12 @@ async def conversations(settings: Settings) -> AsyncIterator[Conversations]:
     from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
     from langgraph.store.sqlite.aio import AsyncSqliteStore
 
+    from engram.state.checkpoints import checkpoint_serde
+
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     path = str(settings.conversations_path)
     async with AsyncSqliteSaver.from_conn_string(path) as saver:
-        saver.serde = state_serde()
+        saver.serde = checkpoint_serde()
         await saver.setup()  # WAL mode first, before a second connection opens the file
         await saver.conn.execute("PRAGMA secure_delete = ON")
         async with AsyncSqliteStore.from_conn_string(path) as store:
@@ -151,28 +152,15 @@ async def conversations(settings: Settings) -> AsyncIterator[Conversations]:
             yield Conversations(saver, store)
 
 
-def state_serde() -> JsonPlusSerializer:
-    """`graph.checkpoint_serde()` (Engram's state types allowed) without importing the
-    graph, so a thread's messages can be shown before the graph has loaded."""
-    from langgraph.checkpoint.serde.jsonplus import JsonPlusSerializer
-
-    from state import CHECKPOINT_TYPES
-
-    return JsonPlusSerializer(
-        allowed_msgpack_modules=[(t.__module__, t.__name__) for t in CHECKPOINT_TYPES]
-    )
-
-
 def compiled_graph(
-    settings: Settings, conversations: Conversations, resources: Resources | None = None
+    settings: Settings, conversations: Conversations, clients: Clients | None = None
 ) -> CompiledStateGraph[Any, Any, Any, Any]:
     """The chat graph on the conversation file: checkpoints, and the store that old
     messages move to. Imports the graph (slow: run it off the event loop when it matters)."""
-    from engram.resources import Resources
-    from graph import build_graph, checkpoint_serde
+    from engram.clients import Clients
+    from engram.graph import build_graph
 
-    conversations.saver.serde = checkpoint_serde()
-    return build_graph(resources or Resources(settings)).compile(
+    return build_graph(clients or Clients(settings)).compile(
         checkpointer=conversations.saver, store=conversations.store
     )
 
@@ -267,7 +255,7 @@ async def transcript(
 ) -> list[BaseMessage]:
     """A thread's conversation, oldest first (or its `last` messages): what moved to the
     store, then the state's window."""
-    from nodes.history import conversation
+    from engram.memory.conversations import conversation
 
     window = window if window is not None else get_settings().history_window
     in_state = await state_messages(conversations, thread_id)
@@ -344,6 +332,6 @@ def log_to_stderr(verbose: bool = False) -> None:
 
 
 def open_store() -> MemoryStore:
-    from engram.resources import default_store
+    from engram.clients import default_store
 
     return default_store(get_settings())

@@ -10,7 +10,7 @@ from typing import Annotated
 
 import typer
 
-from apps.cli.common import (
+from engram.apps.cli.common import (
     User,
     app,
     conversations,
@@ -46,7 +46,7 @@ async def _forget_conversations(settings: Settings, user_id: str) -> int:
     """Delete the user's threads (checkpoints) and every message of theirs that moved to
     the conversation store, then fold the write-ahead log into the file: deleted rows are
     zeroed (`secure_delete`), and no old copy of a page stays behind in the log."""
-    from nodes.history import forget_conversations
+    from engram.memory.conversations import forget_conversations
 
     if not settings.conversations_path.exists():
         return 0
@@ -67,7 +67,7 @@ def export_memories(
     ] = None,
 ) -> None:
     """Export every version of a user's memories as JSON Lines."""
-    from memory.transfer import export_jsonl
+    from engram.memory.transfer import export_jsonl
 
     store = open_store()
     if output is None:
@@ -88,7 +88,7 @@ def import_memories(
     """Import an export (all or nothing); re-embeds when the embedding model differs."""
     from rich.progress import Progress, TaskID
 
-    from memory.transfer import import_jsonl
+    from engram.memory.transfer import import_jsonl
 
     store = open_store()
     bar = Progress(console=err, transient=True)

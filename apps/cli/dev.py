@@ -15,10 +15,11 @@ from typing import Annotated
 import typer
 from pydantic import SecretStr
 
-from apps.cli.common import app, err, out
+from engram.apps.cli.common import app, err, out
+from engram.clients import dev_server_file
 from engram.settings import Settings, get_settings
-from state.context import validate_user_id
-from state.errors import ConfigurationError, InvalidInputError
+from engram.state.context import validate_user_id
+from engram.state.errors import ConfigurationError, InvalidInputError
 
 LANGGRAPH_CLI = "langgraph-cli[inmem]>=0.4,<0.5"  # as in the project's dev extra
 PROJECT = Path(__file__).resolve().parents[2]
@@ -60,12 +61,18 @@ def dev(
     ]
     if not reload:
         command.append("--no-reload")  # one process holds the embedded store
+    settings = get_settings()
     env = os.environ | {"LANGSMITH_TRACING": "false", "LANGGRAPH_CLI_NO_ANALYTICS": "1"}
-    env |= dev_auth(user, get_settings())
+    env |= dev_auth(user, settings)
+    record = dev_server_file(settings)  # so "store in use" errors can name this server
+    record.parent.mkdir(parents=True, exist_ok=True)
+    record.write_text(url, "utf-8")
     try:
         completed = subprocess.run(command, env=env, cwd=PROJECT, check=False)
     except KeyboardInterrupt:  # the server got the same Ctrl-C and stops by itself
         return
+    finally:
+        record.unlink(missing_ok=True)
     raise typer.Exit(completed.returncode)
 
 
@@ -73,7 +80,7 @@ def dev_auth(user: str | None, settings: Settings) -> dict[str, str]:
     """Authentication for a developer's server: Studio acts as one named user, and without
     a configured secret this session gets a temporary one, with a token printed for that
     user (the server is never left open)."""
-    from apps.server.tokens import mint_token
+    from engram.apps.server.tokens import mint_token
 
     try:
         studio_user = validate_user_id(user or settings.studio_user or "dev")

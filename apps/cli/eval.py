@@ -11,11 +11,11 @@ import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from apps.cli.common import app, err, out
-from engram.settings import get_settings
+from engram.apps.cli.common import app, err, out
+from engram.settings import Settings, get_settings
 
 if TYPE_CHECKING:
-    from apps.eval.datasets import Dataset
+    from engram.apps.eval.datasets import Dataset
 
 eval_app = typer.Typer(
     no_args_is_help=True,
@@ -33,7 +33,10 @@ Limit = Annotated[int | None, typer.Option("--limit", help="Only the first N con
 Questions = Annotated[
     int | None, typer.Option("--questions", help="Only the first N questions of each.")
 ]
-OutDir = Annotated[Path | None, typer.Option("--out", help="Output directory.")]
+OutDir = Annotated[
+    Path | None,
+    typer.Option("--out", help="Output directory (default: eval/<dataset> in the data directory)."),
+]
 ReportFormat = Annotated[
     str, typer.Option("--format", help="Report format: md or html.", case_sensitive=False)
 ]
@@ -41,8 +44,8 @@ Plots = Annotated[bool, typer.Option("--plots/--no-plots", help="PNG plots in th
 
 
 def _dataset(path: Path, limit: int | None = None, questions: int | None = None) -> Dataset:
-    from apps.eval.datasets import load_dataset
-    from apps.eval.labelled import LABELLED
+    from engram.apps.eval.datasets import load_dataset
+    from engram.apps.eval.labelled import LABELLED
 
     if str(path) == "labelled" and not path.is_file():
         path = LABELLED
@@ -82,6 +85,11 @@ class _RunBars:
         self.progress.advance(self.tasks[kind])
 
 
+def eval_dir(settings: Settings, name: str) -> Path:
+    """Where a report goes by default: under the data directory, never into a checkout."""
+    return settings.data_dir / "eval" / name
+
+
 @eval_app.command("run", help="End to end with your LLM: ingest, ask, judge (J). Rerun to resume.")
 def run(
     dataset: DatasetArg,
@@ -106,16 +114,16 @@ def run(
     Rerun the same command to resume an interrupted run."""
     import asyncio
 
-    from apps.eval.harness import RunOptions, build_models, run_evaluation
-    from apps.eval.report import write_report
-    from engram.resources import default_store
-    from nodes.programs import MemoryPrograms
+    from engram.apps.eval.harness import RunOptions, build_models, run_evaluation
+    from engram.apps.eval.report import write_report
+    from engram.clients import default_store
+    from engram.nodes.programs import MemoryPrograms
 
     fmt = _format(report_format)
     settings = get_settings()
     settings.llm_credentials()  # one clear line when no model is configured
     data = _dataset(dataset, limit, questions)
-    target = out_dir or Path("eval") / data.name
+    target = out_dir or eval_dir(settings, data.name)
     store = default_store(settings.model_copy(update={"data_dir": target / "data"}))
     chosen = MemoryPrograms.load(programs) if programs else MemoryPrograms.configured(settings)
     models = build_models(settings, judge_model)
@@ -138,7 +146,7 @@ def run(
 
 
 def _print_run(results: dict[str, Any]) -> None:
-    from apps.eval.report import number, percent
+    from engram.apps.eval.report import number, percent
 
     summary = results["summary"]
     table = Table("measure", "value")
@@ -181,12 +189,12 @@ def retrieval(
     import json
     import tempfile
 
-    from apps.eval.report import write_report
-    from apps.eval.retrieval import RetrievalOptions, evaluate_retrieval
-    from engram.resources import build_embeddings
-    from memory.edge import EdgeEngine
-    from memory.retrieval import Retrieval, RetrievalMode
-    from memory.store import MemoryStore
+    from engram.apps.eval.report import write_report
+    from engram.apps.eval.retrieval import RetrievalOptions, evaluate_retrieval
+    from engram.clients import build_embeddings
+    from engram.memory.engines.edge import EdgeEngine
+    from engram.memory.retrieval import Retrieval, RetrievalMode
+    from engram.memory.store import MemoryStore
 
     fmt = _format(report_format)
     if units not in ("turns", "observations"):
@@ -210,7 +218,7 @@ def retrieval(
             raise typer.BadParameter("use openai or local", param_hint="--embeddings")
         settings = settings.model_copy(update={"embeddings": embeddings})
     data = _dataset(dataset, limit)
-    target = out_dir or Path("eval") / f"{data.name}-retrieval"
+    target = out_dir or eval_dir(settings, f"{data.name}-retrieval")
     backend = build_embeddings(settings)
     options = RetrievalOptions(units=units, modes=modes, cutoffs=cutoffs, time_aware=time_aware)  # type: ignore[arg-type]
     with tempfile.TemporaryDirectory(prefix="engram-eval-") as scratch, _bars() as progress:
@@ -244,7 +252,7 @@ def retrieval(
 
 
 def _print_retrieval(results: dict[str, Any]) -> None:
-    from apps.eval.report import number, percent
+    from engram.apps.eval.report import number, percent
 
     cutoffs = [str(c) for c in results["run"]["cutoffs"]]
     table = Table("mode", *[f"R@{c}" for c in cutoffs], "MRR")
@@ -262,8 +270,8 @@ def compare(
     markdown: Annotated[bool, typer.Option("--markdown", help="Print a Markdown table.")] = False,
 ) -> None:
     """Two runs side by side (the second minus the first in the last column)."""
-    from apps.eval.compare import compare as side_by_side
-    from apps.eval.compare import label, load_results
+    from engram.apps.eval.compare import compare as side_by_side
+    from engram.apps.eval.compare import label, load_results
 
     a, b = load_results(first), load_results(second)
     rows = side_by_side(a, b)
@@ -304,9 +312,9 @@ def optimize(
 ) -> None:
     """Optimize the memory programs with DSPy's GEPA against a labelled set; run them
     with ENGRAM_PROGRAMS=<file>. Starts from ENGRAM_PROGRAMS when it is set."""
-    from apps.eval.optimize import OptimizeOptions, info, optimize_programs
-    from engram.resources import Resources
-    from nodes.programs import MemoryPrograms
+    from engram.apps.eval.optimize import OptimizeOptions, info, optimize_programs
+    from engram.clients import Clients
+    from engram.nodes.programs import MemoryPrograms
 
     if budget not in ("light", "medium", "heavy"):
         raise typer.BadParameter("use light, medium or heavy", param_hint="--budget")
@@ -319,9 +327,9 @@ def optimize(
         max_metric_calls=max_metric_calls,
         threads=threads,
     )
-    resources = Resources(settings)
-    task_lm = resources.memory_lm()
-    reflection_lm = resources.memory_lm(reflection_model) if reflection_model else task_lm
+    clients = Clients(settings)
+    task_lm = clients.memory_lm()
+    reflection_lm = clients.memory_lm(reflection_model) if reflection_model else task_lm
     models = {
         "task": settings.resolved_memory_model,
         "reflection": reflection_model or settings.resolved_memory_model,

@@ -12,7 +12,7 @@ from langgraph.types import Command
 from rich import box
 from rich.table import Table
 
-from apps.cli.common import (
+from engram.apps.cli.common import (
     AsJson,
     User,
     compiled_graph,
@@ -25,12 +25,12 @@ from apps.cli.common import (
     thread_id_for,
     user_threads,
 )
-from apps.cli.remote import Memories, RemoteMemories, server_token
+from engram.apps.cli.remote import Memories, RemoteMemories, server_token
+from engram.memory.store import require_user_id
 from engram.settings import Settings, get_settings
-from memory.store import require_user_id
-from nodes.recall import TURN_RESET
-from state.contracts import AppliedOp, MemoryRecord, MemoryStatus, Source
-from state.errors import InvalidInputError, MemoryNotFoundError
+from engram.state.contracts import AppliedOp, MemoryRecord, MemoryStatus, Source
+from engram.state.errors import InvalidInputError, MemoryNotFoundError
+from engram.state.graph_state import TURN_RESET
 
 Server = Annotated[
     str | None,

@@ -13,8 +13,8 @@ import jwt
 from pydantic import TypeAdapter
 
 from engram.settings import Settings
-from state.contracts import AppliedOp, MemoryRecord, MemoryStatus, Source
-from state.errors import (
+from engram.state.contracts import AppliedOp, MemoryRecord, MemoryStatus, Source
+from engram.state.errors import (
     AccessDeniedError,
     ConfigurationError,
     EndpointError,
@@ -147,7 +147,7 @@ def server_token(token: str | None, user_id: str, settings: Settings) -> str:
             "--server needs a token: pass --token (or set ENGRAM_TOKEN), or set "
             "ENGRAM_AUTH_SECRET to the server's secret to mint one"
         )
-    from apps.server.tokens import mint_token
+    from engram.apps.server.tokens import mint_token
 
     return mint_token(settings, user_id, timedelta(minutes=10))
 

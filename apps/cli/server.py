@@ -9,9 +9,9 @@ from typing import Annotated
 
 import typer
 
-from apps.cli.common import app, err, out
+from engram.apps.cli.common import app, err, out
 from engram.settings import get_settings
-from state.errors import ConfigurationError, InvalidInputError
+from engram.state.errors import ConfigurationError, InvalidInputError
 
 _TTL = re.compile(r"^\s*(\d+)\s*([smhd]?)\s*$")
 _UNIT_SECONDS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
@@ -36,7 +36,7 @@ def token(
 ) -> None:
     """Print a token for USER that this installation's server accepts
     (Authorization: Bearer <token>)."""
-    from apps.server.tokens import AuthNotConfiguredError, mint_token
+    from engram.apps.server.tokens import AuthNotConfiguredError, mint_token
 
     lifetime = parse_ttl(ttl)
     try:

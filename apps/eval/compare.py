@@ -11,8 +11,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from apps.eval.datasets import DatasetError
-from apps.eval.report import number, percent, seconds
+from engram.apps.eval.datasets import DatasetError
+from engram.apps.eval.report import number, percent, seconds
 
 Kind = Literal["percent", "number", "seconds"]
 

@@ -38,7 +38,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from state.errors import EngramError
+from engram.state.errors import EngramError
 
 LOCOMO_CATEGORIES = {
     "1": "multi-hop",

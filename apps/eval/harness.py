@@ -2,7 +2,7 @@
 
 For each conversation of a dataset:
 
-1. Ingest: every session goes through the ingest graph (`graph.ingest`: decide_save →
+1. Ingest: every session goes through the ingest graph (`engram.graph.ingest`: decide_save →
    extract → retrieve_similar → maintain), its messages sent at the session's date, on one
    thread per remembered speaker. Each speaker is an Engram user; in a conversation
    between two people (LoCoMo) the other one plays the assistant.
@@ -41,20 +41,20 @@ from langgraph.graph import END, START, StateGraph
 from langgraph.graph.state import CompiledStateGraph
 from langgraph.runtime import Runtime
 
-from apps.eval.datasets import Conversation, Dataset, Question, Session
-from apps.eval.judge import JudgeAnswer, grade
-from apps.eval.metrics import by_category, judge_score, latency_summary, mean, recall_at
-from apps.eval.tracking import LMMeter, RunTracker, Usage, lm_usage
-from engram.resources import Resources
+from engram.apps.eval.datasets import Conversation, Dataset, Question, Session
+from engram.apps.eval.judge import JudgeAnswer, grade
+from engram.apps.eval.metrics import by_category, judge_score, latency_summary, mean, recall_at
+from engram.apps.eval.tracking import LMMeter, RunTracker, Usage, lm_usage
+from engram.clients import Clients
+from engram.graph import checkpoint_serde
+from engram.graph.ingest import build_ingest_graph
+from engram.identity import run_context
+from engram.memory.store import MemoryStore
+from engram.nodes import MemoryPrograms, make_recall, make_respond
 from engram.settings import Settings
-from graph import checkpoint_serde
-from graph.ingest import build_ingest_graph
-from memory.store import MemoryStore
-from nodes import MemoryPrograms, make_recall, make_respond
-from nodes.common import run_context
-from state import EngramContext, EngramState
-from state.contracts import MemoryRecord
-from state.errors import ConfigurationError
+from engram.state import EngramContext, EngramState
+from engram.state.contracts import MemoryRecord
+from engram.state.errors import ConfigurationError
 
 RESULTS = "results.json"
 RECALL_CUTOFFS = (1, 3, 5, 10, 20)
@@ -101,12 +101,12 @@ def eval_chat_model(settings: Settings) -> BaseChatModel:
 
 
 def build_models(settings: Settings, judge_model: str | None) -> Models:
-    resources = Resources(settings)
+    clients = Clients(settings)
     judge = judge_model or settings.resolved_memory_model
     return Models(
         chat=eval_chat_model(settings),
-        memory_lm=resources.memory_lm(),
-        judge_lm=resources.memory_lm(judge),
+        memory_lm=clients.memory_lm(),
+        judge_lm=clients.memory_lm(judge),
         names={
             "chat": settings.chat_model,
             "memory": settings.resolved_memory_model,
@@ -259,7 +259,7 @@ async def run_evaluation(
                         )
                     )
             qa = _qa_graph(
-                Resources(settings, store=store, chat_model=models.chat),
+                Clients(settings, store=store, chat_model=models.chat),
                 {user_id_for(conv, s): s for s in conv.users},
             )
             async with asyncio.TaskGroup() as group:
@@ -300,8 +300,8 @@ async def _ingest(
     """One speaker's sessions, in order, through the ingest graph on the speaker's thread."""
     lm = models.memory_lm.copy()
     meter = LMMeter(lm)
-    resources = Resources(settings, store=store, chat_model=models.chat, memory_lm=lm)
-    graph: CompiledStateGraph[Any, Any, Any, Any] = build_ingest_graph(resources, programs).compile(
+    clients = Clients(settings, store=store, chat_model=models.chat, memory_lm=lm)
+    graph: CompiledStateGraph[Any, Any, Any, Any] = build_ingest_graph(clients, programs).compile(
         checkpointer=saver
     )
     user_id = user_id_for(conv, speaker)
@@ -355,14 +355,12 @@ def session_messages(conv: Conversation, session: Session, speaker: str) -> list
     return messages
 
 
-def _qa_graph(
-    resources: Resources, users: dict[str, str]
-) -> CompiledStateGraph[Any, Any, Any, Any]:
+def _qa_graph(clients: Clients, users: dict[str, str]) -> CompiledStateGraph[Any, Any, Any, Any]:
     """recall → respond, with the chat graph's own nodes; recall asks every remembered
     speaker's memories."""
     builder = StateGraph(EngramState, context_schema=EngramContext)
-    builder.add_node("recall", _recall_all(resources, users))
-    builder.add_node("respond", make_respond(resources))
+    builder.add_node("recall", _recall_all(clients, users))
+    builder.add_node("respond", make_respond(clients))
     builder.add_edge(START, "recall")
     builder.add_edge("recall", "respond")
     builder.add_edge("respond", END)
@@ -370,9 +368,9 @@ def _qa_graph(
 
 
 def _recall_all(
-    resources: Resources, users: dict[str, str]
+    clients: Clients, users: dict[str, str]
 ) -> Callable[..., Awaitable[dict[str, Any]]]:
-    recall = make_recall(resources)
+    recall = make_recall(clients)
 
     async def recall_all(state: EngramState, runtime: Runtime[EngramContext]) -> dict[str, Any]:
         context = run_context(runtime)

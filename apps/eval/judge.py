@@ -10,8 +10,8 @@ from dataclasses import dataclass
 
 import dspy
 
-from nodes.programs import run_program
-from state.errors import MemoryStepError
+from engram.nodes.programs import run_program
+from engram.state.errors import MemoryStepError
 
 
 class JudgeAnswerSignature(dspy.Signature):

@@ -24,11 +24,11 @@ from typing import Any
 
 import dspy
 
-from apps.eval.datasets import Conversation, Dataset, DatasetError, Turn
-from apps.eval.metrics import apply_planned, match_texts
-from nodes.extract import grounded_in_user
-from nodes.maintain import plan_operations
-from state.contracts import (
+from engram.apps.eval.datasets import Conversation, Dataset, DatasetError, Turn
+from engram.apps.eval.metrics import apply_planned, match_texts
+from engram.nodes.extract import grounded_in_user
+from engram.nodes.maintain import plan_operations
+from engram.state.contracts import (
     Candidate,
     Fact,
     MemoryOp,

@@ -13,8 +13,8 @@ from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
-from memory.store import PlannedOp, normalize_text
-from nodes.common import content_words
+from engram.memory.keywords import content_words
+from engram.memory.store import PlannedOp, normalize_text
 
 MATCH_THRESHOLD = 0.6  # Dice overlap of content words for two texts to state the same fact
 
@@ -189,7 +189,7 @@ def accuracy(pairs: Iterable[tuple[bool | None, bool]]) -> float | None:
 
 
 def apply_planned(existing: Mapping[int, str], planned: Sequence[PlannedOp]) -> list[str]:
-    """The memory texts after validated operations (`nodes.maintain.plan_operations`),
+    """The memory texts after validated operations (`engram.nodes.maintain.plan_operations`),
     applied as the store would: UPDATE replaces, DELETE removes, an ADD of a text that is
     already there is a no-op. Existing memories are keyed by the small ids shown."""
     state = dict(existing)

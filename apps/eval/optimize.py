@@ -27,9 +27,9 @@ from typing import Any, Literal
 
 import dspy
 
-from apps.eval.datasets import Dataset, DatasetError
-from apps.eval.labelled import METRICS, STEPS, examples
-from nodes.programs import MemoryPrograms
+from engram.apps.eval.datasets import Dataset, DatasetError
+from engram.apps.eval.labelled import METRICS, STEPS, examples
+from engram.nodes.programs import MemoryPrograms
 
 Budget = Literal["light", "medium", "heavy"]
 

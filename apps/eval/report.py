@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from apps.eval.metrics import mean, recall_at
+from engram.apps.eval.metrics import mean, recall_at
 
 Format = Literal["md", "html"]
 WRONG_SHOWN = 10  # wrong answers listed in a run's report

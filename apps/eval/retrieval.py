@@ -3,7 +3,7 @@
 A dataset's turns (or its observations: LoCoMo's per-session facts, or the labelled facts
 of Engram's format) are loaded as memories, one store user per conversation, each memory
 dated when it was said and remembering the turns it covers. Every question with evidence
-is then asked through recall's own search (`nodes.recall.recall_memories`, time-aware,
+is then asked through recall's own search (`engram.nodes.recall.recall_memories`, time-aware,
 without the relevance floor so the whole ranking counts), once per retrieval mode on the
 same store, and scored by recall@k: the share of the question's evidence turns covered by
 the top k memories. This compares embedding backends and modes offline and cheaply.
@@ -16,13 +16,13 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Literal
 
-from apps.eval.datasets import Conversation, Dataset, DatasetError
-from apps.eval.metrics import mean, recall_at, reciprocal_rank
-from memory.retrieval import Retrieval, RetrievalMode
-from memory.store import MemoryStore, PlannedOp
-from nodes.recall import recall_memories
-from nodes.timeframe import time_reference
-from state.contracts import Source
+from engram.apps.eval.datasets import Conversation, Dataset, DatasetError
+from engram.apps.eval.metrics import mean, recall_at, reciprocal_rank
+from engram.memory.retrieval import Retrieval, RetrievalMode
+from engram.memory.store import MemoryStore, PlannedOp
+from engram.memory.timeframe import time_reference
+from engram.nodes.recall import recall_memories
+from engram.state.contracts import Source
 
 Units = Literal["turns", "observations"]
 CUTOFFS = (1, 3, 5, 10, 20)

@@ -1,2 +1,2 @@
-"""Engram as a LangGraph server: custom auth (`apps.server.auth`) and the `/memories`
-routes (`apps.server.routes`), both loaded by `langgraph.json`."""
+"""Engram as a LangGraph server: custom auth (`engram.apps.server.auth`) and the `/memories`
+routes (`engram.apps.server.routes`), both loaded by `langgraph.json`."""

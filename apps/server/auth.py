@@ -1,7 +1,7 @@
-"""LangGraph custom auth for Engram (`"auth": {"path": "apps.server.auth:auth"}`).
+"""LangGraph custom auth for Engram (`"auth": {"path": "engram.apps.server.auth:auth"}`).
 
 Authentication: every request carries `Authorization: Bearer <JWT>`; `sub` is the user id
-(see `apps.server.tokens`). A server with no way to verify tokens refuses every request.
+(see `engram.apps.server.tokens`). A server with no way to verify tokens refuses every request.
 
 Authorization, LangGraph's owner pattern: every thread, run and cron is stamped with its
 owner (`metadata.owner`) and every read, search, update and delete is filtered on it, so
@@ -12,7 +12,7 @@ are the graphs in langgraph.json: readable by every user, changed by none. Anyth
 is refused (fail closed, including resources LangGraph adds later).
 
 LangGraph Studio under `langgraph dev` arrives without a token as LangGraph's Studio user;
-it acts as ENGRAM_STUDIO_USER or is refused (`nodes.common.user_id_of`).
+it acts as ENGRAM_STUDIO_USER or is refused (`engram.identity.user_id_of`).
 """
 
 from __future__ import annotations
@@ -27,11 +27,11 @@ from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Receive, Scope, Send
 from starlette.websockets import WebSocketClose
 
-from apps.server.tokens import TokenError, TokenVerifier
+from engram.apps.server.tokens import TokenError, TokenVerifier
+from engram.identity import user_id_of
+from engram.memory.conversations import RESERVED_ROOTS
 from engram.settings import get_settings
-from nodes.common import user_id_of
-from nodes.history import RESERVED_ROOTS
-from state.errors import AccessDeniedError
+from engram.state.errors import AccessDeniedError
 
 auth = Auth()
 get_settings()  # read the environment (and .env) at startup, never on the event loop
@@ -216,8 +216,8 @@ async def on_assistant_write(ctx: Auth.types.AuthContext, value: Any) -> None:
 @auth.on.store
 async def on_store(ctx: Auth.types.AuthContext, value: Any) -> None:
     """A client's namespace starts with its user id. Engram's own data (conversations and
-    ingest markers, `nodes.history.RESERVED_ROOTS`) starts with a root name, so a user id
-    equal to one would reach everyone's, and `*` is the store's wildcard when listing
+    ingest markers, `memory.conversations.RESERVED_ROOTS`) starts with a root name, so a user
+    id equal to one would reach everyone's, and `*` is the store's wildcard when listing
     namespaces (every user's would match): those user ids get no store API."""
     owner = owner_of(ctx)
     if owner in RESERVED_ROOTS or owner == STORE_WILDCARD:

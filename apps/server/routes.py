@@ -1,9 +1,9 @@
 """`/memories`: the authenticated user's memories over HTTP, in the LangGraph server itself
-(`"http": {"app": "apps.server.routes:app", "enable_custom_route_auth": true}`).
+(`"http": {"app": "engram.apps.server.routes:app", "enable_custom_route_auth": true}`).
 
 LangGraph's auth middleware verifies the token before any route runs; every route acts for
 that user only (`request.scope["user"]`), so another user's memory id answers 404 exactly
-like a missing one. The store is the process's shared one (`engram.resources.default_store`,
+like a missing one. The store is the process's shared one (`engram.clients.default_store`,
 the graphs use it too); its calls block, so they run in threads, never on the event loop.
 Errors are JSON `{"detail": ...}` naming the problem: 400 malformed import file, 403 not
 allowed, 404 no such memory, 409 concurrent writers (retry), 413 import too large, 422
@@ -27,15 +27,15 @@ from langgraph_sdk import get_client
 from langgraph_sdk.auth import is_studio_user
 from pydantic import AwareDatetime, BaseModel, Field
 
-from apps.server.auth import OWNER, StudioOriginGuard
-from engram.resources import default_store
+from engram.apps.server.auth import OWNER, StudioOriginGuard
+from engram.clients import default_store
+from engram.identity import user_id_of
+from engram.memory.conversations import user_prefixes
+from engram.memory.store import MemoryStore
+from engram.memory.transfer import ImportReport, export_jsonl, import_jsonl
 from engram.settings import get_settings
-from memory.store import MemoryStore
-from memory.transfer import ImportReport, export_jsonl, import_jsonl
-from nodes.common import user_id_of
-from nodes.history import user_prefixes
-from state.contracts import AppliedOp, MemoryRecord, MemoryStatus, Source
-from state.errors import (
+from engram.state.contracts import AppliedOp, MemoryRecord, MemoryStatus, Source
+from engram.state.errors import (
     AccessDeniedError,
     EngramError,
     ImportFormatError,
@@ -322,7 +322,7 @@ async def _bounded_body(request: Request, limit: int) -> bytes:
 
 async def _forget_on_server(user: str) -> ServerForget:
     """Delete the user's threads and crons (found by their owner stamp) and erase what the
-    graphs keep for the user in the server's store (`nodes.history.user_prefixes`: the
+    graphs keep for the user in the server's store (`engram.memory.conversations.user_prefixes`: the
     messages respond moved out of thread state, the ingest markers).
 
     Through the server's own in-process API: its loopback requests skip the auth handlers,

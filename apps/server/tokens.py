@@ -18,7 +18,7 @@ from typing import Any
 import jwt
 
 from engram.settings import Settings
-from state.context import validate_user_id
+from engram.state.context import validate_user_id
 
 SECRET_ALGORITHMS = ("HS256",)
 JWKS_ALGORITHMS = ("RS256", "ES256")

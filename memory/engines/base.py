@@ -114,7 +114,8 @@ class Query:
 
 
 class Engine(Protocol):
-    """What the store needs from Qdrant; `memory.edge` and `memory.server` implement it."""
+    """What the store needs from Qdrant; `engines.edge` and `engines.qdrant_server`
+    implement it."""
 
     location: str  # for messages: a path or a URL
 

@@ -6,7 +6,7 @@ thread's checkpoints grow with the square of its length (the CLI's file reached 
 200 turns). Nothing needs the old messages in the state: respond sends the model only the
 last `history_window` messages, and the memory steps read only the latest exchange and the
 user messages whose extraction is still pending (`unextracted`), each with the reply right
-after it (`nodes.common.exchange_for`). So after each answer, respond keeps those and moves
+after it (`engram.nodes.common.exchange_for`). So after each answer, respond keeps those and moves
 every other message to the store LangGraph hands the run (`runtime.store`; the LangGraph
 server always has one, `engram chat` keeps one in its SQLite file), then drops it from the
 state with `RemoveMessage`. Without a store, or without a thread, nothing moves: the
@@ -29,7 +29,7 @@ The ingest graph keeps which of a user's messages it has considered under
 message changes nothing on any thread, a stateless server run's included.
 
 Both roots are Engram's own: `RESERVED_ROOTS` lists them so the server's store API never
-hands them to a client (`apps.server.auth`), and forgetting a user erases both.
+hands them to a client (`engram.apps.server.auth`), and forgetting a user erases both.
 """
 
 from __future__ import annotations

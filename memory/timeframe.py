@@ -18,7 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from memory.engine import TimeRange
+from engram.memory.engines.base import TimeRange
 
 MONTHS = {
     name: number

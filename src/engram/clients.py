@@ -10,19 +10,22 @@ from __future__ import annotations
 
 import atexit
 import os
+import socket
 import threading
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
 
 from engram.settings import DEFAULT_LOCAL_EMBEDDING_MODEL, Settings, get_settings
-from state.errors import ConfigurationError
+from engram.state.errors import ConfigurationError
 
 if TYPE_CHECKING:
     import dspy
     from langchain_core.embeddings import Embeddings
     from langchain_core.language_models import BaseChatModel
 
-    from memory.engine import Engine
-    from memory.store import MemoryStore
+    from engram.memory.engines.base import Engine
+    from engram.memory.store import MemoryStore
 
 _lock = threading.Lock()  # guards the dicts below only; never held while building
 _engines: dict[str, Engine] = {}
@@ -57,25 +60,50 @@ def _open_engine(settings: Settings, embeddings: Embeddings) -> Engine:
     if settings.qdrant_url:
         from qdrant_client import QdrantClient
 
-        from memory.server import ServerEngine
+        from engram.memory.engines.qdrant_server import ServerEngine
 
         api_key = settings.qdrant_api_key.get_secret_value() if settings.qdrant_api_key else None
         client = QdrantClient(url=settings.qdrant_url, api_key=api_key)
         return ServerEngine(client, settings.collection, embeddings)
-    from memory.edge import EdgeEngine, StoreInUseError
-    from memory.migrate import needs_migration
+    from engram.memory.engines.edge import EdgeEngine, StoreInUseError
+    from engram.memory.migrate import needs_migration
 
     if needs_migration(settings.qdrant_path, settings.collection, settings.edge_path):
         _migrate(settings, embeddings)
     try:
         return EdgeEngine(settings.edge_path)
     except StoreInUseError as error:
+        server = running_dev_server(settings)
+        holder = f"the Engram server at {server}" if server else "another engram chat, or a server?"
+        reach = server or "http://127.0.0.1:<its port>"
         raise ConfigurationError(
             f"the embedded memory store at {settings.edge_path} is in use by another "
-            "process (another engram chat, or langgraph dev?); close it, reach the running "
-            "server with `engram memories ... --server http://127.0.0.1:2024`, or use a "
-            "Qdrant server (QDRANT_URL) to share memories between processes"
+            f"process ({holder}); close it, reach the running server with `engram "
+            f"memories ... --server {reach}`, or use a Qdrant server (QDRANT_URL) to share "
+            "memories between processes"
         ) from error
+
+
+def dev_server_file(settings: Settings) -> Path:
+    """Where `engram dev` records the URL it serves on, while it runs."""
+    return settings.data_dir / "dev-server.url"
+
+
+def running_dev_server(settings: Settings) -> str | None:
+    """The URL of the `engram dev` server that holds this data directory's store, if one
+    is recorded and still answers (a server killed without cleaning up leaves its file)."""
+    try:
+        url = dev_server_file(settings).read_text("utf-8").strip()
+    except OSError:
+        return None
+    address = urlsplit(url)
+    if not address.hostname or address.port is None:
+        return None
+    try:
+        with socket.create_connection((address.hostname, address.port), timeout=0.5):
+            return url
+    except OSError:
+        return None
 
 
 def _migrate(settings: Settings, embeddings: Embeddings) -> None:
@@ -83,7 +111,7 @@ def _migrate(settings: Settings, embeddings: Embeddings) -> None:
     from rich.console import Console
     from rich.progress import Progress
 
-    from memory.migrate import KEPT_SUFFIX, migrate_to_edge
+    from engram.memory.migrate import KEPT_SUFFIX, migrate_to_edge
 
     console = Console(stderr=True)
     with Progress(console=console, transient=True) as bar:
@@ -154,12 +182,10 @@ def build_embeddings(settings: Settings) -> Embeddings:
 
         transformers_logging.disable_progress_bar()
         # A turn embeds one query (recall) or a few facts (retrieve_similar): too little work
-        # to share between threads. all-MiniLM-L6-v2 on this 2-core machine, medians of 40
-        # (benchmarks/turn_latency.py): idle, a query takes 7.8 ms on 1 thread and 7.0 ms on
-        # 2 (torch's default here); with one core busy (the previous turn's memory steps,
-        # Qdrant, another program) 7.8 ms on 1 thread and 14.9 ms on 2; 3 facts: 9.7 / 8.8
-        # idle, 9.8 / 17.1 busy. So 1 (ENGRAM_EMBEDDING_THREADS; process-wide, as torch's
-        # setting is: more helps bulk re-embedding on a bigger machine).
+        # to share between threads, and a second thread doubles the time when the other
+        # core is busy (benchmarks/README.md, "Settings chosen by measurement"). So 1
+        # (ENGRAM_EMBEDDING_THREADS; process-wide, as torch's setting is: more helps bulk
+        # re-embedding on a bigger machine).
         torch.set_num_threads(settings.embedding_threads)
         model = settings.resolved_embedding_model
         if model == DEFAULT_LOCAL_EMBEDDING_MODEL:
@@ -188,8 +214,8 @@ def build_embeddings(settings: Settings) -> Embeddings:
 def default_store(settings: Settings | None = None) -> MemoryStore:
     """The process-wide store for these settings, opened on first use."""
     from engram.lazy import LazyEmbeddings
-    from memory.retrieval import Retrieval
-    from memory.store import MemoryStore
+    from engram.memory.retrieval import Retrieval
+    from engram.memory.store import MemoryStore
 
     settings = settings or get_settings()
     location = _location(settings)
@@ -224,7 +250,7 @@ def default_store(settings: Settings | None = None) -> MemoryStore:
         return store
 
 
-class Resources:
+class Clients:
     """What the nodes use. Anything passed in (tests, embedding apps) wins over settings."""
 
     def __init__(

@@ -21,7 +21,7 @@ from langchain_core.embeddings import Embeddings
 from langchain_qdrant import QdrantVectorStore, RetrievalMode
 from qdrant_client import QdrantClient, models
 
-from memory.engine import (
+from engram.memory.engines.base import (
     CONTENT_KEY,
     DATETIME_FIELDS,
     DENSE,
@@ -34,7 +34,7 @@ from memory.engine import (
     Sparse,
     Where,
 )
-from memory.keywords import KeywordEmbeddings
+from engram.memory.keywords import KeywordEmbeddings
 
 PAGE = 1000
 

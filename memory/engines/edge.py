@@ -16,7 +16,7 @@ from typing import Any
 
 import qdrant_edge as edge
 
-from memory.engine import (
+from engram.memory.engines.base import (
     CONTENT_KEY,
     DATETIME_FIELDS,
     DENSE,
@@ -34,9 +34,8 @@ PAGE = 1000
 SCREEN_FACTOR = 2  # hits a status-screened search fetches, per hit asked (`EdgeEngine.query`)
 # Threads one search may use. A search here scans one user's points (a few segments at most)
 # and is sent from a worker thread the caller already pays for; handing it on to Edge's
-# search pool cost more than sharing its work saves: a turn's searches at a user's 10k points
-# took 0.66 against 0.76 ms with caches warm, 1.18 against 1.38 ms after 50 ms idle (what a
-# model call leaves behind). Given at every open (Edge writes it to the shard's config).
+# search pool costs more than sharing its work saves (benchmarks/README.md, "Settings chosen
+# by measurement"). Given at every open (Edge writes it to the shard's config).
 SEARCH_THREADS = 1
 _STATUS_ONLY = edge.PayloadSelector.Include([f"{METADATA_KEY}.status"])
 

@@ -1,4 +1,4 @@
-"""Clients built on first use (kept apart from resources.py, which imports nothing heavy
+"""Clients built on first use (kept apart from clients.py, which imports nothing heavy
 at module level so the CLI starts fast)."""
 
 from __future__ import annotations

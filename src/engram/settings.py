@@ -10,7 +10,7 @@ import platformdirs
 from pydantic import AliasChoices, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-from state.errors import ConfigurationError
+from engram.state.errors import ConfigurationError
 
 DEFAULT_LOCAL_EMBEDDING_MODEL = "all-MiniLM-L6-v2"
 
@@ -33,7 +33,7 @@ class Settings(BaseSettings):
     embeddings: Literal["openai", "local"] = "openai"
     embedding_model: str | None = None
     embedding_dims: int | None = Field(default=None, ge=1, le=65536)
-    # Threads torch uses for local embeddings (see resources.build_embeddings: 1 is fastest
+    # Threads torch uses for local embeddings (see clients.build_embeddings: 1 is fastest
     # for a turn's few short texts).
     embedding_threads: int = Field(default=1, ge=1, le=256)
     qdrant_url: str | None = Field(

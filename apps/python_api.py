@@ -1,0 +1,325 @@
+"""Engram from Python, for apps that have their own chat model: `Memory` and its async twin
+`AsyncMemory`, shaped like Mem0's so they read familiar.
+
+`add(messages, user_id=...)` runs the ingest graph (decide_save → extract →
+retrieve_similar → maintain) on a conversation the app already answered and returns what
+changed; the other methods are the memory store's own (`engram.memory.store`), with its
+guarantees and errors: every call names the user and reaches only that user's memories,
+updates keep every version, deletes are restorable, only `forget` erases.
+
+Nothing opens a client until a method needs it. One store per data directory per process
+(the embedded Qdrant Edge shard is locked by its first opener), so two `Memory` objects on
+one data directory share it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import builtins
+import threading
+import uuid
+from collections.abc import Coroutine, Iterable, Sequence
+from datetime import datetime
+from functools import cached_property
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal, TextIO, TypeVar
+
+from langchain_core.messages import BaseMessage, convert_to_messages
+from pydantic import BaseModel, Field
+
+from engram.clients import Clients
+from engram.settings import Settings
+from engram.state.contracts import (
+    AppliedOp,
+    MemoryRecord,
+    MemoryStatus,
+    ObservedFact,
+    RejectedOp,
+    Source,
+)
+from engram.state.errors import InvalidInputError
+
+if TYPE_CHECKING:
+    from langgraph.graph.state import CompiledStateGraph
+
+    from engram.memory.store import MemoryStore
+    from engram.memory.transfer import ImportReport
+    from engram.nodes.programs import MemoryPrograms
+
+T = TypeVar("T")
+Messages = str | Sequence[BaseMessage | dict[str, Any] | tuple[str, str] | str]
+Which = Literal["active", "superseded", "deleted", "all"]
+PYTHON_SOURCE_ACTOR = "python"
+
+
+class AddResult(BaseModel):
+    """What `add` did: the facts it extracted, the store's changes (`applied`, with
+    `result` "added", "updated", "deleted", or "duplicate"/"unchanged" for none), and what
+    it refused and why. `error` names a failed memory step: nothing is lost by sending the
+    same messages again (adding a memory twice changes nothing)."""
+
+    extracted: list[ObservedFact] = Field(default_factory=list)
+    applied: list[AppliedOp] = Field(default_factory=list)
+    rejected: list[RejectedOp] = Field(default_factory=list)
+    error: str | None = None
+
+
+class AsyncMemory:
+    """Engram's memory for one data directory, from async code.
+
+    `Memory(data_dir="./memories")` keeps everything there (default: `ENGRAM_DATA_DIR`, or
+    the user data directory). Settings come from the environment and `.env` like
+    everywhere else (`OPENAI_API_KEY` or `OPENAI_BASE_URL` for `add` and `search`);
+    `settings=` or `clients=` replace them (tests pass scripted models this way).
+    """
+
+    def __init__(
+        self,
+        data_dir: str | Path | None = None,
+        *,
+        settings: Settings | None = None,
+        clients: Clients | None = None,
+        programs: MemoryPrograms | None = None,
+    ) -> None:
+        if clients is not None and (settings is not None or data_dir is not None):
+            raise InvalidInputError("pass clients= alone: they carry their own settings")
+        if data_dir is not None:
+            settings = (settings or Settings()).model_copy(
+                update={"data_dir": Path(data_dir).expanduser()}
+            )
+        self.clients = clients or Clients(settings)
+        self._programs = programs
+
+    @property
+    def store(self) -> MemoryStore:
+        """The memory store itself (opened on first use; its calls block)."""
+        return self.clients.store()
+
+    @cached_property
+    def _ingest(self) -> CompiledStateGraph[Any, Any, Any, Any]:
+        """The ingest graph without a checkpointer: each `add` is a batch of its own."""
+        from engram.graph import build_ingest_graph
+
+        return build_ingest_graph(self.clients, self._programs).compile(name="engram_ingest")
+
+    async def add(
+        self,
+        messages: Messages,
+        *,
+        user_id: str,
+        sent_at: datetime | None = None,
+        save_policy: Literal["auto", "always"] = "auto",
+    ) -> AddResult:
+        """Remember what the user said in `messages` (a string, or user and assistant
+        messages as dicts `{"role", "content"}`, tuples or LangChain messages).
+
+        Only the user's own words become facts; the assistant's replies are context.
+        `sent_at` dates messages that carry no `sent_at` of their own (default: now), and
+        relative dates ("next Friday") are resolved against it. `save_policy="always"`
+        skips the judgement of whether a message is worth remembering."""
+        batch = _as_messages(messages, sent_at)
+        result = await self._ingest.ainvoke(
+            {"messages": batch}, context={"user_id": user_id, "save_policy": save_policy}
+        )
+        return AddResult(
+            extracted=result.get("extracted") or [],
+            applied=result.get("applied") or [],
+            rejected=result.get("rejected") or [],
+            error=result.get("memory_error"),
+        )
+
+    async def search(
+        self, query: str, *, user_id: str, k: int = 5, category: str | None = None
+    ) -> builtins.list[MemoryRecord]:
+        """The user's `k` active memories most relevant to `query`, best first, scored."""
+        if not query.strip():
+            raise InvalidInputError("the query is empty")
+        return await self._off_loop(lambda: self.store.search(user_id, query, k, category))
+
+    async def get(self, memory_id: str, *, user_id: str) -> MemoryRecord:
+        """One memory version; `MemoryNotFoundError` when the user has none with this id."""
+        return await self._off_loop(lambda: self.store.get(user_id, memory_id))
+
+    async def list(
+        self, *, user_id: str, status: Which = "active", category: str | None = None
+    ) -> builtins.list[MemoryRecord]:
+        """All of the user's memories (no cap), oldest first; `status="all"` for every
+        version, superseded and deleted ones included."""
+        chosen: MemoryStatus | None = None if status == "all" else status
+        return await self._off_loop(
+            lambda: self.store.memories(user_id, status=chosen, category=category)
+        )
+
+    async def history(self, memory_id: str, *, user_id: str) -> builtins.list[MemoryRecord]:
+        """Every version of the memory, oldest first, each with its audit trail."""
+        return await self._off_loop(lambda: self.store.history(user_id, memory_id))
+
+    async def update(
+        self, memory_id: str, text: str, *, user_id: str, category: str | None = None
+    ) -> AppliedOp:
+        """A new version with this text; the old one stays in the history."""
+        return await self._off_loop(
+            lambda: self.store.update(user_id, memory_id, text, category, source=_source())
+        )
+
+    async def delete(self, memory_id: str, *, user_id: str) -> AppliedOp:
+        """Mark the memory deleted: no longer recalled, kept in the history (`restore`)."""
+        return await self._off_loop(lambda: self.store.delete(user_id, memory_id, source=_source()))
+
+    async def restore(self, memory_id: str, *, user_id: str) -> AppliedOp:
+        """Make a deleted or superseded version the memory's active one again."""
+        return await self._off_loop(
+            lambda: self.store.restore(user_id, memory_id, source=_source())
+        )
+
+    async def forget(self, *, user_id: str) -> int:
+        """Erase every version of every memory of the user; returns how many. It cannot be
+        undone (`export` first if in doubt)."""
+        return await self._off_loop(lambda: self.store.forget(user_id))
+
+    async def export(self, file: str | Path | TextIO, *, user_id: str) -> int:
+        """Write every version of the user's memories to `file` (a path or a text stream)
+        in `engram export`'s format; returns how many versions."""
+        from engram.memory.transfer import export_jsonl
+
+        def write() -> int:
+            if isinstance(file, str | Path):
+                with Path(file).open("w", encoding="utf-8") as handle:
+                    return export_jsonl(self.store, user_id, handle)
+            return export_jsonl(self.store, user_id, file)
+
+        return await self._off_loop(write)
+
+    async def import_(
+        self, file: str | Path | Iterable[str], *, as_user: str | None = None
+    ) -> ImportReport:
+        """Import an export (a path, or its lines), all or nothing, optionally as another
+        user. Memories the store already has are kept as they are."""
+        from engram.memory.transfer import import_jsonl
+
+        def read() -> ImportReport:
+            if isinstance(file, str | Path):
+                with Path(file).open(encoding="utf-8") as handle:
+                    return import_jsonl(self.store, handle, as_user=as_user)
+            return import_jsonl(self.store, file, as_user=as_user)
+
+        return await self._off_loop(read)
+
+    @staticmethod
+    async def _off_loop(call: Any) -> Any:
+        """Store calls block (Qdrant, embeddings): they run in a worker thread."""
+        return await asyncio.to_thread(call)
+
+
+class Memory:
+    """`AsyncMemory` for synchronous code, with the same methods and arguments.
+
+    Its async work runs on an event loop of its own, in a background thread, so it also
+    works where a loop is already running (a notebook, a web handler)."""
+
+    def __init__(
+        self,
+        data_dir: str | Path | None = None,
+        *,
+        settings: Settings | None = None,
+        clients: Clients | None = None,
+        programs: MemoryPrograms | None = None,
+    ) -> None:
+        self.aio = AsyncMemory(data_dir, settings=settings, clients=clients, programs=programs)
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._lock = threading.Lock()
+
+    @property
+    def store(self) -> MemoryStore:
+        return self.aio.store
+
+    def add(
+        self,
+        messages: Messages,
+        *,
+        user_id: str,
+        sent_at: datetime | None = None,
+        save_policy: Literal["auto", "always"] = "auto",
+    ) -> AddResult:
+        return self._run(
+            self.aio.add(messages, user_id=user_id, sent_at=sent_at, save_policy=save_policy)
+        )
+
+    def search(
+        self, query: str, *, user_id: str, k: int = 5, category: str | None = None
+    ) -> builtins.list[MemoryRecord]:
+        return self._run(self.aio.search(query, user_id=user_id, k=k, category=category))
+
+    def get(self, memory_id: str, *, user_id: str) -> MemoryRecord:
+        return self._run(self.aio.get(memory_id, user_id=user_id))
+
+    def list(
+        self, *, user_id: str, status: Which = "active", category: str | None = None
+    ) -> builtins.list[MemoryRecord]:
+        return self._run(self.aio.list(user_id=user_id, status=status, category=category))
+
+    def history(self, memory_id: str, *, user_id: str) -> builtins.list[MemoryRecord]:
+        return self._run(self.aio.history(memory_id, user_id=user_id))
+
+    def update(
+        self, memory_id: str, text: str, *, user_id: str, category: str | None = None
+    ) -> AppliedOp:
+        return self._run(self.aio.update(memory_id, text, user_id=user_id, category=category))
+
+    def delete(self, memory_id: str, *, user_id: str) -> AppliedOp:
+        return self._run(self.aio.delete(memory_id, user_id=user_id))
+
+    def restore(self, memory_id: str, *, user_id: str) -> AppliedOp:
+        return self._run(self.aio.restore(memory_id, user_id=user_id))
+
+    def forget(self, *, user_id: str) -> int:
+        return self._run(self.aio.forget(user_id=user_id))
+
+    def export(self, file: str | Path | TextIO, *, user_id: str) -> int:
+        return self._run(self.aio.export(file, user_id=user_id))
+
+    def import_(
+        self, file: str | Path | Iterable[str], *, as_user: str | None = None
+    ) -> ImportReport:
+        return self._run(self.aio.import_(file, as_user=as_user))
+
+    def _run(self, work: Coroutine[Any, Any, T]) -> T:
+        return asyncio.run_coroutine_threadsafe(work, self._background_loop()).result()
+
+    def _background_loop(self) -> asyncio.AbstractEventLoop:
+        with self._lock:
+            if self._loop is None:
+                self._loop = asyncio.new_event_loop()
+                threading.Thread(
+                    target=self._loop.run_forever, name="engram-memory", daemon=True
+                ).start()
+            return self._loop
+
+
+def _as_messages(messages: Messages, sent_at: datetime | None) -> list[BaseMessage]:
+    """LangChain messages with ids (the ingest graph tells messages apart by id) and a
+    `sent_at` each (the given one, where a message has none)."""
+    if isinstance(messages, str):
+        messages = [("user", messages)]
+    converted = convert_to_messages(list(messages))
+    if not converted:
+        raise InvalidInputError("add() needs at least one message")
+    stamp = sent_at.isoformat() if sent_at is not None else None
+    if sent_at is not None and sent_at.tzinfo is None:
+        raise InvalidInputError("sent_at needs a time zone (e.g. datetime.now(UTC))")
+    prepared = []
+    for message in converted:
+        update: dict[str, Any] = {}
+        if not message.id:
+            update["id"] = str(uuid.uuid4())
+        if stamp is not None and "sent_at" not in message.additional_kwargs:
+            update["additional_kwargs"] = {**message.additional_kwargs, "sent_at": stamp}
+        prepared.append(message.model_copy(update=update) if update else message)
+    return prepared
+
+
+def _source() -> Source:
+    return Source(actor=PYTHON_SOURCE_ACTOR)
+
+
+__all__ = ["AddResult", "AsyncMemory", "Memory"]

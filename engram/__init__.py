@@ -1,1 +1,0 @@
-"""Engram: long-term, per-user memory for chatbots (settings, shared clients, CLI)."""

@@ -1,0 +1,115 @@
+"""Who a run acts for, and what it may touch: the one place where Engram resolves the user
+of a run (the authenticated one on a LangGraph server, `context.user_id` from Python) and
+checks the thread's owner and the models a run names. The graph's guard, the server's auth
+handlers and its routes all ask here."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from typing import Any
+
+from langgraph.config import get_config
+from langgraph.runtime import Runtime
+from langgraph_sdk.auth import is_studio_user
+
+from engram.settings import get_settings
+from engram.state.context import EngramContext, validate_user_id
+from engram.state.errors import AccessDeniedError, InvalidInputError
+
+
+def run_context(runtime: Runtime[EngramContext]) -> EngramContext:
+    """The validated context; a run without one is refused (the LLM never picks the user).
+
+    Served by a LangGraph server, the run's user is the authenticated one (see
+    `authenticated_user`), never the client's word: a context naming someone else is
+    refused. Called from Python without a server, `context.user_id` names the user."""
+    context = runtime.context
+    if context is None:
+        raise InvalidInputError("every run needs context={'user_id': ...}")
+    if isinstance(context, dict):
+        context = EngramContext.model_validate(context)
+    identity = authenticated_user(runtime)
+    if identity is not None and identity != context.user_id:
+        raise AccessDeniedError(
+            f"context.user_id {context.user_id!r} is not the authenticated user "
+            f"{identity!r}; leave it out (the server fills it in)"
+        )
+    return context
+
+
+def authenticated_user(runtime: Runtime[Any]) -> str | None:
+    """The user a LangGraph server authenticated for this run, or None outside a server.
+
+    The server puts its user into `runtime.server_info` (and the id into
+    `configurable.langgraph_auth_user_id`, a key clients cannot set). A run that came
+    through a server without authentication is refused: fail closed."""
+    server = runtime.server_info
+    if server is None:
+        return None
+    if server.user is not None:
+        return user_id_of(server.user)
+    try:
+        configurable = get_config().get("configurable") or {}
+    except RuntimeError:  # not inside a run
+        configurable = {}
+    identity = configurable.get("langgraph_auth_user_id")
+    if isinstance(identity, str) and identity:
+        return validate_user_id(identity)
+    raise AccessDeniedError(
+        "this run came through a LangGraph server without an authenticated user; "
+        "serve Engram with its langgraph.json (custom auth on)"
+    )
+
+
+def user_id_of(user: Any) -> str:
+    """The Engram user an authenticated LangGraph user acts as (the server's auth
+    handlers, routes and nodes all ask here).
+
+    A JWT user is its `sub`. LangGraph Studio under `langgraph dev` arrives as LangGraph's
+    Studio user without any token, so it acts only as the user the developer named in
+    ENGRAM_STUDIO_USER; it is refused when that is unset and always on a deployment."""
+    if is_studio_user(user):
+        if os.environ.get("LANGSMITH_LANGGRAPH_API_VARIANT") != "local_dev":
+            raise AccessDeniedError(
+                "LangGraph Studio cannot act as a user on a deployment; "
+                "clients send Authorization: Bearer <token>"
+            )
+        studio_user = get_settings().studio_user
+        if studio_user is None:
+            raise AccessDeniedError(
+                "LangGraph Studio is refused until you choose its user: set "
+                "ENGRAM_STUDIO_USER=<user id> for langgraph dev (anyone who reaches the dev "
+                "server acts as that user; pick a test user)"
+            )
+        return validate_user_id(studio_user)
+    identity = getattr(user, "identity", None)
+    if identity is None and isinstance(user, Mapping):
+        identity = user.get("identity")
+    if not isinstance(identity, str):
+        raise AccessDeniedError("the authenticated user has no identity")
+    try:
+        return validate_user_id(identity)
+    except ValueError as error:
+        raise AccessDeniedError(f"the authenticated user id is not valid: {error}") from None
+
+
+def check_thread_owner(state: Mapping[str, Any], context: EngramContext) -> None:
+    """A thread belongs to the user of its first turn; nobody else may continue it
+    (they would see the conversation and could apply its pending facts)."""
+    owner = state.get("user_id")
+    if owner is not None and owner != context.user_id:
+        raise AccessDeniedError(
+            f"this thread belongs to another user; start a new thread for {context.user_id!r}"
+        )
+
+
+def check_models(context: EngramContext, permitted: frozenset[str]) -> None:
+    """A run may only name models the operator allows (ENGRAM_ALLOWED_MODELS): anyone who
+    can start a run would otherwise bill any model to the operator's key."""
+    for name, value in (("chat_model", context.chat_model), ("memory_model", context.memory_model)):
+        if value and value not in permitted:  # empty: the configured default
+            raise AccessDeniedError(
+                f"{name} {value!r} is not allowed on this server; allowed: "
+                f"{', '.join(sorted(permitted))} (ENGRAM_ALLOWED_MODELS)"
+            )
