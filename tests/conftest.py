@@ -20,9 +20,9 @@ import dspy
 import pytest
 from langchain_core.embeddings import Embeddings
 
-from engram.resources import build_embeddings
+from engram.clients import build_embeddings
+from engram.memory.store import MemoryStore
 from engram.settings import Settings, get_settings
-from memory.store import MemoryStore
 from tests.helpers import ENGINES, make_store
 
 dspy.configure_cache(enable_disk_cache=False, enable_memory_cache=False)
@@ -61,9 +61,21 @@ def interruptible_children() -> Iterator[None]:
         signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Tests under tests/integration/ start programs: marked `subprocess`, so the fast
+    command (`-m "not slow and not subprocess"`) leaves them out."""
+    integration = Path(__file__).parent / "integration"
+    for item in items:
+        if item.path.is_relative_to(integration):
+            item.add_marker(pytest.mark.subprocess)
+
+
 @pytest.fixture(scope="session")
 def local_embeddings() -> Embeddings:
-    """The real offline all-MiniLM-L6-v2 model (384 dims), loaded once per session."""
+    """The real offline all-MiniLM-L6-v2 model (384 dims), loaded once per session. Where
+    the `local` extra is not installed (Python 3.12+: the registry's torch is a CUDA
+    build), the tests that need it are skipped."""
+    pytest.importorskip("langchain_huggingface", reason="the local extra is not installed")
     return build_embeddings(Settings(embeddings="local"))
 
 
@@ -94,11 +106,11 @@ def store_on_each_engine(
 @pytest.fixture
 def cli_store(monkeypatch: pytest.MonkeyPatch, local_embeddings: Embeddings) -> MemoryStore:
     """The store the CLI opens in this test's data dir, with the already-loaded model."""
-    from apps.cli import common
-    from engram import resources
+    from engram import clients
+    from engram.apps.cli import common
 
     monkeypatch.setenv("ENGRAM_EMBEDDINGS", "local")
-    monkeypatch.setattr(resources, "build_embeddings", lambda settings: local_embeddings)
+    monkeypatch.setattr(clients, "build_embeddings", lambda settings: local_embeddings)
     monkeypatch.setattr(common.out, "width", 200)  # tables unfolded, as on a wide terminal
     get_settings.cache_clear()
-    return resources.default_store()
+    return clients.default_store()

@@ -1,4 +1,4 @@
-"""Helpers the tests share: scripted LM answers, a graph on test resources, one turn, and
+"""Helpers the tests share: scripted LM answers, a graph on test clients, one turn, and
 the `engram` command in a fresh process. (Fixtures live in conftest.py.)"""
 
 from __future__ import annotations
@@ -17,13 +17,13 @@ from langgraph.checkpoint.memory import InMemorySaver
 from langgraph.graph.state import CompiledStateGraph
 from qdrant_client import QdrantClient
 
-from engram.resources import Resources
+from engram.clients import Clients
+from engram.graph import build_graph, checkpoint_serde
+from engram.memory.engines.base import Engine
+from engram.memory.engines.edge import EdgeEngine
+from engram.memory.engines.qdrant_server import ServerEngine
+from engram.memory.store import MemoryStore
 from engram.settings import Settings
-from graph import build_graph, checkpoint_serde
-from memory.edge import EdgeEngine
-from memory.engine import Engine
-from memory.server import ServerEngine
-from memory.store import MemoryStore
 
 ENGINES = ["edge", "server"]
 
@@ -72,13 +72,13 @@ def make_graph(
     replies: list[str] | None = None,
     settings: Settings | None = None,
 ) -> CompiledStateGraph[Any, Any, Any, Any]:
-    resources = Resources(
+    clients = Clients(
         settings or Settings(llm_attempts=1),
         store=store,
         chat_model=FakeListChatModel(responses=replies or ["Noted."]),
         memory_lm=lm,
     )
-    return build_graph(resources).compile(checkpointer=InMemorySaver(serde=checkpoint_serde()))
+    return build_graph(clients).compile(checkpointer=InMemorySaver(serde=checkpoint_serde()))
 
 
 async def turn(
@@ -94,6 +94,14 @@ async def turn(
         context={"user_id": user_id, **context},
     )
     return result
+
+
+async def thread_values(
+    graph: CompiledStateGraph[Any, Any, Any, Any], thread_id: str = "thread-1"
+) -> dict[str, Any]:
+    """The thread's whole state, internal fields included (a run returns `ChatOutput`)."""
+    snapshot = await graph.aget_state({"configurable": {"thread_id": thread_id}})
+    return dict(snapshot.values)
 
 
 REPO_ROOT = Path(__file__).resolve().parents[1]

@@ -1,0 +1,263 @@
+"""What the server tests share: the real `langgraph dev` on `langgraph.json` (in a
+subprocess, on a free port; `langgraph_dev`), tokens (HS256 with a test secret, or
+RS256/ES256 from a JWKS this process serves), and SDK helpers. The LLM and embeddings are
+the fake OpenAI server in the test process; memories go to an embedded Qdrant in a temp
+`ENGRAM_DATA_DIR`."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import httpx
+import jwt
+import pytest
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from langgraph_sdk import get_client
+from langgraph_sdk.client import LangGraphClient
+
+from tests.fake_openai import FakeOpenAI, free_port
+from tests.helpers import REPO_ROOT
+
+READY_TIMEOUT = 120.0
+GRAPH_ID = "engram"
+INGEST_ID = "engram_ingest"
+MEMORY_NODES = ["recall", "respond", "decide_save", "extract", "retrieve_similar", "maintain"]
+SECRET = "test-secret-for-engram-servers-" + "0123456789abcdef" * 3  # 79 characters
+MCP_HEADERS = {"Accept": "application/json, text/event-stream"}
+
+
+# -- tokens ------------------------------------------------------------------------------------
+
+
+def token(
+    user: str,
+    *,
+    secret: str = SECRET,
+    ttl: timedelta = timedelta(hours=1),
+    algorithm: str = "HS256",
+    key: Any = None,
+    kid: str | None = None,
+    **claims: Any,
+) -> str:
+    now = datetime.now(UTC)
+    body: dict[str, Any] = {"sub": user, "iat": now, "exp": now + ttl, **claims}
+    headers = {"kid": kid} if kid else None
+    return jwt.encode(body, key if key is not None else secret, algorithm, headers=headers)
+
+
+def bearer(user: str, **options: Any) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token(user, **options)}"}
+
+
+def client_for(url: str, user: str | None, **options: Any) -> LangGraphClient:
+    """An SDK client as `user` (None: no token at all)."""
+    headers = bearer(user, **options) if user is not None else {}
+    return get_client(url=url, api_key=None, headers=headers)
+
+
+@dataclass
+class JwksServer:
+    """An identity provider's published keys (RS256 and ES256), served on loopback."""
+
+    rsa_key: rsa.RSAPrivateKey = field(
+        default_factory=lambda: rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    )
+    ec_key: ec.EllipticCurvePrivateKey = field(
+        default_factory=lambda: ec.generate_private_key(ec.SECP256R1())
+    )
+    hits: int = 0
+    _server: ThreadingHTTPServer | None = None
+
+    def document(self) -> dict[str, Any]:
+        rsa_jwk = json.loads(jwt.algorithms.RSAAlgorithm.to_jwk(self.rsa_key.public_key()))
+        ec_jwk = json.loads(jwt.algorithms.ECAlgorithm.to_jwk(self.ec_key.public_key()))
+        return {
+            "keys": [
+                {**rsa_jwk, "kid": "rsa-1", "alg": "RS256", "use": "sig"},
+                {**ec_jwk, "kid": "ec-1", "alg": "ES256", "use": "sig"},
+            ]
+        }
+
+    def __enter__(self) -> JwksServer:
+        owner = self
+        body = json.dumps(self.document()).encode()
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                owner.hits += 1
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        threading.Thread(target=self._server.serve_forever, daemon=True).start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+
+    @property
+    def url(self) -> str:
+        assert self._server is not None
+        return f"http://127.0.0.1:{self._server.server_address[1]}/.well-known/jwks.json"
+
+    def rs256(self, user: str, **options: Any) -> str:
+        return token(user, algorithm="RS256", key=self.rsa_key, kid="rsa-1", **options)
+
+    def es256(self, user: str, **options: Any) -> str:
+        return token(user, algorithm="ES256", key=self.ec_key, kid="ec-1", **options)
+
+
+# -- the server --------------------------------------------------------------------------------
+
+
+@dataclass
+class DevServer:
+    url: str
+    log_path: Path
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+
+@contextlib.contextmanager
+def langgraph_dev(fake: FakeOpenAI, workdir: Path, **settings: str) -> Iterator[DevServer]:
+    """A running `langgraph dev` on this repository's langgraph.json; its process group is
+    killed afterwards. `settings` are extra environment variables (ENGRAM_AUTH_SECRET is
+    the test secret unless given, possibly empty)."""
+    langgraph = Path(sys.executable).parent / "langgraph"
+    if not langgraph.exists():
+        pytest.fail(f"{langgraph} not found: install the dev extra (pip install -e '.[dev]')")
+    log_path = workdir / "server.log"
+    # The dev server keeps its threads under ./.langgraph_api: run it in its own directory
+    # (with the repository's langgraph.json and the graph files it names), so servers never
+    # share or inherit threads.
+    served = workdir / "served"
+    served.mkdir()
+    (served / "langgraph.json").write_bytes((REPO_ROOT / "langgraph.json").read_bytes())
+    (served / "graph").symlink_to(REPO_ROOT / "graph", target_is_directory=True)
+    port = free_port()
+    env = {
+        name: value
+        for name, value in os.environ.items()
+        if not name.startswith(("OPENAI_", "ENGRAM_", "QDRANT_", "LANGSMITH_", "LANGCHAIN_"))
+    }
+    env.update(
+        LANGSMITH_TRACING="false",
+        LANGGRAPH_CLI_NO_ANALYTICS="1",
+        LANGGRAPH_NO_VERSION_CHECK="true",
+        OPENAI_BASE_URL=fake.url,
+        OPENAI_API_KEY="test",
+        ENGRAM_DATA_DIR=str(workdir / "engram-data"),
+        ENGRAM_EMBEDDINGS="openai",
+        ENGRAM_RECALL_FLOOR="-1",  # the fake's embeddings know words, not meanings
+        ENGRAM_AUTH_SECRET=SECRET,
+        HF_HUB_OFFLINE="1",
+        TRANSFORMERS_OFFLINE="1",
+        LITELLM_LOCAL_MODEL_COST_MAP="True",
+        DSPY_CACHEDIR=str(workdir / "dspy-cache"),
+        PYTHONUNBUFFERED="1",
+    )
+    env.update(settings)
+    command = [str(langgraph), "dev", "--no-browser", "--no-reload", "--port", str(port)]
+    with log_path.open("wb") as log:
+        process = subprocess.Popen(
+            command,
+            cwd=served,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,  # its own process group: killed as a whole below
+        )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        _wait_until_ready(url, process, log_path)
+        yield DevServer(url, log_path)
+    finally:
+        _kill_group(process)
+
+
+def _wait_until_ready(url: str, process: subprocess.Popen[bytes], log_path: Path) -> None:
+    deadline = time.monotonic() + READY_TIMEOUT
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            pytest.fail(
+                f"langgraph dev exited with code {process.returncode} before it was ready:\n"
+                + _tail(log_path)
+            )
+        try:
+            if httpx.get(f"{url}/ok", timeout=2.0).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.5)
+    pytest.fail(f"langgraph dev was not ready after {READY_TIMEOUT:.0f} s:\n" + _tail(log_path))
+
+
+def _kill_group(process: subprocess.Popen[bytes]) -> None:
+    if process.poll() is None:
+        try:
+            os.killpg(process.pid, signal.SIGTERM)
+            process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait(timeout=15)
+        except ProcessLookupError:
+            pass
+    with contextlib.suppress(ProcessLookupError):  # workers may outlive the server
+        os.killpg(process.pid, signal.SIGKILL)
+
+
+def _tail(log_path: Path, chars: int = 8000) -> str:
+    text = log_path.read_text(errors="replace") if log_path.exists() else "(no log)"
+    return text[-chars:]
+
+
+async def assistant_id(client: LangGraphClient, graph_id: str = GRAPH_ID) -> str:
+    assistants = await client.assistants.search(graph_id=graph_id)
+    assert assistants, f"no assistant for graph {graph_id!r}"
+    assert assistants[0]["graph_id"] == graph_id
+    return str(assistants[0]["assistant_id"])
+
+
+async def run_turn(
+    client: LangGraphClient,
+    text: str,
+    *,
+    thread_id: str | None = None,
+    context: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """One chat turn (on a new thread unless given); fails with the run's error."""
+    if thread_id is None:
+        thread_id = (await client.threads.create())["thread_id"]
+    output = await client.runs.wait(
+        thread_id,
+        await assistant_id(client),
+        input={"messages": [{"role": "user", "content": text}]},
+        context=context,
+        raise_error=False,
+    )
+    assert isinstance(output, dict), output
+    assert "__error__" not in output, output["__error__"]
+    return output

@@ -1,0 +1,186 @@
+"""Every evaluation metric on cases computed by hand. No judge or model is involved: a
+judge that always says "correct" cannot make any of these pass."""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime
+
+import dspy
+import pytest
+
+from engram.apps.eval.judge import parse_verdict
+from engram.apps.eval.labelled import decide_save_metric, extract_metric, maintain_metric
+from engram.apps.eval.metrics import (
+    Matched,
+    accuracy,
+    apply_planned,
+    by_category,
+    judge_score,
+    latency_summary,
+    match_texts,
+    mean,
+    micro,
+    percentile,
+    prf,
+    recall_at,
+    reciprocal_rank,
+    text_similarity,
+)
+from engram.memory.store import PlannedOp
+from engram.state.contracts import Fact, MemoryOp, NumberedMemory
+
+
+def test_j_counts_ungraded_answers_as_not_correct() -> None:
+    assert judge_score([True, False, None, True]) == 0.5
+    assert judge_score([None, None]) == 0.0  # a judge that never answers scores nothing
+    assert judge_score([]) is None
+    assert by_category([("temporal", True), ("temporal", False), ("single-hop", None)]) == {
+        "temporal": (0.5, 2),
+        "single-hop": (0.0, 1),
+    }
+
+
+def test_recall_at_k_and_reciprocal_rank() -> None:
+    evidence = ["D1:1", "D1:2"]
+    ranked = [("D3:1",), ("D1:1", "D4:4"), ("D1:2",)]
+    assert [recall_at(evidence, ranked, k) for k in (1, 2, 3, 10)] == [0.0, 0.5, 1.0, 1.0]
+    assert reciprocal_rank(evidence, ranked) == 0.5
+    assert reciprocal_rank(evidence, [("D9:9",)]) == 0.0
+    assert recall_at([], ranked, 3) is None  # no evidence named: no recall
+    assert mean([0.5, None, 1.0]) == 0.75
+    assert mean([None]) is None
+
+
+def test_percentiles_are_nearest_rank() -> None:
+    assert percentile([5.0, 1.0, 3.0, 2.0, 4.0], 50) == 3.0
+    assert percentile([5.0, 1.0, 3.0, 2.0, 4.0], 95) == 5.0
+    assert percentile([float(n) for n in range(1, 21)], 95) == 19.0
+    assert percentile([], 50) is None
+    summary = latency_summary([("recall", 0.1), ("respond", 2.0), ("recall", 0.3)])
+    assert summary["recall"] == {"n": 2, "p50": 0.1, "p95": 0.3, "mean": pytest.approx(0.2)}
+    assert summary["respond"]["n"] == 1
+
+
+def test_text_similarity_is_dice_of_content_words() -> None:
+    # {green, tea} vs {prefer, green, tea}: 2 * 2 / (2 + 3)
+    assert text_similarity("User likes green tea", "User prefers green tea") == 0.8
+    # {allergic, peanut} vs {allergic, shellfish}: 2 * 1 / 4, below the 0.6 threshold
+    assert text_similarity("User is allergic to peanuts", "User is allergic to shellfish") == 0.5
+    assert text_similarity("User moved to Berlin.", "user moved to berlin") == 1.0
+    assert text_similarity("ok", "User lives in Oslo") == 0.0
+
+
+def test_matching_is_one_to_one_best_first() -> None:
+    result = match_texts(
+        ["User lives in Porto", "User likes the assistant", "User is a nurse"],
+        ["User is a nurse at São João hospital", "User lives in Porto"],
+    )
+    assert result.pairs == (
+        ("User lives in Porto", "User lives in Porto"),
+        ("User is a nurse", "User is a nurse at São João hospital"),  # {nurs} vs {nurs, hospital}
+    )
+    assert result.spurious == ("User likes the assistant",)
+    assert result.missed == ()
+    assert (result.precision, result.recall) == (2 / 3, 1.0)
+    assert result.f1 == pytest.approx(0.8)
+    twice = match_texts(["User lives in Porto", "User lives in Porto now"], ["User lives in Porto"])
+    assert len(twice.pairs) == 1 and twice.spurious == ("User lives in Porto now",)
+    different = match_texts(["User is allergic to shellfish"], ["User is allergic to peanuts"])
+    assert different.pairs == () and different.f1 == 0.0
+
+
+def test_precision_recall_edges_and_micro_average() -> None:
+    assert prf(0, 0, 0) == (1.0, 1.0, 1.0)  # nothing expected, nothing predicted
+    assert prf(0, 0, 2) == (1.0, 0.0, 0.0)  # predicted nothing, missed two
+    assert prf(0, 1, 0) == (0.0, 1.0, 0.0)  # predicted something where nothing was said
+    a = Matched(pairs=(("x", "x"),), spurious=("y",), missed=())
+    b = Matched(pairs=(), spurious=(), missed=("z", "w"))
+    # 1 pair, 1 spurious, 2 missed: precision 1/2, recall 1/3, F1 2*(1/6)/(5/6) = 0.4
+    assert micro([a, b]) == {
+        "precision": 0.5,
+        "recall": pytest.approx(1 / 3),
+        "f1": pytest.approx(0.4),
+    }
+    assert accuracy([(True, True), (False, True), (None, False)]) == pytest.approx(1 / 3)
+    assert accuracy([]) is None
+
+
+def test_applying_planned_operations_like_the_store() -> None:
+    existing = {1: "User lives in Lisbon", 2: "User smokes", 3: "User has a dog"}
+    planned = [
+        PlannedOp("UPDATE", ref=1, target_id="a", text="User lives in Porto"),
+        PlannedOp("DELETE", ref=2, target_id="b"),
+        PlannedOp("ADD", text="User has a cat"),
+        PlannedOp("ADD", text="user lives in porto."),  # already there: a no-op
+        PlannedOp("NOOP", ref=3, target_id="c"),
+    ]
+    assert apply_planned(existing, planned) == [
+        "User lives in Porto",
+        "User has a dog",
+        "User has a cat",
+    ]
+
+
+@pytest.mark.parametrize(
+    ("text", "verdict"),
+    [
+        ("CORRECT", True),
+        ("**correct**", True),
+        ("Wrong.", False),
+        ("INCORRECT", False),
+        ("partially correct", None),
+        ("CORRECT, because it matches", None),
+        ("", None),
+        (None, None),
+    ],
+)
+def test_judge_verdicts_are_read_strictly(text: str | None, verdict: bool | None) -> None:
+    assert parse_verdict(text) is verdict
+
+
+def test_the_program_metrics_score_and_explain() -> None:
+    gold = dspy.Example(save=False)
+    wrong = decide_save_metric(gold, dspy.Prediction(save=True))
+    assert wrong.score == 0.0 and "must not be saved" in wrong.feedback
+    assert decide_save_metric(gold, dspy.Prediction(save=False)).score == 1.0
+
+    extract_gold = dspy.Example(
+        user_message="I moved to Porto last week.",
+        gold_facts=["User moved to Porto in June 2024"],
+    )
+    prediction = dspy.Prediction(
+        facts=[
+            Fact(text="User moved to Porto in June 2024", category="location"),
+            Fact(text="User enjoys cafés by the river", category="preferences"),  # ungrounded
+        ]
+    )
+    scored = extract_metric(extract_gold, prediction)
+    assert scored.score == 1.0  # the ungrounded fact would be rejected by the node anyway
+    assert "Rejected as not in the user's own words" in scored.feedback
+    missed = extract_metric(extract_gold, dspy.Prediction(facts=[]))
+    assert missed.score == 0.0 and "Missed facts" in missed.feedback
+
+    maintain_gold = dspy.Example(
+        new_facts=[Fact(text="User lives in Porto", category="location")],
+        existing_memories=[
+            NumberedMemory(
+                id=1, text="User lives in Lisbon", category="location", said=date(2024, 1, 1)
+            ),
+            NumberedMemory(id=2, text="User is a nurse", category="work", said=date(2024, 1, 1)),
+        ],
+        today=date(2024, 6, 1),
+        observed_at=datetime(2024, 6, 1, tzinfo=UTC),
+        gold_memories=["User lives in Porto", "User is a nurse"],
+    )
+    update = dspy.Prediction(operations=[MemoryOp(op="UPDATE", id=1, text="User lives in Porto")])
+    assert maintain_metric(maintain_gold, update).score == 1.0
+    # ADD without replacing the old home: memory {Lisbon, nurse, Porto} vs gold {Porto,
+    # nurse}: precision 2/3, recall 1, F1 0.8.
+    added = dspy.Prediction(operations=[MemoryOp(op="ADD", text="User lives in Porto")])
+    scored = maintain_metric(maintain_gold, added)
+    assert scored.score == pytest.approx(0.8)
+    assert "User lives in Lisbon" in scored.feedback
+    # A hallucinated id is rejected by the node's validation; the fact is still kept.
+    bogus = dspy.Prediction(operations=[MemoryOp(op="DELETE", id=7)])
+    scored = maintain_metric(maintain_gold, bogus)
+    assert "unknown id 7" in scored.feedback and scored.score == pytest.approx(0.8)

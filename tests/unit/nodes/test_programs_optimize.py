@@ -1,0 +1,95 @@
+"""`engram optimize` in-process with scripted LMs: GEPA compiles a program against the
+shipped labelled set, the saved file loads, and the loaded program sends the new prompt."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import dspy
+import pytest
+
+from engram.apps.eval.datasets import load_dataset
+from engram.apps.eval.labelled import LABELLED, examples, labelled_turns
+from engram.apps.eval.optimize import OptimizeOptions, info, optimize_programs, split
+from engram.nodes.programs import MemoryPrograms
+from tests.eval_fakes import adapter_answer, engine_of, scripted_lm, step_of
+
+RULE = "Save only lasting facts the user states about themselves"
+
+
+def test_gepa_writes_a_program_that_loads_and_changes_the_prompt(tmp_path: Path) -> None:
+    dataset = load_dataset(LABELLED)
+    truth = {t.turn.text: t.turn.save for t in labelled_turns(dataset)}
+
+    def task(system: str, fields: dict[str, str]) -> str:
+        assert step_of(system) == "decide_save"
+        # Right only when the instruction says what to keep; otherwise it saves everything.
+        save = truth[fields["user_message"]] if RULE in system else True
+        return adapter_answer(save=str(save))
+
+    reflections: list[str] = []
+
+    def reflect(system: str, fields: dict[str, str]) -> str:
+        reflections.append(system)
+        return json.dumps({"new_instruction": f"{RULE}; never small talk or questions."})
+
+    options = OptimizeOptions(steps=("decide_save",), max_metric_calls=80, threads=1)
+    programs, scores = optimize_programs(dataset, scripted_lm(task), scripted_lm(reflect), options)
+    [result] = scores
+    assert result.step == "decide_save"
+    assert result.before < 1.0 and result.after == 1.0  # measured on held-out conversations
+    assert reflections  # the reflection model was asked for a new instruction
+    # Only the chosen step changed.
+    assert (
+        programs.extract.signature.instructions == MemoryPrograms().extract.signature.instructions
+    )
+
+    path = tmp_path / "programs.json"
+    programs.save(path, info(scores, dataset, options, {"task": "scripted"}))
+    saved = json.loads(path.read_text())
+    assert saved["info"]["optimizer"] == "GEPA"
+    assert saved["info"]["scores"]["decide_save"]["after"] == 1.0
+
+    loaded = MemoryPrograms.load(path)
+    lm = scripted_lm(task)
+    with dspy.context(lm=lm):
+        prediction = loaded.decide_save(
+            known_memories=[], user_message="Hi! Long day at work.", assistant_message=""
+        )
+    assert prediction.save is False  # the optimized instruction reached the model
+    [(system, _)] = engine_of(lm).prompts
+    assert RULE in system
+    assert RULE not in MemoryPrograms().decide_save.signature.instructions
+
+
+def test_examples_follow_the_labels() -> None:
+    dataset = load_dataset(LABELLED)
+    decide = examples(dataset, "decide_save")
+    extract = examples(dataset, "extract")
+    maintain = examples(dataset, "maintain")
+    assert len(decide) == 54 and sum(e.save for e in decide) == 38
+    assert len(extract) == 54  # every labelled user turn says which facts it states
+    assert len(maintain) == 38
+    # The correction in Maya's second session: coffee is known, the tea facts are new.
+    tea = next(e for e in maintain if "tea" in e.new_facts[0].text)
+    assert [m.text for m in tea.existing_memories] == [
+        "User is a nurse at Santa Maria hospital",
+        "User loves coffee",
+        "User lives in Alfama, Lisbon",
+    ]
+    assert "User likes tea more than coffee" in tea.gold_memories
+    assert "User loves coffee" not in tea.gold_memories
+    # Validation holds out whole conversations.
+    train, validation = split(decide, 3)
+    assert {e.conversation for e in train}.isdisjoint({e.conversation for e in validation})
+    assert len(train) + len(validation) == len(decide)
+
+
+def test_unknown_steps_are_refused() -> None:
+    from engram.apps.eval.datasets import DatasetError
+
+    dataset = load_dataset(LABELLED)
+    lm = scripted_lm(lambda system, fields: "")
+    with pytest.raises(DatasetError, match="unknown step"):
+        optimize_programs(dataset, lm, lm, OptimizeOptions(steps=("respond",)))
