@@ -26,6 +26,14 @@ import dspy
 from pydantic import BaseModel
 
 from engram.clients import Clients
+from engram.nodes.structured_output import (
+    ENDPOINT_MODES,
+    Policy,
+    adapter_for,
+    answered_without_json,
+    endpoint_key,
+    refused_format,
+)
 from engram.settings import Settings
 from engram.state.context import EngramContext
 from engram.state.contracts import Fact, MemoryOp, NumberedMemory
@@ -317,6 +325,7 @@ async def run_program(
     attempts: int,
     seconds: float,
     backoff: float | None = None,
+    structured: Policy = "off",
     **inputs: Any,
 ) -> dspy.Prediction:
     """Call a memory program with bounded retries and a timeout (`seconds`) per attempt.
@@ -324,10 +333,10 @@ async def run_program(
     Malformed output, endpoint errors and timeouts are retried `attempts` times in all,
     waiting `backoff` seconds (default `RETRY_BACKOFF_SECONDS`, doubling, capped) in
     between without blocking the event loop, then raised as one `MemoryStepError` naming
-    the step and the last cause.
+    the step and the last cause. `structured` asks for schema-constrained output
+    (`nodes.structured_output`; "off": DSPy's text format).
     """
     base = RETRY_BACKOFF_SECONDS if backoff is None else backoff
-    adapter = dspy.settings.adapter or _ADAPTER  # an adapter the caller configured wins
     last: BaseException | None = None
     for attempt in range(1, attempts + 1):
         if attempt > 1:
@@ -335,12 +344,32 @@ async def run_program(
         try:
             # asyncio.timeout, not wait_for: the call stays in this task (no task per call)
             async with asyncio.timeout(seconds):
-                with dspy.context(lm=lm, adapter=adapter):
-                    return await program.acall(**inputs)
+                return await _call(program, lm, structured, inputs)
         except Exception as error:  # any provider or parse failure is retried, then reported
             last = error
             log.debug("%s attempt %d/%d failed: %s", step, attempt, attempts, _one_line(error))
     raise MemoryStepError(f"{step} failed after {attempts} attempt(s): {_one_line(last)}")
+
+
+async def _call(
+    program: dspy.Module, lm: dspy.BaseLM, structured: Policy, inputs: dict[str, Any]
+) -> dspy.Prediction:
+    """One attempt. Under `auto`, an endpoint that refuses the structured request, or
+    ignores it, is asked again at once in the next form down (and remembered)."""
+    if dspy.settings.adapter is not None:  # an adapter the caller configured wins
+        with dspy.context(lm=lm):
+            return await program.acall(**inputs)
+    key = endpoint_key(lm)
+    mode = ENDPOINT_MODES.current(key, structured)
+    while True:
+        try:
+            with dspy.context(lm=lm, adapter=adapter_for(mode, _ADAPTER)):
+                return await program.acall(**inputs)
+        except Exception as error:
+            stepped = structured == "auto" and mode != "off"
+            if not (stepped and (refused_format(error) or answered_without_json(error))):
+                raise
+            mode = ENDPOINT_MODES.step_down(key, mode, _one_line(error))
 
 
 async def run_memory_step(
@@ -360,6 +389,7 @@ async def run_memory_step(
         attempts=settings.llm_attempts,
         seconds=settings.llm_timeout,
         backoff=settings.llm_backoff,
+        structured=clients.structured_output(),
         **inputs,
     )
 

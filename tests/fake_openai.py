@@ -39,14 +39,21 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
+from typing import Any, Literal
 
 STEPS = ("decide_save", "extract", "maintain", "chat", "embeddings")
 DSPY_MARKERS = (  # most specific first: the maintain prompt names no other output field
-    ("maintain", "[[ ## operations ## ]]"),
-    ("extract", "[[ ## facts ## ]]"),
-    ("decide_save", "[[ ## save ## ]]"),
+    ("maintain", "operations"),
+    ("extract", "facts"),
+    ("decide_save", "save"),
 )
+# How each output field is announced in the system prompt: DSPy's text format, and its
+# JSON format (what the schema adapter of nodes/structured_output.py sends).
+MARKER_FORMS = ("[[ ## {} ## ]]", '"{0}": "{{{0}}}')
+# What the fake does with `response_format`, like a kind of real endpoint: accept both
+# forms (OpenAI, Ollama, vLLM, llama-server), refuse json_schema with HTTP 500 and take
+# json_object (llama-cpp-python's server), or ignore it.
+ResponseFormats = Literal["json_schema", "json_object", "ignore"]
 _FIELD_HEADER = re.compile(r"\[\[ ## (\w+) ## \]\]")
 _WORD = re.compile(r"[a-z0-9]+")
 
@@ -122,10 +129,13 @@ def message_text(message: dict[str, Any]) -> str:
 
 
 def dspy_fields(text: str) -> dict[str, str]:
-    """``[[ ## name ## ]]`` sections of a DSPy ChatAdapter message, name -> value."""
-    text = text.split("\n\nRespond with the corresponding output fields")[0]
+    """``[[ ## name ## ]]`` sections of a DSPy message, name -> value (the closing
+    ``completed`` marker and the output instructions left out)."""
+    text = text.split("\n\nRespond with ")[0]
     parts = _FIELD_HEADER.split(text)
-    return {parts[i]: parts[i + 1].strip() for i in range(1, len(parts) - 1, 2)}
+    fields = {parts[i]: parts[i + 1].strip() for i in range(1, len(parts) - 1, 2)}
+    fields.pop("completed", None)
+    return fields
 
 
 def classify(body: dict[str, Any]) -> str:
@@ -134,8 +144,8 @@ def classify(body: dict[str, Any]) -> str:
     system = "\n".join(
         message_text(m) for m in messages if m.get("role") in ("system", "developer")
     )
-    for step, marker in DSPY_MARKERS:
-        if marker in system:
+    for step, field_name in DSPY_MARKERS:
+        if any(form.format(field_name) in system for form in MARKER_FORMS):
             return step
     return "chat"
 
@@ -222,9 +232,15 @@ class FakeOpenAI:
     """A scriptable OpenAI-compatible server on 127.0.0.1; `url` ends in ``/v1``."""
 
     def __init__(
-        self, *, dims: int = 64, responder: Responder | None = None, chunk_words: int = 1
+        self,
+        *,
+        dims: int = 64,
+        responder: Responder | None = None,
+        chunk_words: int = 1,
+        response_formats: ResponseFormats = "json_schema",
     ) -> None:
         self.default_dims = dims
+        self.response_formats = response_formats
         self.responder = responder
         self.chunk_words = chunk_words
         self.requests: list[RecordedRequest] = []
@@ -246,7 +262,10 @@ class FakeOpenAI:
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self._server.daemon_threads = True
         self._thread = threading.Thread(
-            target=self._server.serve_forever, name="fake-openai", daemon=True
+            target=self._server.serve_forever,
+            kwargs={"poll_interval": 0.05},  # shutdown waits up to one interval
+            name="fake-openai",
+            daemon=True,
         )
         self._thread.start()
         return self
@@ -397,12 +416,30 @@ class _Handler(BaseHTTPRequestHandler):
                 self._json(reply.status, _error(reply.message, _error_type(reply.status)))
             elif step == "embeddings":
                 self._embeddings(body)
+            elif self._refuses_format(body):
+                request.status = 500
+                self._json(500, _error("Unsupported response_format type", "server_error"))
             elif request.stream:
                 self._stream(body, reply)
             else:
-                self._json(200, _completion(body, reply))
+                self._json(200, _completion(body, self._formatted(body, reply)))
         except (BrokenPipeError, ConnectionResetError):
             pass  # the client gave up (timeout): nothing to answer
+
+    def _refuses_format(self, body: dict[str, Any]) -> bool:
+        requested = (body.get("response_format") or {}).get("type")
+        return self.fake.response_formats == "json_object" and requested == "json_schema"
+
+    def _formatted(self, body: dict[str, Any], text: str) -> str:
+        """The answer as JSON when the request asked for it and this endpoint kind honours
+        `response_format`: a scripted answer in DSPy's text format becomes the JSON object
+        of its fields (scripts stay the same whichever way Engram asks)."""
+        if not body.get("response_format") or self.fake.response_formats == "ignore":
+            return text
+        fields = dspy_fields(text)
+        if not fields:
+            return text
+        return json.dumps({name: _json_value(value) for name, value in fields.items()})
 
     def _embeddings(self, body: dict[str, Any]) -> None:
         try:
@@ -511,6 +548,16 @@ def _completion(body: dict[str, Any], text: str) -> dict[str, Any]:
         ],
         "usage": _usage(body, text),
     }
+
+
+def _json_value(text: str) -> Any:
+    """A field of DSPy's text format as the JSON value it stands for."""
+    if text in ("True", "False"):
+        return text == "True"
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        return text
 
 
 def _error(message: str, kind: str) -> dict[str, Any]:

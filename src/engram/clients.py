@@ -13,7 +13,7 @@ import os
 import socket
 import threading
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 from urllib.parse import urlsplit
 
 from engram.settings import DEFAULT_LOCAL_EMBEDDING_MODEL, Settings, get_settings
@@ -296,6 +296,14 @@ class Clients:
             if name not in self._memory_lms:
                 self._memory_lms[name] = self._build_memory_lm(name)
             return self._memory_lms[name]
+
+    def structured_output(self) -> Literal["auto", "json_schema", "json_object", "off"]:
+        """How the memory programs ask for well-formed output. A memory LM passed in (a
+        scripted one in tests, an app's own) is used as it is under `auto`: text format."""
+        policy = self.settings.structured_output
+        if policy == "auto" and self._memory_lm_override is not None:
+            return "off"
+        return policy
 
     def _build_chat_model(self, name: str) -> BaseChatModel:
         from langchain_openai import ChatOpenAI

@@ -51,11 +51,15 @@ class Settings(BaseSettings):
     llm_attempts: int = Field(default=2, ge=1, le=10)
     llm_backoff: float = Field(default=0.5, ge=0, le=10)
     retrieval: Literal["hybrid", "dense"] = "hybrid"
+    # How the memory programs ask for well-formed output (nodes/structured_output.py):
+    # auto finds out per endpoint and model; json_schema / json_object force one form;
+    # off is DSPy's text format.
+    structured_output: Literal["auto", "json_schema", "json_object", "off"] = "auto"
     recall_floor: float = Field(default=0.15, ge=-1, le=2)
     # Optimized memory programs (`engram optimize`); unset: the built-in ones.
     programs: Path | None = None
 
-    # -- serving: langgraph dev and LangGraph deployments (README "Deploying") --------------
+    # -- serving: langgraph dev and LangGraph deployments (docs/deploying.md) -------------
     # Tokens are HS256 with the secret, or RS256/ES256 from an identity provider's JWKS.
     auth_secret: SecretStr | None = None
     auth_jwks_url: str | None = None
