@@ -1,5 +1,5 @@
 """`engram token`: a bearer token for the Engram server, minted from ENGRAM_AUTH_SECRET (for
-local use and scripts; an app's backend mints its own, see the README's "Deploying")."""
+local use and scripts; an app's backend mints its own, see docs/deploying.md)."""
 
 from __future__ import annotations
 

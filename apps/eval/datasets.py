@@ -1,7 +1,7 @@
 """Evaluation datasets: LoCoMo's JSON as published, and Engram's own JSONL format, read into
 one data model.
 
-LoCoMo (`locomo10.json`, Maharana et al. 2024; CC BY-NC, not shipped: see the README) is a
+LoCoMo (`locomo10.json`, Maharana et al. 2024; CC BY-NC, not shipped: see docs/evaluation.md) is a
 list of samples: `sample_id`; `conversation` with `speaker_a`, `speaker_b`, `session_N`
 (turns `{speaker, dia_id, text}`, optionally an image's `blip_caption`) and
 `session_N_date_time` ("1:56 pm on 8 May, 2023", read as UTC); `qa` items `{question,
