@@ -15,7 +15,6 @@ import threading
 from collections.abc import AsyncGenerator, Awaitable, Callable
 from contextlib import aclosing, suppress
 from typing import TYPE_CHECKING, Annotated, Any, NoReturn, TypeVar, cast
-from urllib.parse import quote
 
 import typer
 from langchain_core.messages import AIMessageChunk, BaseMessage, HumanMessage
@@ -37,6 +36,7 @@ from engram.apps.cli.common import (
     out,
     print_memory_update,
     print_messages,
+    prompt_history_path,
     prune_checkpoints,
     require_user,
     state_messages,
@@ -233,7 +233,7 @@ def line_reader(settings: Settings, user_id: str) -> LineReader:
     from prompt_toolkit.history import FileHistory
     from prompt_toolkit.patch_stdout import patch_stdout
 
-    path = settings.data_dir / "history" / quote(user_id, safe="")
+    path = prompt_history_path(settings, user_id)
     path.parent.mkdir(parents=True, exist_ok=True)
     session: PromptSession[str] = PromptSession(history=FileHistory(str(path)))
 

@@ -9,6 +9,7 @@ and `engram memories ...` is imported when one of its commands runs (`LazyGroup`
 
 from __future__ import annotations
 
+import hashlib
 import importlib
 import logging
 import shlex
@@ -16,6 +17,7 @@ import sqlite3
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 from urllib.parse import quote
 
@@ -100,6 +102,27 @@ def require_user(user_id: str) -> str:
         return validate_user_id(user_id)
     except ValueError as error:
         raise InvalidInputError(str(error)) from None
+
+
+def prompt_history_path(settings: Settings, user_id: str) -> Path:
+    """The file of what the user typed at the chat prompt (up-arrow recall). Its name is
+    the user id escaped so that no id is a path of its own (`.`, `..`, `a/b`), and cut
+    with a hash of the id when it is too long for a file name. A file named by an earlier
+    version (unescaped periods) is moved here, so nobody's history is left behind."""
+    from engram.memory.conversations import label  # the store's escaping, loaded late
+
+    name = label(user_id)
+    if len(name) > MAX_FILE_NAME:
+        digest = hashlib.sha256(user_id.encode()).hexdigest()[:16]
+        name = f"{name[: MAX_FILE_NAME - 17]}-{digest}"
+    path = settings.data_dir / "history" / name
+    earlier = settings.data_dir / "history" / quote(user_id, safe="")
+    if earlier != path and earlier.is_file() and not path.exists():
+        earlier.replace(path)
+    return path
+
+
+MAX_FILE_NAME = 200  # characters of an escaped user id in a file name (limits are ~255 bytes)
 
 
 def thread_id_for(user_id: str, thread: str) -> str:

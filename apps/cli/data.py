@@ -17,6 +17,7 @@ from engram.apps.cli.common import (
     err,
     open_store,
     out,
+    prompt_history_path,
     require_user,
     user_threads,
 )
@@ -39,6 +40,7 @@ def forget(
         raise typer.Abort()
     erased = store.forget(user_id)
     threads = asyncio.run(_forget_conversations(settings, user_id))
+    prompt_history_path(settings, user_id).unlink(missing_ok=True)  # what they typed
     out.print(f"Erased {erased} memory versions and {threads} conversation(s) of {user_id}.")
 
 

@@ -12,6 +12,7 @@ from langchain_core.messages import HumanMessage
 from typer.testing import CliRunner
 
 from engram.apps.cli import common as cli
+from engram.apps.cli.common import prompt_history_path
 from engram.clients import Clients
 from engram.memory.conversations import stored_messages
 from engram.memory.store import MemoryStore
@@ -136,9 +137,14 @@ def test_forget_asks_then_erases_memories_and_conversations(
     assert code != 0 and store.count("alice") == 30  # declined: nothing erased...
     assert asyncio.run(has_checkpoint(alice_thread))  # ...not even the conversation
 
+    typed = {u: prompt_history_path(get_settings(), u) for u in ("alice", "bob")}
+    for user, path in typed.items():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(f"+what {user} typed\n")
     code, output = run("forget", "--user", "alice", "--yes")
     assert code == 0
     assert "Erased 30 memory versions and 1 conversation(s) of alice." in output
+    assert not typed["alice"].exists() and typed["bob"].exists()  # the prompt's history too
     assert store.count("alice") == 0 and store.count("bob") == 1
     assert not asyncio.run(has_checkpoint(alice_thread))
     assert asyncio.run(moved_messages("alice", alice_thread)) == []
