@@ -14,6 +14,7 @@ import importlib
 import logging
 import shlex
 import sqlite3
+import unicodedata
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -81,11 +82,32 @@ memories_app = typer.Typer(
 _MemoriesGroup.app = memories_app
 app.add_typer(memories_app, name="memories")
 
-# Nothing printed is ever interpreted: memories, user ids, queries and errors carry user
-# text, so `[b]` is never markup and `:bee:` never an emoji. Styling is explicit (`Text`).
-# soft_wrap: plain lines (errors, ids) stay one line.
-out = Console(markup=False, emoji=False, highlight=False, soft_wrap=True)
-err = Console(stderr=True, markup=False, emoji=False, highlight=False, soft_wrap=True)
+
+def escape_controls(text: str) -> str:
+    """Control characters (other than newline and tab) written out as `\\x1b`, `\\u009b`:
+    stored text reaches the terminal as text, never as a command (clear the screen, set
+    the title, move the cursor). The stored text itself is unchanged."""
+    return "".join(
+        character
+        if character in "\n\t" or unicodedata.category(character) != "Cc"
+        else (f"\\x{ord(character):02x}" if ord(character) < 0x80 else f"\\u{ord(character):04x}")
+        for character in text
+    )
+
+
+class TerminalConsole(Console):
+    """A console that never interprets what it prints: no markup (`[b]`), no emoji
+    (`:bee:`), no control characters (`escape_controls`), for every string it is given,
+    table cells included. Styling is explicit (`Text`, built with `escape_controls`)."""
+
+    def render_str(self, text: str, **options: Any) -> Text:
+        return super().render_str(escape_controls(text), **options)
+
+
+# Memories, user ids, queries, model answers and errors all carry text from users and
+# models. soft_wrap: plain lines (errors, ids) stay one line.
+out = TerminalConsole(markup=False, emoji=False, highlight=False, soft_wrap=True)
+err = TerminalConsole(stderr=True, markup=False, emoji=False, highlight=False, soft_wrap=True)
 
 User = Annotated[str, typer.Option("--user", "-u", help="Whose memories.")]
 Thread = Annotated[str, typer.Option("--thread", "-t", help="Conversation name.")]
@@ -299,7 +321,7 @@ def print_messages(
         text = str(message.text)
         if max_chars is not None and len(text) > max_chars:
             text = text[:max_chars].rstrip() + " …"
-        out.print(Text(speaker + text, style=style))
+        out.print(Text(speaker + escape_controls(text), style=style))
 
 
 # -- chat ------------------------------------------------------------------------------------
@@ -324,9 +346,10 @@ def print_memory_update(update: dict[str, Any]) -> None:
             line = (
                 f"{NEWS[op.result]} {op.result}: {op.text or ''} (restore: {shlex.join(restore)})"
             )
-        out.print(Text(line, style="dim"))
+        out.print(Text(escape_controls(line), style="dim"))
     if error := update.get("memory_error"):
-        out.print(Text(f"  · memory steps failed, kept for the next turn: {error}", style="yellow"))
+        failed = f"  · memory steps failed, kept for the next turn: {error}"
+        out.print(Text(escape_controls(failed), style="yellow"))
 
 
 class OneLineHandler(logging.Handler):
@@ -340,7 +363,7 @@ class OneLineHandler(logging.Handler):
             self.handleError(record)
             return
         style = "dim" if record.levelno < logging.WARNING else "yellow"
-        err.print(Text(f"  · {text}", style=style))
+        err.print(Text(escape_controls(f"  · {text}"), style=style))
 
 
 def log_to_stderr(verbose: bool = False) -> None:
