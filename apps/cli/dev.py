@@ -25,6 +25,7 @@ LANGGRAPH_CLI = "langgraph-cli[inmem]>=0.4,<0.5"  # as in the project's dev extr
 PROJECT = Path(__file__).resolve().parents[2]
 STUDIO = "https://smith.langchain.com/studio/?baseUrl={url}"
 DEV_TOKEN_HOURS = 8
+DEV_JOBS = 10  # runs served at once by engram dev
 
 
 @app.command()
@@ -37,6 +38,10 @@ def dev(
         str | None,
         typer.Option("--user", "-u", help="Whose memories Studio uses (ENGRAM_STUDIO_USER)."),
     ] = None,
+    jobs: Annotated[
+        int,
+        typer.Option(min=1, max=1000, help="Runs served at once (langgraph dev's default is one)."),
+    ] = DEV_JOBS,
 ) -> None:
     """Start LangGraph's dev server on Engram (installs it on first use) and print the
     Studio URL and a token. Ctrl-C stops it."""
@@ -48,19 +53,7 @@ def dev(
     url = f"http://127.0.0.1:{port}"
     out.print(f"API:    {url}")
     out.print(f"Studio: {STUDIO.format(url=url)}")
-    command = [
-        sys.executable,
-        "-c",
-        "import sys; from langgraph_cli.cli import cli; sys.argv[0] = 'langgraph'; cli()",
-        "dev",
-        "--config",
-        str(config),
-        "--port",
-        str(port),
-        "--no-browser",
-    ]
-    if not reload:
-        command.append("--no-reload")  # one process holds the embedded store
+    command = dev_command(config, port, reload=reload, jobs=jobs)
     settings = get_settings()
     env = os.environ | {"LANGSMITH_TRACING": "false", "LANGGRAPH_CLI_NO_ANALYTICS": "1"}
     env |= dev_auth(user, settings)
@@ -74,6 +67,28 @@ def dev(
     finally:
         record.unlink(missing_ok=True)
     raise typer.Exit(completed.returncode)
+
+
+def dev_command(config: Path, port: int, *, reload: bool, jobs: int) -> list[str]:
+    """`langgraph dev` on Engram's langgraph.json. `--n-jobs-per-worker`: without it the
+    dev server runs one run at a time (its help says 10; its code starts one), so every
+    user waits for everyone else's turns."""
+    command = [
+        sys.executable,
+        "-c",
+        "import sys; from langgraph_cli.cli import cli; sys.argv[0] = 'langgraph'; cli()",
+        "dev",
+        "--config",
+        str(config),
+        "--port",
+        str(port),
+        "--no-browser",
+        "--n-jobs-per-worker",
+        str(jobs),
+    ]
+    if not reload:
+        command.append("--no-reload")  # one process holds the embedded store
+    return command
 
 
 def dev_auth(user: str | None, settings: Settings) -> dict[str, str]:

@@ -56,6 +56,8 @@ def test_engram_dev_serves_the_project_and_prints_the_studio_url(tmp_path: Path)
         )
         with urllib.request.urlopen(request, timeout=10) as reply:
             assert reply.status == 200
+        # recorded for the "store in use" error, while it runs
+        assert (tmp_path / "data" / "dev-server.url").read_text() == f"http://127.0.0.1:{port}"
     finally:
         server.send_signal(signal.SIGINT)
         rest, _ = server.communicate(timeout=30)
@@ -63,6 +65,14 @@ def test_engram_dev_serves_the_project_and_prints_the_studio_url(tmp_path: Path)
     assert f"Studio: https://smith.langchain.com/studio/?baseUrl=http://127.0.0.1:{port}" in output
     assert "Studio acts as user 'dev'" in output
     assert "this session uses a temporary one" in output
+    assert not (tmp_path / "data" / "dev-server.url").exists()
+
+
+def test_the_dev_server_serves_several_runs_at_once(tmp_path: Path) -> None:
+    """langgraph dev runs one run at a time unless told otherwise."""
+    command = dev.dev_command(tmp_path / "langgraph.json", 2024, reload=False, jobs=dev.DEV_JOBS)
+    assert command[command.index("--n-jobs-per-worker") + 1] == "10"
+    assert "--no-reload" in command
 
 
 def read_until(server: subprocess.Popen[str], marker: str) -> list[str]:
