@@ -110,6 +110,11 @@ class EndpointModes:
                 log.info("structured output for %s at %s: %s (%s)", key[1], key[0], lower, why)
             return self._found[key]
 
+    def found(self) -> dict[tuple[str, str], Mode]:
+        """What `auto` has found so far, per (endpoint, model)."""
+        with self._lock:
+            return dict(self._found)
+
     def clear(self) -> None:
         with self._lock:
             self._found.clear()

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.fake_openai import FakeOpenAI, facts_answer
+from tests.fake_openai import FakeOpenAI, chat_adapter_answer, facts_answer
 from tests.helpers import chat_env, run_engram
 
 
@@ -172,8 +172,12 @@ def test_a_malformed_answer_is_reported_once_and_v_shows_the_attempts(
     fake: FakeOpenAI, env: dict[str, str]
 ) -> None:
     env = env | {"ENGRAM_LLM_ATTEMPTS": "2", "ENGRAM_LLM_BACKOFF": "0"}
+    # The field asked for, holding something that is no list of facts: a bad answer in
+    # either format (an answer with no field at all would say the endpoint ignored the
+    # schema, and be asked for again in text format).
+    malformed = chat_adapter_answer(facts="this is not a list of facts")
     for _ in range(2):
-        fake.queue("extract", "this is not the structure you asked for")
+        fake.queue("extract", malformed)
     chat = run_engram(env, "chat", "--user", "alice", typed="I keep bees\n/quit\n")
     assert chat.returncode == 0, chat.stderr
     output = chat.stdout + chat.stderr
@@ -181,7 +185,7 @@ def test_a_malformed_answer_is_reported_once_and_v_shows_the_attempts(
     assert "attempt 1/2" not in output  # per-attempt details only with -v
 
     for _ in range(2):
-        fake.queue("extract", "this is not the structure you asked for")
+        fake.queue("extract", malformed)
     verbose = run_engram(env, "chat", "-v", "--user", "bob", typed="I keep bees\n/quit\n")
     assert verbose.returncode == 0, verbose.stderr
     details = verbose.stdout + verbose.stderr
