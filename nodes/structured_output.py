@@ -32,9 +32,12 @@ Mode = Literal["json_schema", "json_object", "off"]
 Policy = Literal["auto", "json_schema", "json_object", "off"]
 STEP_DOWN: dict[Mode, Mode] = {"json_schema": "json_object", "json_object": "off"}
 # A server that cannot parse or serve the response_format answers 400 or 422, or 500
-# (llama-cpp-python). Auth, rate limits, 502-504 and timeouts are the endpoint's state, not
-# the format's, and go to the normal retries.
+# (llama-cpp-python: "...('body', 'response_format', 'type')... Input should be 'text' or
+# 'json_object'"), naming what it refused. Any other failure (auth, rate limits, 502-504,
+# timeouts, a 500 about something else) is the endpoint's state, not the format's, and
+# goes to the normal retries.
 REFUSAL_SERVER_STATUS = 500
+NAMES_THE_FORMAT = ("response_format", "json_schema", "json_object")
 
 
 class SchemaAdapter(dspy.JSONAdapter):
@@ -139,9 +142,10 @@ def adapter_for(mode: Mode, text_adapter: dspy.Adapter) -> dspy.Adapter:
 
 def refused_format(error: BaseException) -> bool:
     """Whether an endpoint's error says it would not take the `response_format`."""
-    if isinstance(error, LMInvalidRequestError):
-        return True
-    return isinstance(error, LMServerError) and error.status == REFUSAL_SERVER_STATUS
+    refused = isinstance(error, LMInvalidRequestError) or (
+        isinstance(error, LMServerError) and error.status == REFUSAL_SERVER_STATUS
+    )
+    return refused and any(name in str(error) for name in NAMES_THE_FORMAT)
 
 
 def answered_without_json(error: BaseException) -> bool:

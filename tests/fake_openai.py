@@ -54,6 +54,11 @@ MARKER_FORMS = ("[[ ## {} ## ]]", '"{0}": "{{{0}}}')
 # forms (OpenAI, Ollama, vLLM, llama-server), refuse json_schema with HTTP 500 and take
 # json_object (llama-cpp-python's server), or ignore it.
 ResponseFormats = Literal["json_schema", "json_object", "ignore"]
+# What llama-cpp-python's server (0.3) answers to a json_schema response_format, HTTP 500.
+LLAMA_CPP_PYTHON_REFUSAL = (
+    "1 validation error:\n  {'type': 'literal_error', 'loc': ('body', 'response_format', "
+    "'type'), 'msg': \"Input should be 'text' or 'json_object'\", 'input': 'json_schema'}"
+)
 _FIELD_HEADER = re.compile(r"\[\[ ## (\w+) ## \]\]")
 _WORD = re.compile(r"[a-z0-9]+")
 
@@ -418,7 +423,7 @@ class _Handler(BaseHTTPRequestHandler):
                 self._embeddings(body)
             elif self._refuses_format(body):
                 request.status = 500
-                self._json(500, _error("Unsupported response_format type", "server_error"))
+                self._json(500, _error(LLAMA_CPP_PYTHON_REFUSAL, "internal_server_error"))
             elif request.stream:
                 self._stream(body, reply)
             else:

@@ -144,3 +144,11 @@ def test_a_llama_cpp_python_like_endpoint_stores_memories(tmp_path: Path) -> Non
 
 def asked_type(body: dict[str, Any]) -> str | None:
     return (body.get("response_format") or {}).get("type")
+
+
+def test_a_failure_that_names_no_format_is_retried_in_the_same_form() -> None:
+    """A 500 about something else (the endpoint is broken) is no verdict on the format."""
+    with FakeOpenAI() as fake:
+        fake.queue("extract", Fail(status=500), facts_answer(("User lives in Lyon", "location")))
+        assert extract(fake, attempts=2) == ["User lives in Lyon"]
+        assert asked(fake) == [("json_schema", 500), ("json_schema", 200)]
