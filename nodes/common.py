@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import date, datetime
@@ -84,3 +85,84 @@ def endpoint_errors(what: str, base_url: str | None) -> Iterator[None]:
         ) from error
     except httpx.HTTPError as error:
         raise EndpointError(f"{what} at {where} failed: {error}") from error
+
+
+# -- what small models write: facts in the first person, categories of their own ----------
+
+# The categories the extract program is asked for; anything else a model invents maps to
+# one of them when it names exactly one ("food preferences", "work,"), else to "other".
+CATEGORIES = ("preferences", "personal", "work", "health", "relationships", "plans", "location")
+_CATEGORY_WORDS = {
+    **{name: name for name in (*CATEGORIES, "other")},
+    **{"preference": "preferences", "relationship": "relationships", "plan": "plans"},
+}
+# Said of the user in the third person. The first word of a fact names the user "User"
+# (as the extract program is asked to); later ones "the user".
+_AUXILIARIES = {
+    "i'm": "is", "i am": "is", "i've": "has", "i have": "has", "i'll": "will",
+    "i will": "will", "i'd": "would", "i would": "would", "i was": "was",
+}  # fmt: skip
+_POSSESSIVES = {"my": "their", "me": "them", "myself": "themselves", "mine": "theirs"}
+_ADVERBS = frozenset(
+    "just also really never always still recently now only usually often sometimes "
+    "actually currently already finally mostly".split()
+)
+_UNCHANGED_VERBS = frozenset(
+    "can could should must might may will would went got had was were saw bought ate left "
+    "met made took began found gave knew thought felt became came ran wrote sold lost won "
+    "paid kept quit did said told grew drove flew spent".split()
+)
+_FIRST_PERSON = re.compile(r"\b(I|me|my|mine|myself)\b")
+
+
+def known_category(category: str | None) -> str:
+    """A model's category as one of `CATEGORIES` (or "other")."""
+    named = {
+        _CATEGORY_WORDS[word]
+        for word in re.findall(r"[a-z]+", (category or "").casefold())
+        if word in _CATEGORY_WORDS
+    }
+    return named.pop() if len(named) == 1 else "other"
+
+
+def third_person(fact: str) -> str | None:
+    """The fact said of the user ("I'm vegetarian" -> "User is vegetarian", "My sister"
+    -> "User's sister"), or None when first-person words remain that these rules cannot
+    turn (the fact is then refused with that reason)."""
+    if not _FIRST_PERSON.search(fact):
+        return fact
+    text = re.sub(r"^My\b", "User's", fact.strip())
+    for said, verb in _AUXILIARIES.items():
+        pattern = r"\b" + said.replace("i", "I", 1).replace(" ", r"\s+") + r"\b"
+        text = re.sub(pattern, f"§ {verb}", text)
+    text = re.sub(r"\bI\s+(\w+)(\s+\w+)?", _conjugated, text)
+    text = re.sub(
+        r"\b(my|me|myself|mine)\b",
+        lambda m: _POSSESSIVES[m.group(1).casefold()],
+        text,
+        flags=re.IGNORECASE,
+    )
+    text = re.sub(r"^§", "User", text).replace("§", "the user")
+    text = re.sub(r"([.!?]\s+)(their|the)\b", lambda m: m.group(1) + m.group(2).title(), text)
+    return None if _FIRST_PERSON.search(text) else text
+
+
+def _conjugated(match: re.Match[str]) -> str:
+    """`I <verb>` as `§ <verb, third person>`, past an adverb ("I just moved")."""
+    first, rest = match.group(1), match.group(2) or ""
+    if first.casefold() in _ADVERBS and rest:
+        return f"§ {first} {_third_person_verb(rest.strip())}"
+    return f"§ {_third_person_verb(first)}{rest}"
+
+
+def _third_person_verb(verb: str) -> str:
+    lowered = verb.casefold()
+    if lowered in _UNCHANGED_VERBS or lowered.endswith("ed"):
+        return verb
+    if lowered in ("have", "do", "go"):
+        return {"have": "has", "do": "does", "go": "goes"}[lowered]
+    if re.search(r"[^aeiou]y$", lowered):
+        return verb[:-1] + "ies"
+    if re.search(r"(s|sh|ch|x|z|o)$", lowered):
+        return verb + "es"
+    return verb + "s"

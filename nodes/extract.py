@@ -1,5 +1,8 @@
 """extract: turn the latest exchange into atomic facts about the user, each with a category.
 
+Facts are said of the user in the third person: small local models copy the user's "I'm
+vegetarian", which becomes "User is vegetarian" (`nodes.common.third_person`), or is refused
+when it cannot be turned; a category of the model's own maps to a known one or "other".
 Facts come from the user's words only: a fact that shares no content word with the user's
 message (after stemming) is rejected and reported, whether the assistant said it or the
 model made it up. Extraction that fails is remembered (`unextracted`) and tried again next
@@ -21,8 +24,15 @@ from langgraph.runtime import Runtime
 from engram.clients import Clients
 from engram.identity import run_context
 from engram.memory.keywords import content_words
-from engram.memory.store import clean_category, normalize_text
-from engram.nodes.common import exchange_for, latest_exchange, message_time, with_error
+from engram.memory.store import normalize_text
+from engram.nodes.common import (
+    exchange_for,
+    known_category,
+    latest_exchange,
+    message_time,
+    third_person,
+    with_error,
+)
 from engram.nodes.programs import ExtractFacts, run_memory_step
 from engram.state.context import EngramContext
 from engram.state.contracts import ObservedFact, RejectedOp, Unextracted
@@ -75,9 +85,13 @@ def make_extract(
                 errors.append(str(error))
                 continue
             for fact in prediction.facts or []:
-                text = (fact.text or "").strip()
-                if not text:
+                said = (fact.text or "").strip()
+                text = third_person(said) if said else ""
+                if not said:
                     rejected.append(RejectedOp(op="FACT", text=fact.text, reason="empty fact"))
+                elif text is None:
+                    reason = "written in the first person, and not about the user as such"
+                    rejected.append(RejectedOp(op="FACT", text=said, reason=reason))
                 elif not grounded_in_user(text, user_message.text):
                     reason = (
                         "stated by the assistant, not the user"
@@ -89,7 +103,7 @@ def make_extract(
                     new_facts.append(
                         ObservedFact(
                             text=text,
-                            category=clean_category(fact.category),
+                            category=known_category(fact.category),
                             observed_at=item.observed_at,
                             thread_id=thread_id,
                             message_ids=[m.id for m in (user_message, reply) if m and m.id],

@@ -19,7 +19,7 @@ from engram.clients import Clients
 from engram.identity import run_context
 from engram.memory.keywords import content_words
 from engram.memory.store import ApplyReport, PlannedOp, normalize_text
-from engram.nodes.common import endpoint_errors, turn_date, with_error
+from engram.nodes.common import endpoint_errors, known_category, turn_date, with_error
 from engram.nodes.programs import MaintainMemory, run_memory_step
 from engram.state.context import EngramContext
 from engram.state.contracts import (
@@ -139,7 +139,9 @@ def plan_operations(
                 ref=op.id if target else None,
                 target_id=target.id if target else None,
                 text=op.text,
-                category=op.category or (fact.category if fact else None),
+                category=known_category(op.category)
+                if op.category
+                else (fact.category if fact else None),
                 observed_at=fact.observed_at if fact else None,
                 source=_source(facts, fact, actor),
             )

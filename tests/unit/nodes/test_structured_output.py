@@ -136,7 +136,7 @@ def test_a_llama_cpp_python_like_endpoint_stores_memories(tmp_path: Path) -> Non
         added = memory.add("I play the cello.", user_id="alice")
         steps = [(r.step, asked_type(r.body)) for r in fake.requests if r.step != "embeddings"]
     assert added.error is None
-    assert [a.text for a in added.applied] == ["User said: I play the cello."]
+    assert [a.text for a in added.applied] == ["User said: the user plays the cello."]
     assert steps[:2] == [("decide_save", "json_schema"), ("decide_save", "json_object")]
     assert all(kind == "json_object" for _, kind in steps[2:])
     assert [step for step, _ in steps[2:]] == ["extract", "maintain"]

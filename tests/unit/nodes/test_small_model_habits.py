@@ -1,0 +1,108 @@
+"""What a real small model writes, recorded (tests/data/smollm2-answers.json: SmolLM2-135M
+on llama-cpp-python's server, asked for each step's JSON), and what Engram makes of it:
+first-person facts said of the user, categories of the model's own mapped to known ones,
+extra keys ignored, and what cannot be turned refused with the reason."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from engram import Memory
+from engram.nodes.common import known_category, third_person
+from engram.nodes.structured_output import ENDPOINT_MODES
+from engram.settings import Settings
+from tests.fake_openai import FakeOpenAI
+from tests.helpers import REPO_ROOT
+
+RECORDED = json.loads((REPO_ROOT / "tests" / "data" / "smollm2-answers.json").read_text())
+
+
+def recorded(prompt: str, mode: str, said: str) -> str:
+    return next(
+        r["content"]
+        for r in RECORDED["records"]
+        if r["prompt"] == prompt and r["mode"] == mode and r["user_message"] == said
+    )
+
+
+@pytest.mark.parametrize(
+    ("written", "said_of_the_user"),
+    [
+        (
+            "I'm vegetarian and I just moved to Lyon.",
+            "User is vegetarian and the user just moved to Lyon.",
+        ),
+        (
+            "My sister Ana is visiting next week; I'm a nurse.",
+            "User's sister Ana is visiting next week; the user is a nurse.",
+        ),
+        (
+            "I am a nurse. My sister Ana is visiting next week.",
+            "User is a nurse. Their sister Ana is visiting next week.",
+        ),
+        ("I really love my dog", "User really loves their dog"),
+        ("I study law", "User studies law"),
+        ("User likes tea", "User likes tea"),
+    ],
+)
+def test_first_person_facts_are_said_of_the_user(written: str, said_of_the_user: str) -> None:
+    assert third_person(written) == said_of_the_user
+
+
+def test_a_fact_that_cannot_be_turned_is_refused() -> None:
+    assert third_person("I") is None
+
+
+@pytest.mark.parametrize(
+    ("category", "known"),
+    [
+        ("food preferences", "preferences"),
+        ("personalities, work, health, relationships, plans, location, other", "other"),
+        ("work,", "work"),
+        ("weather", "other"),
+        ("sunshine", "other"),
+        ("Location", "location"),
+        (None, "other"),
+    ],
+)
+def test_a_models_own_category_maps_to_a_known_one(category: str | None, known: str) -> None:
+    assert known_category(category) == known
+
+
+def test_recorded_answers_become_third_person_memories(tmp_path: Path) -> None:
+    said = "My sister Ana is visiting next week; I'm a nurse."
+    ENDPOINT_MODES.clear()
+    with FakeOpenAI(response_formats="json_object") as fake:
+        fake.always("decide_save", recorded("decide_save", "json_object", said))  # extra keys
+        fake.always("extract", recorded("extract", "json_object_schema", said))
+        memory = Memory(settings=local_settings(fake.url, tmp_path))
+        added = memory.add(said, user_id="alice")
+    ENDPOINT_MODES.clear()
+    assert added.error is None
+    assert [(f.text, f.category) for f in added.extracted] == [
+        ("User's sister Ana is visiting next week; the user is a nurse.", "personal"),
+        ("User is a nurse. Their sister Ana is visiting next week.", "work"),
+    ]
+    stored = {m.text for m in memory.list(user_id="alice")}
+    assert not any(text.startswith(("I ", "I'm", "My ")) for text in stored)
+
+
+def local_settings(url: str, data_dir: Path) -> Settings:
+    return Settings(
+        data_dir=data_dir,
+        openai_base_url=url,
+        openai_api_key="x",
+        embeddings="openai",
+        llm_attempts=1,
+        recall_floor=-1,
+    )
+
+
+def test_the_recordings_are_what_they_claim() -> None:
+    contents: list[Any] = [r["content"] for r in RECORDED["records"]]
+    assert len(contents) == 18 and "SmolLM2-135M" in RECORDED["source"]
+    assert any("I'm vegetarian" in c for c in contents)  # the habit is real
