@@ -411,6 +411,10 @@ class _Handler(BaseHTTPRequestHandler):
             path=path, step=step, body=body, headers={k.lower(): v for k, v in self.headers.items()}
         )
         self.fake._record(request)
+        if step != "embeddings" and self._refuses_format(body):  # before any script is used
+            request.status = 500
+            self._json(500, _error(LLAMA_CPP_PYTHON_REFUSAL, "internal_server_error"))
+            return
         reply = self.fake._reply_for(request)
         if isinstance(reply, Hang):
             self.fake._sleep(reply.seconds)
@@ -421,9 +425,6 @@ class _Handler(BaseHTTPRequestHandler):
                 self._json(reply.status, _error(reply.message, _error_type(reply.status)))
             elif step == "embeddings":
                 self._embeddings(body)
-            elif self._refuses_format(body):
-                request.status = 500
-                self._json(500, _error(LLAMA_CPP_PYTHON_REFUSAL, "internal_server_error"))
             elif request.stream:
                 self._stream(body, reply)
             else:

@@ -106,3 +106,24 @@ def test_the_recordings_are_what_they_claim() -> None:
     contents: list[Any] = [r["content"] for r in RECORDED["records"]]
     assert len(contents) == 18 and "SmolLM2-135M" in RECORDED["source"]
     assert any("I'm vegetarian" in c for c in contents)  # the habit is real
+
+
+def test_a_boolean_as_a_word_is_read_and_as_an_object_refused_with_the_reason(
+    tmp_path: Path,
+) -> None:
+    """`"yes"` reads as true; `{'is_updated': False, 'type': 'dict'}` (SmolLM2's save in
+    the benchmark's text-format run) is no answer: the error names it, and decide_save
+    fails open, so extraction still looks at the message."""
+    said = "I keep bees in my garden."
+    ENDPOINT_MODES.clear()
+    with FakeOpenAI(response_formats="json_object") as fake:
+        fake.queue("decide_save", '{"save": "yes"}', '{"save": {"is_updated": false}}')
+        memory = Memory(settings=local_settings(fake.url, tmp_path))
+        read = memory.add(said, user_id="alice")
+        refused = memory.add("I keep bees on the roof too.", user_id="bob")
+        extractions = len(fake.requests_for("extract"))
+    ENDPOINT_MODES.clear()
+    assert read.error is None and [a.result for a in read.applied] == ["added"]
+    assert refused.error is not None and "decide_save failed" in refused.error
+    assert "valid boolean" in refused.error
+    assert extractions >= 2  # the refused decision did not cost the message its facts
