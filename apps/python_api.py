@@ -18,7 +18,9 @@ import asyncio
 import builtins
 import threading
 import uuid
+import weakref
 from collections.abc import Coroutine, Iterable, Sequence
+from contextlib import suppress
 from datetime import datetime
 from functools import cached_property
 from pathlib import Path
@@ -118,7 +120,8 @@ class AsyncMemory:
         relative dates ("next Friday") are resolved against it. `save_policy="always"`
         skips the judgement of whether a message is worth remembering."""
         batch = _as_messages(messages, sent_at)
-        result = await self._ingest.ainvoke(
+        ingest = await asyncio.to_thread(lambda: self._ingest)  # imports DSPy the first time
+        result = await ingest.ainvoke(
             {"messages": batch}, context={"user_id": user_id, "save_policy": save_policy}
         )
         return AddResult(
@@ -183,10 +186,14 @@ class AsyncMemory:
         from engram.memory.transfer import export_jsonl
 
         def write() -> int:
-            if isinstance(file, str | Path):
-                with Path(file).open("w", encoding="utf-8") as handle:
-                    return export_jsonl(self.store, user_id, handle)
-            return export_jsonl(self.store, user_id, file)
+            if not isinstance(file, str | Path):
+                return export_jsonl(self.store, user_id, file)
+            path = Path(file)
+            partial = path.with_name(path.name + ".partial")  # a failed export replaces nothing
+            with partial.open("w", encoding="utf-8") as handle:
+                count = export_jsonl(self.store, user_id, handle)
+            partial.replace(path)
+            return count
 
         return await self._off_loop(write)
 
@@ -283,17 +290,50 @@ class Memory:
     ) -> ImportReport:
         return self._run(self.aio.import_(file, as_user=as_user))
 
+    def close(self) -> None:
+        """Stop the background loop and its thread (also done when the object goes)."""
+        with self._lock:
+            loop, self._loop = self._loop, None
+        if loop is not None:
+            _stop(loop)
+
+    def __enter__(self) -> Memory:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
     def _run(self, work: Coroutine[Any, Any, T]) -> T:
-        return asyncio.run_coroutine_threadsafe(work, self._background_loop()).result()
+        future = asyncio.run_coroutine_threadsafe(work, self._background_loop())
+        try:
+            return future.result()
+        except BaseException:  # Ctrl-C in the caller: the work stops too
+            future.cancel()
+            raise
 
     def _background_loop(self) -> asyncio.AbstractEventLoop:
         with self._lock:
             if self._loop is None:
-                self._loop = asyncio.new_event_loop()
+                loop = self._loop = asyncio.new_event_loop()
                 threading.Thread(
-                    target=self._loop.run_forever, name="engram-memory", daemon=True
+                    target=_serve, args=(loop,), name="engram-memory", daemon=True
                 ).start()
+                weakref.finalize(self, _stop, loop)
             return self._loop
+
+
+def _stop(loop: asyncio.AbstractEventLoop) -> None:
+    with suppress(RuntimeError):  # already closed
+        loop.call_soon_threadsafe(loop.stop)
+
+
+def _serve(loop: asyncio.AbstractEventLoop) -> None:
+    """A `Memory`'s loop, until `close`: then its pending work is cancelled and it closes."""
+    loop.run_forever()
+    for task in asyncio.all_tasks(loop):
+        task.cancel()
+    loop.run_until_complete(loop.shutdown_asyncgens())
+    loop.close()
 
 
 def _as_messages(messages: Messages, sent_at: datetime | None) -> list[BaseMessage]:

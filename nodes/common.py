@@ -112,7 +112,13 @@ _UNCHANGED_VERBS = frozenset(
     "met made took began found gave knew thought felt became came ran wrote sold lost won "
     "paid kept quit did said told grew drove flew spent".split()
 )
-_FIRST_PERSON = re.compile(r"\b(I|me|my|mine|myself)\b")
+# "I" as the user's pronoun: followed by a word that is no preposition or article (so
+# "type I diabetes" and "Part I of" are not the user), an apostrophe ("I'm"), or the end.
+_NOT_AFTER_I = frozenset("of and or the a an in on at to for with from by is was are".split())
+_PRONOUN_I = re.compile(r"\bI\b(?=\s*$|'|\s+(?!(?:" + "|".join(_NOT_AFTER_I) + r")\b)\w)")
+_FIRST_PERSON = re.compile(r"\b(?:my|me|mine|myself)\b", re.IGNORECASE)
+_MARK = "\x00"  # where "the user" goes, while the text is being turned
+_NEGATIONS = {"don't": "doesn't", "do not": "does not"}
 
 
 def known_category(category: str | None) -> str:
@@ -128,36 +134,49 @@ def known_category(category: str | None) -> str:
 def third_person(fact: str) -> str | None:
     """The fact said of the user ("I'm vegetarian" -> "User is vegetarian", "My sister"
     -> "User's sister"), or None when first-person words remain that these rules cannot
-    turn (the fact is then refused with that reason)."""
-    if not _FIRST_PERSON.search(fact):
+    turn (the fact is then refused with that reason). A fact that already starts with
+    "User" is left as it is: the model followed its instructions."""
+    text = fact.strip().replace("\u2019", "'")
+    if text.casefold().startswith("user") or not (
+        _PRONOUN_I.search(text) or _FIRST_PERSON.search(text) or re.match(r"i\b", text)
+    ):
         return fact
-    text = re.sub(r"^My\b", "User's", fact.strip())
+    text = re.sub(r"^i\b", "I", text)
+    text = re.sub(r"^My\b", _MARK + "'s", text)
     for said, verb in _AUXILIARIES.items():
         pattern = r"\b" + said.replace("i", "I", 1).replace(" ", r"\s+") + r"\b"
-        text = re.sub(pattern, f"§ {verb}", text)
-    text = re.sub(r"\bI\s+(\w+)(\s+\w+)?", _conjugated, text)
+        text = re.sub(pattern, f"{_MARK} {verb}", text)
+    for said, turned in _NEGATIONS.items():
+        text = re.sub(r"\bI\s+" + said.replace(" ", r"\s+") + r"\b", f"{_MARK} {turned}", text)
+    # a question ("am I", "do I"): the verb after the user stays as it is
     text = re.sub(
-        r"\b(my|me|myself|mine)\b",
-        lambda m: _POSSESSIVES[m.group(1).casefold()],
-        text,
-        flags=re.IGNORECASE,
+        r"\b([Aa])m\s+I\b", lambda m: ("Is" if m.group(1) == "A" else "is") + f" {_MARK}", text
     )
-    text = re.sub(r"^§", "User", text).replace("§", "the user")
+    text = re.sub(
+        r"\b(do|Do|did|Did|can|Can|could|will|would|should|shall|may|might|must)\s+I\b",
+        lambda m: {"do": "does", "Do": "Does"}.get(m.group(1), m.group(1)) + f" {_MARK}",
+        text,
+    )
+    text = re.sub(r"\bI\s+([\w']+)(\s+[\w']+)?", _conjugated, text)
+    text = _FIRST_PERSON.sub(lambda m: _POSSESSIVES[m.group(0).casefold()], text)
+    text = re.sub("^" + _MARK, "User", text).replace(_MARK, "the user")
     text = re.sub(r"([.!?]\s+)(their|the)\b", lambda m: m.group(1) + m.group(2).title(), text)
-    return None if _FIRST_PERSON.search(text) else text
+    return None if _PRONOUN_I.search(text) or _FIRST_PERSON.search(text) else text
 
 
 def _conjugated(match: re.Match[str]) -> str:
-    """`I <verb>` as `§ <verb, third person>`, past an adverb ("I just moved")."""
+    """`I <verb>` as `<mark> <verb, third person>`, past an adverb ("I just moved")."""
     first, rest = match.group(1), match.group(2) or ""
     if first.casefold() in _ADVERBS and rest:
-        return f"§ {first} {_third_person_verb(rest.strip())}"
-    return f"§ {_third_person_verb(first)}{rest}"
+        return f"{_MARK} {first} {_third_person_verb(rest.strip())}"
+    return f"{_MARK} {_third_person_verb(first)}{rest}"
 
 
 def _third_person_verb(verb: str) -> str:
     lowered = verb.casefold()
-    if lowered in _UNCHANGED_VERBS or lowered.endswith("ed"):
+    if lowered in _UNCHANGED_VERBS or "'" in lowered:  # "can't", "didn't", "won't"
+        return verb
+    if lowered.endswith("ed") and not lowered.endswith("eed"):  # moved; not need, feed
         return verb
     if lowered in ("have", "do", "go"):
         return {"have": "has", "do": "does", "go": "goes"}[lowered]

@@ -19,13 +19,20 @@ from engram.clients import Clients
 from engram.identity import run_context
 from engram.memory.keywords import content_words
 from engram.memory.store import ApplyReport, PlannedOp, normalize_text
-from engram.nodes.common import endpoint_errors, known_category, turn_date, with_error
+from engram.nodes.common import (
+    endpoint_errors,
+    known_category,
+    third_person,
+    turn_date,
+    with_error,
+)
 from engram.nodes.programs import MaintainMemory, run_memory_step
 from engram.state.context import EngramContext
 from engram.state.contracts import (
     Candidate,
     Fact,
     MemoryOp,
+    MemoryRecord,
     NumberedMemory,
     ObservedFact,
     RejectedOp,
@@ -127,6 +134,12 @@ def plan_operations(
         if op.op in ("ADD", "UPDATE") and not (op.text or "").strip():
             reject(op, f"{op.op} with empty text")
             continue
+        if op.op in ("ADD", "UPDATE"):
+            text = third_person(op.text or "")
+            if text is None:
+                reject(op, "written in the first person, and not about the user as such")
+                continue
+            op = op.model_copy(update={"text": text})
         fact = _matching_fact(op.text, facts)
         target = by_ref.get(op.id) if op.op != "ADD" and op.id is not None else None
         if op.op in ("ADD", "UPDATE"):
@@ -139,9 +152,7 @@ def plan_operations(
                 ref=op.id if target else None,
                 target_id=target.id if target else None,
                 text=op.text,
-                category=known_category(op.category)
-                if op.category
-                else (fact.category if fact else None),
+                category=_category(op.category, target, fact),
                 observed_at=fact.observed_at if fact else None,
                 source=_source(facts, fact, actor),
             )
@@ -159,6 +170,19 @@ def plan_operations(
         if not any(carries(text, f.text) for text in carried_texts)
     ]
     return planned, rejected
+
+
+def _category(
+    given: str | None, target: MemoryRecord | None, fact: ObservedFact | None
+) -> str | None:
+    """An operation's category: the model's, as a known one; when it names none it knows,
+    the changed memory's own (a category a user gave by hand stays) or the fact's."""
+    known = known_category(given) if given else None
+    if known is not None and known != "other":
+        return known
+    if target is not None:
+        return target.category
+    return fact.category if fact else known
 
 
 def carries(text: str, fact: str) -> bool:

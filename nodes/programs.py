@@ -364,12 +364,16 @@ async def _call(
     while True:
         try:
             with dspy.context(lm=lm, adapter=adapter_for(mode, _ADAPTER)):
-                return await program.acall(**inputs)
+                prediction = await program.acall(**inputs)
         except Exception as error:
+            refused = refused_format(error)
             stepped = structured == "auto" and mode != "off"
-            if not (stepped and (refused_format(error) or answered_without_json(error))):
+            if not (stepped and (refused or answered_without_json(error))):
                 raise
-            mode = ENDPOINT_MODES.step_down(key, mode, _one_line(error))
+            mode = ENDPOINT_MODES.step_down(key, mode, _one_line(error), refused=refused)
+        else:
+            ENDPOINT_MODES.answered(key)
+            return prediction
 
 
 async def run_memory_step(

@@ -18,6 +18,7 @@ A constrained answer is well-formed, not trustworthy: the nodes validate it as a
 
 from __future__ import annotations
 
+import copy
 import logging
 import threading
 from typing import Any, Literal
@@ -26,11 +27,14 @@ import dspy
 from dspy.adapters.json_adapter import _get_structured_outputs_response_format
 from dspy.utils.exceptions import AdapterParseError, LMInvalidRequestError, LMServerError
 
+from engram.settings import StructuredOutput
+
 log = logging.getLogger("engram")
 
 Mode = Literal["json_schema", "json_object", "off"]
-Policy = Literal["auto", "json_schema", "json_object", "off"]
+Policy = StructuredOutput
 STEP_DOWN: dict[Mode, Mode] = {"json_schema": "json_object", "json_object": "off"}
+ORDER: tuple[Mode, ...] = ("json_schema", "json_object", "off")
 # A server that cannot parse or serve the response_format answers 400 or 422, or 500
 # (llama-cpp-python: "...('body', 'response_format', 'type')... Input should be 'text' or
 # 'json_object'"), naming what it refused. Any other failure (auth, rate limits, 502-504,
@@ -51,7 +55,7 @@ class SchemaAdapter(dspy.JSONAdapter):
     def _prepare_response_format(
         self, lm: Any, lm_kwargs: dict[str, Any], signature: type[dspy.Signature]
     ) -> None:
-        schema = output_schema(signature)
+        schema = copy.deepcopy(output_schema(signature))  # the client may change its copy
         if self.mode == "json_schema":
             name = signature.__name__.removesuffix("Signature") or "outputs"
             lm_kwargs["response_format"] = {
@@ -63,6 +67,12 @@ class SchemaAdapter(dspy.JSONAdapter):
 
 
 _SCHEMAS: dict[type[dspy.Signature], dict[str, Any]] = {}  # signatures are few and fixed
+
+
+# `Adapter.__init_subclass__` wraps `format` and `parse` with DSPy's callbacks again; keep
+# JSONAdapter's single wrapping so a configured callback sees each call once.
+SchemaAdapter.format = dspy.JSONAdapter.format
+SchemaAdapter.parse = dspy.JSONAdapter.parse
 
 
 def output_schema(signature: type[dspy.Signature]) -> dict[str, Any]:
@@ -93,10 +103,16 @@ def _inline(schema: dict[str, Any]) -> dict[str, Any]:
 
 
 class EndpointModes:
-    """What each endpoint and model accepted, found out once per process under `auto`."""
+    """What each endpoint and model accepted, found out under `auto`. A refusal of a form
+    is remembered at once; an answer with none of the fields asked for only when it
+    happens `MISSES_TO_REMEMBER` times in a row (once may be a bad answer, not an endpoint
+    that ignores the schema); until then the lower form serves that one call."""
+
+    MISSES_TO_REMEMBER = 2
 
     def __init__(self) -> None:
         self._found: dict[tuple[str, str], Mode] = {}
+        self._misses: dict[tuple[str, str], int] = {}
         self._lock = threading.Lock()
 
     def current(self, key: tuple[str, str], policy: Policy) -> Mode:
@@ -105,13 +121,25 @@ class EndpointModes:
         with self._lock:
             return self._found.get(key, "json_schema")
 
-    def step_down(self, key: tuple[str, str], mode: Mode, why: str) -> Mode:
+    def step_down(self, key: tuple[str, str], mode: Mode, why: str, *, refused: bool) -> Mode:
+        """The form to ask in next, after `mode` was refused or ignored."""
         lower = STEP_DOWN[mode]
         with self._lock:
-            if self._found.get(key, "json_schema") == mode:
+            if not refused:
+                self._misses[key] = self._misses.get(key, 0) + 1
+                if self._misses[key] < self.MISSES_TO_REMEMBER:
+                    return lower
+            found = self._found.get(key, "json_schema")
+            if ORDER.index(lower) > ORDER.index(found):
                 self._found[key] = lower
+                self._misses.pop(key, None)
                 log.info("structured output for %s at %s: %s (%s)", key[1], key[0], lower, why)
-            return self._found[key]
+            return lower
+
+    def answered(self, key: tuple[str, str]) -> None:
+        """A parsed answer: misses no longer count as in a row."""
+        with self._lock:
+            self._misses.pop(key, None)
 
     def found(self) -> dict[tuple[str, str], Mode]:
         """What `auto` has found so far, per (endpoint, model)."""
@@ -121,6 +149,7 @@ class EndpointModes:
     def clear(self) -> None:
         with self._lock:
             self._found.clear()
+            self._misses.clear()
 
 
 ENDPOINT_MODES = EndpointModes()

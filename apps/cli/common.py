@@ -103,6 +103,10 @@ class TerminalConsole(Console):
     def render_str(self, text: str, **options: Any) -> Text:
         return super().render_str(escape_controls(text), **options)
 
+    def print_json(self, json: str | None = None, **options: Any) -> None:
+        """JSON with every non-ASCII character as `\\uXXXX`, C1 controls included."""
+        super().print_json(json, **{**options, "ensure_ascii": True})
+
 
 # Memories, user ids, queries, model answers and errors all carry text from users and
 # models. soft_wrap: plain lines (errors, ids) stay one line.

@@ -8,6 +8,7 @@ import secrets
 import socket
 import subprocess
 import sys
+from contextlib import suppress
 from datetime import timedelta
 from pathlib import Path
 from typing import Annotated
@@ -65,7 +66,9 @@ def dev(
     except KeyboardInterrupt:  # the server got the same Ctrl-C and stops by itself
         return
     finally:
-        record.unlink(missing_ok=True)
+        with suppress(OSError):  # another engram dev's record is not ours to remove
+            if record.read_text("utf-8") == url:
+                record.unlink()
     raise typer.Exit(completed.returncode)
 
 

@@ -13,10 +13,15 @@ import os
 import socket
 import threading
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
-from engram.settings import DEFAULT_LOCAL_EMBEDDING_MODEL, Settings, get_settings
+from engram.settings import (
+    DEFAULT_LOCAL_EMBEDDING_MODEL,
+    Settings,
+    StructuredOutput,
+    get_settings,
+)
 from engram.state.errors import ConfigurationError
 
 if TYPE_CHECKING:
@@ -297,7 +302,7 @@ class Clients:
                 self._memory_lms[name] = self._build_memory_lm(name)
             return self._memory_lms[name]
 
-    def structured_output(self) -> Literal["auto", "json_schema", "json_object", "off"]:
+    def structured_output(self) -> StructuredOutput:
         """How the memory programs ask for well-formed output. A memory LM passed in (a
         scripted one in tests, an app's own) is used as it is under `auto`: text format."""
         policy = self.settings.structured_output

@@ -13,6 +13,8 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from engram.state.errors import ConfigurationError
 
 DEFAULT_LOCAL_EMBEDDING_MODEL = "all-MiniLM-L6-v2"
+# How the memory programs ask for well-formed output (nodes/structured_output.py).
+StructuredOutput = Literal["auto", "json_schema", "json_object", "off"]
 
 
 class Settings(BaseSettings):
@@ -54,7 +56,7 @@ class Settings(BaseSettings):
     # How the memory programs ask for well-formed output (nodes/structured_output.py):
     # auto finds out per endpoint and model; json_schema / json_object force one form;
     # off is DSPy's text format.
-    structured_output: Literal["auto", "json_schema", "json_object", "off"] = "auto"
+    structured_output: StructuredOutput = "auto"
     recall_floor: float = Field(default=0.15, ge=-1, le=2)
     # Optimized memory programs (`engram optimize`); unset: the built-in ones.
     programs: Path | None = None

@@ -69,7 +69,7 @@ def test_the_readme_quickstart_remembers_and_finds(fake: FakeOpenAI, tmp_path: P
         timeout=180,
         check=True,
     )
-    assert "User said: the user is vegetarian and the user just moved to Lyon." in ran.stdout
+    assert "User said: I'm vegetarian and I just moved to Lyon." in ran.stdout
     assert (tmp_path / "engram-quickstart" / "edge").is_dir()  # its own data directory
     assert not (tmp_path / "data").exists()  # not ENGRAM_DATA_DIR's, the CLI user's
 

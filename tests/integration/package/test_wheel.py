@@ -139,7 +139,7 @@ def test_an_app_with_its_own_state_graph_and_apps_keeps_them(wheel: Path, tmp_pa
     assert ran.returncode == 0, ran.stderr[-3000:]
     report = json.loads(ran.stdout.strip().splitlines()[-1])
     assert report["answer"].startswith("Fake reply to:")
-    assert report["added"] == ["User said: the user plays the cello."]
+    assert report["added"] == ["User said: I play the cello."]
     assert report["host"] == ["the app state", "the app graph", "the app views"]
     assert report["engram_state"].startswith(str(venv))
     assert report["engram"].startswith(str(venv))

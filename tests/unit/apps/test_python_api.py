@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import io
+import threading
 from datetime import UTC, datetime
 from typing import Any
 
@@ -161,3 +162,21 @@ def test_the_public_names_are_all_exported() -> None:
         assert getattr(engram, name) is not None
     with pytest.raises(AttributeError):
         _ = engram.no_such_name  # type: ignore[attr-defined]
+
+
+def test_close_ends_the_background_thread(store: MemoryStore) -> None:
+    with memory_on(store) as memory:
+        assert memory.list(user_id="alice") == []
+        threads = [t for t in threading.enumerate() if t.name == "engram-memory"]
+        assert threads
+    for thread in threads:
+        thread.join(timeout=5)
+    assert not any(t.is_alive() for t in threads)
+
+
+def test_a_failed_export_leaves_the_file_as_it_was(store: MemoryStore, tmp_path: Any) -> None:
+    target = tmp_path / "alice.jsonl"
+    target.write_text("an earlier export\n")
+    with pytest.raises(ValueError, match="user_id must not be blank"):
+        memory_on(store).export(target, user_id=" ")
+    assert target.read_text() == "an earlier export\n"

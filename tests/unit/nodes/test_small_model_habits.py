@@ -6,15 +6,19 @@ extra keys ignored, and what cannot be turned refused with the reason."""
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from engram import Memory
+from engram.memory.store import MemoryStore
 from engram.nodes.common import known_category, third_person
+from engram.nodes.maintain import plan_operations
 from engram.nodes.structured_output import ENDPOINT_MODES
 from engram.settings import Settings
+from engram.state.contracts import Candidate, MemoryOp, ObservedFact
 from tests.fake_openai import FakeOpenAI
 from tests.helpers import REPO_ROOT
 
@@ -45,8 +49,17 @@ def recorded(prompt: str, mode: str, said: str) -> str:
             "User is a nurse. Their sister Ana is visiting next week.",
         ),
         ("I really love my dog", "User really loves their dog"),
+        ("I don't eat meat", "User doesn't eat meat"),
+        ("I need a break", "User needs a break"),
+        ("I\u2019m vegan", "User is vegan"),
+        ("i live in Lyon", "User lives in Lyon"),
+        ("My sister Ana visits", "User's sister Ana visits"),
+        ("User has type I diabetes", "User has type I diabetes"),  # already said of the user
+        ("Part I of the book is great", "Part I of the book is great"),  # no pronoun
         ("I study law", "User studies law"),
         ("User likes tea", "User likes tea"),
+        ("Where do I live?", "Where does the user live?"),
+        ("Am I late?", "Is the user late?"),
     ],
 )
 def test_first_person_facts_are_said_of_the_user(written: str, said_of_the_user: str) -> None:
@@ -127,3 +140,33 @@ def test_a_boolean_as_a_word_is_read_and_as_an_object_refused_with_the_reason(
     assert refused.error is not None and "decide_save failed" in refused.error
     assert "valid boolean" in refused.error
     assert extractions >= 2  # the refused decision did not cost the message its facts
+
+
+def test_maintains_texts_are_said_of_the_user_and_a_hand_given_category_stays(
+    store: MemoryStore,
+) -> None:
+    """maintain answers with texts and categories too: "I'm vegan" is said of the user,
+    and an UPDATE naming no known category keeps the memory's own ("hobbies", given by
+    hand), instead of filing it under "other"."""
+    knitting = store.add("alice", "User knits scarves", "hobbies")
+    candidate = Candidate(ref=1, memory=store.get("alice", knitting.memory_id or ""))
+    facts = [
+        ObservedFact(text="User knits hats", category="other", observed_at=datetime.now(UTC)),
+        ObservedFact(text="User is vegan", category="health", observed_at=datetime.now(UTC)),
+    ]
+    planned, rejected = plan_operations(
+        [
+            MemoryOp(op="UPDATE", id=1, text="User knits scarves and hats", category="craft"),
+            MemoryOp(op="ADD", text="I'm vegan", category="diet"),
+            MemoryOp(op="ADD", text="I", category="other"),
+        ],
+        [candidate],
+        facts,
+    )
+    assert [(p.op, p.text, p.category) for p in planned] == [
+        ("UPDATE", "User knits scarves and hats", "hobbies"),
+        ("ADD", "User is vegan", "health"),
+    ]
+    assert [r.reason for r in rejected] == [
+        "written in the first person, and not about the user as such"
+    ]

@@ -136,7 +136,7 @@ def test_a_llama_cpp_python_like_endpoint_stores_memories(tmp_path: Path) -> Non
         added = memory.add("I play the cello.", user_id="alice")
         steps = [(r.step, asked_type(r.body)) for r in fake.requests if r.step != "embeddings"]
     assert added.error is None
-    assert [a.text for a in added.applied] == ["User said: the user plays the cello."]
+    assert [a.text for a in added.applied] == ["User said: I play the cello."]
     assert steps[:2] == [("decide_save", "json_schema"), ("decide_save", "json_object")]
     assert all(kind == "json_object" for _, kind in steps[2:])
     assert [step for step, _ in steps[2:]] == ["extract", "maintain"]
@@ -152,3 +152,18 @@ def test_a_failure_that_names_no_format_is_retried_in_the_same_form() -> None:
         fake.queue("extract", Fail(status=500), facts_answer(("User lives in Lyon", "location")))
         assert extract(fake, attempts=2) == ["User lives in Lyon"]
         assert asked(fake) == [("json_schema", 500), ("json_schema", 200)]
+
+
+def test_one_answer_without_the_fields_serves_that_call_only() -> None:
+    """A bad answer once is no proof that the endpoint ignores schemas: the lower form
+    answers that call, and the next one asks in the found form again."""
+    with FakeOpenAI() as fake:
+        fake.queue(
+            "extract",
+            "not what was asked",
+            facts_answer(("User lives in Lyon", "location")),
+            facts_answer(("User lives in Lyon", "location")),
+        )
+        assert extract(fake) == ["User lives in Lyon"]
+        assert extract(fake) == ["User lives in Lyon"]
+        assert asked(fake) == [("json_schema", 200), ("json_object", 200), ("json_schema", 200)]
