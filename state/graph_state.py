@@ -29,14 +29,12 @@ class ChatInput(TypedDict):
     messages: Annotated[list[AnyMessage], add_messages]
 
 
-class ChatOutput(TypedDict, total=False):
-    """What a chat run returns: the conversation's window, what was recalled for the
-    answer, and what the memory steps did (`facts` and `unextracted` are work kept for a
-    later turn after a failure, named in `memory_error`)."""
+class MemoryStepsOutput(TypedDict, total=False):
+    """What the memory steps report, in a chat run and an ingest run alike: the facts
+    extracted, what changed, what was refused and why, and work kept for a later turn after
+    a failure (`facts`, `unextracted`, named in `memory_error`)."""
 
-    messages: Annotated[list[AnyMessage], add_messages]
     user_id: str
-    recalled: list[MemoryRecord]
     save: bool | None
     extracted: list[ObservedFact]
     facts: list[ObservedFact]
@@ -44,6 +42,14 @@ class ChatOutput(TypedDict, total=False):
     applied: list[AppliedOp]
     rejected: Annotated[list[RejectedOp], operator.add]
     memory_error: str | None
+
+
+class ChatOutput(MemoryStepsOutput, total=False):
+    """What a chat run returns: the conversation's window and what was recalled for the
+    answer, beside what the memory steps did."""
+
+    messages: Annotated[list[AnyMessage], add_messages]
+    recalled: list[MemoryRecord]
 
 
 class EngramState(ChatOutput, total=False):

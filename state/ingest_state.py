@@ -5,15 +5,13 @@ the thread are considered, so re-sending a batch changes nothing."""
 
 from __future__ import annotations
 
-import operator
 from typing import Annotated
 
 from langchain_core.messages import AnyMessage
 from langgraph.graph.message import add_messages
 from typing_extensions import TypedDict
 
-from engram.state.contracts import AppliedOp, ObservedFact, RejectedOp, Unextracted
-from engram.state.graph_state import EngramState
+from engram.state.graph_state import EngramState, MemoryStepsOutput
 
 
 class IngestInput(TypedDict):
@@ -28,15 +26,4 @@ class IngestState(EngramState, total=False):
     ingested: dict[str, str]
 
 
-class IngestOutput(TypedDict, total=False):
-    """What an ingest run returns: the facts it extracted, what it changed, what it
-    refused and why, and the work kept for a retry after a failure (`memory_error`)."""
-
-    user_id: str
-    save: bool | None
-    extracted: list[ObservedFact]
-    facts: list[ObservedFact]
-    unextracted: list[Unextracted]
-    applied: list[AppliedOp]
-    rejected: Annotated[list[RejectedOp], operator.add]
-    memory_error: str | None
+IngestOutput = MemoryStepsOutput  # what an ingest run returns: the memory steps' report
