@@ -26,6 +26,8 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from langgraph_sdk import get_client
 from langgraph_sdk.auth import is_studio_user
 from pydantic import AwareDatetime, BaseModel, Field
+from starlette.datastructures import Headers
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from engram.apps.server.auth import OWNER, StudioOriginGuard
 from engram.clients import default_store
@@ -118,6 +120,58 @@ app = FastAPI(
     redoc_url=None,
 )
 app.add_middleware(StudioOriginGuard)
+
+
+class MemoriesBodyLimit:
+    """A `/memories` request body is read up to ENGRAM_MAX_BODY_BYTES and refused with 413
+    beyond it, before any route parses it: a JSON body was otherwise read whole first
+    (three parallel 200 MB bodies took the server from 2.9 to 4.0 GB before a 422). The
+    import route keeps its own, larger bound (ENGRAM_MAX_IMPORT_BYTES, `_bounded_body`).
+    Other routes (LangGraph's own) are passed through untouched."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        path = str(scope.get("path", "")).rstrip("/")
+        if scope["type"] != "http" or not path.startswith("/memories") or path.endswith("/import"):
+            await self.app(scope, receive, send)
+            return
+        limit = get_settings().max_body_bytes
+        declared = Headers(scope=scope).get("content-length")
+        too_large = JSONResponse(
+            {"detail": f"the body is over {limit} bytes (ENGRAM_MAX_BODY_BYTES)"},
+            status_code=status.HTTP_413_CONTENT_TOO_LARGE,
+        )
+        if declared is not None and declared.isdigit() and int(declared) > limit:
+            await too_large(scope, receive, send)
+            return
+        chunks: list[bytes] = []
+        size, more = 0, True
+        while more:
+            message = await receive()
+            if message["type"] != "http.request":  # the client went away
+                return
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > limit:
+                await too_large(scope, receive, send)
+                return
+            chunks.append(chunk)
+            more = bool(message.get("more_body", False))
+        replayed = False
+
+        async def replay() -> Message:
+            nonlocal replayed
+            if not replayed:
+                replayed = True
+                return {"type": "http.request", "body": b"".join(chunks), "more_body": False}
+            return await receive()
+
+        await self.app(scope, replay, send)
+
+
+app.add_middleware(MemoriesBodyLimit)
 TAGS: list[str | Enum] = ["memories"]
 
 

@@ -76,6 +76,8 @@ class Settings(BaseSettings):
         default_factory=lambda: ["https://smith.langchain.com", "https://eu.smith.langchain.com"]
     )
     max_import_bytes: int = Field(default=32 * 1024 * 1024, ge=1)  # POST /memories/import
+    # Every other /memories body: a memory's text, a change, a forget confirmation.
+    max_body_bytes: int = Field(default=64 * 1024, ge=1)
 
     @field_validator("auth_jwks_url", "auth_audience", "auth_issuer", "studio_user")
     @classmethod

@@ -98,7 +98,9 @@ def test_a_token_never_reaches_another_users_memories(
 def test_the_in_use_error_names_the_server_option(
     served: tuple[DevServer, Path], tmp_path: Path
 ) -> None:
-    _, data_dir = served
+    server, data_dir = served
+    # the server opens its store on first use: make sure it holds it, whatever ran before
+    assert httpx.get(f"{server.url}/memories", headers=bearer("alice")).status_code == 200
     code, _, err = cli(
         tmp_path,
         "list",

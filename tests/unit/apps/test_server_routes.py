@@ -137,3 +137,34 @@ def test_export_import_round_trip_and_forget(
         "messages": 7,
     }
     assert deleted_for == ["bob"] and store.count("bob") == 0 and store.count("alice") == 1
+
+
+@pytest.mark.parametrize("method", ["POST", "PATCH"])
+def test_a_memory_body_over_the_bound_is_refused_before_it_is_read(
+    client: TestClient, store: MemoryStore, method: str
+) -> None:
+    limit = get_settings().max_body_bytes
+    huge = {"text": "x" * (limit + 1)}
+    path = "/memories" if method == "POST" else "/memories/0b9c9a6e-0000-4000-8000-000000000000"
+    declared = client.request(method, path, json=huge, headers=me())
+    assert declared.status_code == 413
+    assert "ENGRAM_MAX_BODY_BYTES" in declared.json()["detail"]
+
+    def chunks() -> Iterator[bytes]:  # no content-length: counted as it arrives
+        yield b'{"text": "'
+        for _ in range(limit // 1000 + 2):
+            yield b"y" * 1000
+        yield b'"}'
+
+    streamed = client.request(
+        method, path, content=chunks(), headers={**me(), "content-type": "application/json"}
+    )
+    assert streamed.status_code == 413
+    assert store.memories("alice") == []
+
+
+def test_a_memory_body_within_the_bound_still_works(client: TestClient) -> None:
+    created = client.post("/memories", json={"text": "User knits"}, headers=me())
+    assert created.status_code == 201
+    listed = client.get("/memories", headers=me())
+    assert [m["text"] for m in listed.json()["items"]] == ["User knits"]
