@@ -170,3 +170,12 @@ def test_maintains_texts_are_said_of_the_user_and_a_hand_given_category_stays(
     assert [r.reason for r in rejected] == [
         "written in the first person, and not about the user as such"
     ]
+
+
+def test_the_extract_prompt_names_the_known_categories() -> None:
+    """The categories facts map to are the ones the extract program asks for."""
+    from engram.nodes.common import CATEGORIES
+    from engram.nodes.programs import ExtractFactsSignature
+
+    listed = ExtractFactsSignature.instructions.split("preferably one of:")[1].split(".")[0]
+    assert [c.strip() for c in listed.split(",")] == [*CATEGORIES, "other"]
