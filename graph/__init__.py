@@ -1,6 +1,10 @@
 """Engram's state graphs: chat (recall → respond → decide_save → extract → retrieve_similar →
 maintain) and ingest (decide_save → extract → retrieve_similar → maintain, see graph.ingest).
 
+On a LangGraph server a chat run ends with the answer: respond → schedule_memory queues the
+memory steps as an ingest run of their own (see `engram.nodes.schedule_memory`); from Python
+they run in the same run, after the answer (stream it to show it first, as `engram chat`).
+
 `build_graph()` / `build_ingest_graph()` return uncompiled builders; compile them with the
 checkpointer you want. Every node runs behind `engram.graph.guard.guarded`.
 Nothing here opens a client: models, embeddings and Qdrant are created on first use.
@@ -21,8 +25,11 @@ from engram.nodes import (
     make_recall,
     make_respond,
     make_retrieve_similar,
+    make_route_after_respond,
+    make_schedule_memory,
     route_after_decide,
     route_after_extract,
+    route_after_schedule,
 )
 from engram.state import ChatInput, ChatOutput, EngramContext, EngramState, checkpoint_serde
 
@@ -47,6 +54,7 @@ def build_graph(
     nodes = {
         "recall": make_recall(clients),
         "respond": make_respond(clients),
+        "schedule_memory": make_schedule_memory(),
         "decide_save": make_decide_save(clients, programs.decide_save),
         "extract": make_extract(clients, programs.extract),
         "retrieve_similar": make_retrieve_similar(clients),
@@ -57,7 +65,10 @@ def build_graph(
         builder.add_node(name, guarded(node, clients, types, plain_checkpoints=plain_checkpoints))
     builder.add_edge(START, "recall")
     builder.add_edge("recall", "respond")
-    builder.add_edge("respond", "decide_save")
+    builder.add_conditional_edges(
+        "respond", make_route_after_respond(clients), ["decide_save", "schedule_memory", END]
+    )
+    builder.add_conditional_edges("schedule_memory", route_after_schedule, ["decide_save", END])
     builder.add_conditional_edges("decide_save", route_after_decide, ["extract", END])
     builder.add_conditional_edges("extract", route_after_extract, ["retrieve_similar", END])
     builder.add_edge("retrieve_similar", "maintain")

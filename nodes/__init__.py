@@ -1,4 +1,5 @@
-"""The graph's nodes: recall, respond, decide_save, extract, retrieve_similar, maintain."""
+"""The graph's nodes: recall, respond, decide_save, extract, retrieve_similar, maintain, and
+schedule_memory (the memory steps as a run of their own on a LangGraph server)."""
 
 from engram.nodes.decide_save import make_decide_save, route_after_decide
 from engram.nodes.extract import make_extract, route_after_extract
@@ -7,6 +8,11 @@ from engram.nodes.programs import DecideSave, ExtractFacts, MaintainMemory, Memo
 from engram.nodes.recall import make_recall
 from engram.nodes.respond import make_respond
 from engram.nodes.retrieve_similar import make_retrieve_similar
+from engram.nodes.schedule_memory import (
+    make_route_after_respond,
+    make_schedule_memory,
+    route_after_schedule,
+)
 
 __all__ = [
     "DecideSave",
@@ -19,6 +25,9 @@ __all__ = [
     "make_recall",
     "make_respond",
     "make_retrieve_similar",
+    "make_route_after_respond",
+    "make_schedule_memory",
     "route_after_decide",
     "route_after_extract",
+    "route_after_schedule",
 ]

@@ -27,6 +27,12 @@ class EngramContext(BaseModel):
         default="auto",
         description="auto: an LLM decides; always: extract every turn; never: read-only.",
     )
+    memory_steps: Literal["background", "inline"] | None = Field(
+        default=None,
+        description="background: the run ends with the answer and the memory steps run "
+        "as a run of their own (the default on a LangGraph server); inline: in this run, "
+        "after the answer (the default from Python).",
+    )
 
     @field_validator("user_id")
     @classmethod

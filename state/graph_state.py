@@ -29,6 +29,14 @@ class ChatInput(TypedDict):
     messages: Annotated[list[AnyMessage], add_messages]
 
 
+class MemoryRun(TypedDict):
+    """Where a turn's memory steps run when they run in the background (on a LangGraph
+    server): join it (`client.runs.join(thread_id, run_id)`) for their report."""
+
+    thread_id: str
+    run_id: str
+
+
 class MemoryStepsOutput(TypedDict, total=False):
     """What the memory steps report, in a chat run and an ingest run alike: the facts
     extracted, what changed, what was refused and why, and work kept for a later turn after
@@ -46,10 +54,12 @@ class MemoryStepsOutput(TypedDict, total=False):
 
 class ChatOutput(MemoryStepsOutput, total=False):
     """What a chat run returns: the conversation's window and what was recalled for the
-    answer, beside what the memory steps did."""
+    answer, beside what the memory steps did (or, when they run in the background, where:
+    `memory_run`)."""
 
     messages: Annotated[list[AnyMessage], add_messages]
     recalled: list[MemoryRecord]
+    memory_run: MemoryRun | None
 
 
 class EngramState(ChatOutput, total=False):
@@ -72,4 +82,5 @@ TURN_RESET: dict[str, Any] = {
     "applied": [],
     "rejected": Overwrite([]),
     "memory_error": None,
+    "memory_run": None,
 }

@@ -34,7 +34,19 @@ from tests.helpers import REPO_ROOT
 READY_TIMEOUT = 120.0
 GRAPH_ID = "engram"
 INGEST_ID = "engram_ingest"
-MEMORY_NODES = ["recall", "respond", "decide_save", "extract", "retrieve_similar", "maintain"]
+MEMORY_NODES = [
+    "recall",
+    "respond",
+    "schedule_memory",
+    "decide_save",
+    "extract",
+    "retrieve_similar",
+    "maintain",
+]
+INGEST_NODES = MEMORY_NODES[3:]
+# What a chat run reports of its memory steps: with the steps in the background, the
+# memory run's output (`run_turn` joins it).
+MEMORY_REPORT = ("save", "extracted", "facts", "unextracted", "applied", "rejected", "memory_error")
 SECRET = "test-secret-for-engram-servers-" + "0123456789abcdef" * 3  # 79 characters
 MCP_HEADERS = {"Accept": "application/json, text/event-stream"}
 
@@ -179,7 +191,12 @@ def langgraph_dev(fake: FakeOpenAI, workdir: Path, **settings: str) -> Iterator[
         PYTHONUNBUFFERED="1",
     )
     env.update(settings)
-    command = [str(langgraph), "dev", "--no-browser", "--no-reload", "--port", str(port)]
+    # Ten runs at once, as `engram dev` serves (without it `langgraph dev` runs one at a
+    # time, and a chat run would wait behind the previous turn's memory steps).
+    command = [
+        *[str(langgraph), "dev", "--no-browser", "--no-reload", "--port", str(port)],
+        *["--n-jobs-per-worker", "10"],
+    ]
     with log_path.open("wb") as log:
         process = subprocess.Popen(
             command,
@@ -247,8 +264,11 @@ async def run_turn(
     *,
     thread_id: str | None = None,
     context: dict[str, Any] | None = None,
+    join_memory: bool = True,
 ) -> dict[str, Any]:
-    """One chat turn (on a new thread unless given); fails with the run's error."""
+    """One chat turn (on a new thread unless given); fails with the run's error. The
+    memory steps run in the background: with `join_memory`, their report (joined) replaces
+    the chat run's empty one, so a test reads the whole turn from one dict."""
     if thread_id is None:
         thread_id = (await client.threads.create())["thread_id"]
     output = await client.runs.wait(
@@ -260,4 +280,9 @@ async def run_turn(
     )
     assert isinstance(output, dict), output
     assert "__error__" not in output, output["__error__"]
+    memory_run = output.get("memory_run")
+    if join_memory and memory_run:
+        report = await client.runs.join(memory_run["thread_id"], memory_run["run_id"])
+        assert isinstance(report, dict) and "__error__" not in report, report
+        output = {**output, **{name: report[name] for name in MEMORY_REPORT if name in report}}
     return output

@@ -78,6 +78,10 @@ class Settings(BaseSettings):
     max_import_bytes: int = Field(default=32 * 1024 * 1024, ge=1)  # POST /memories/import
     # Every other /memories body: a memory's text, a change, a forget confirmation.
     max_body_bytes: int = Field(default=64 * 1024, ge=1)
+    # Where a chat run's memory steps run on a LangGraph server: background (the run ends
+    # with the answer; nodes/schedule_memory.py) or inline (in the run, after the answer).
+    # A run's context (`memory_steps`) overrides it. From Python they always run inline.
+    memory_steps: Literal["background", "inline"] = "background"
 
     @field_validator("auth_jwks_url", "auth_audience", "auth_issuer", "studio_user")
     @classmethod

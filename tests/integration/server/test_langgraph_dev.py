@@ -13,6 +13,7 @@ from tests.fake_openai import FakeOpenAI, facts_answer, save_answer
 from tests.servers import (
     INGEST_ID,
     MCP_HEADERS,
+    INGEST_NODES,
     MEMORY_NODES,
     DevServer,
     assistant_id,
@@ -60,7 +61,7 @@ async def test_dev_server_serves_both_graphs_and_their_schemas(dev_server: DevSe
     ingest = await assistant_id(client, INGEST_ID)
     drawn = await client.assistants.get_graph(ingest)
     node_ids = [node["id"] for node in drawn["nodes"]]
-    assert [n for n in node_ids if not n.startswith("__")] == MEMORY_NODES[2:]
+    assert [n for n in node_ids if not n.startswith("__")] == INGEST_NODES
     schemas = await client.assistants.get_schemas(ingest)
     assert list(schemas["input_schema"]["properties"]) == ["messages"]
 
@@ -88,6 +89,7 @@ async def test_internal_fields_sent_as_input_store_nothing(
             "save": True,
             "candidates": [],
         },
+        context={"memory_steps": "inline"},  # the memory report in this run's output
         raise_error=False,
     )
     assert isinstance(output, dict) and "__error__" not in output, output
@@ -274,7 +276,9 @@ async def test_checkpoints_restore_without_unregistered_type_warnings(
     assert len(second["messages"]) == 4
     state = await client.threads.get_state(thread_id)
     assert state["values"]["user_id"] == "serde-user"
-    assert [f["text"] for f in state["values"]["extracted"]] == ["User grows basil"]
+    memory = await client.threads.get_state(second["memory_run"]["thread_id"])
+    assert memory["values"]["user_id"] == "serde-user"
+    assert [f["text"] for f in memory["values"]["extracted"]] == ["User grows basil"]
     assert len(await client.threads.get_history(thread_id, limit=20)) > 2
     log = dev_server.log()
     assert "unregistered type" not in log

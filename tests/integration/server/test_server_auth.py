@@ -50,7 +50,11 @@ def server(
     fake: FakeOpenAI, jwks: JwksServer, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[DevServer]:
     workdir = tmp_path_factory.mktemp("langgraph-auth")
-    with langgraph_dev(fake, workdir, ENGRAM_AUTH_JWKS_URL=jwks.url) as running:
+    # Memory steps inline: these tests read a turn's memory work from its own thread
+    # (background steps and their thread's ownership: test_answer_first.py).
+    with langgraph_dev(
+        fake, workdir, ENGRAM_AUTH_JWKS_URL=jwks.url, ENGRAM_MEMORY_STEPS="inline"
+    ) as running:
         yield running
 
 

@@ -40,6 +40,7 @@ def server(fake: FakeOpenAI, tmp_path_factory: pytest.TempPathFactory) -> Iterat
         workdir,
         ENGRAM_MAX_IMPORT_BYTES=str(MAX_IMPORT_BYTES),
         ENGRAM_HISTORY_WINDOW="2",  # so that a few turns move messages to the server's store
+        ENGRAM_MEMORY_STEPS="inline",  # each turn's memory work in its own run and thread
     ) as running:
         yield running
 

@@ -1,0 +1,139 @@
+"""schedule_memory: on a LangGraph server, the memory steps of a chat turn run as their own
+run after the answer, so a client waiting on the chat run (`runs.wait`, the SDK's most
+common call) gets its answer after recall + one chat call.
+
+The turn's exchange goes to the ingest graph (`engram_ingest`: decide_save → extract →
+retrieve_similar → maintain, the same nodes) on the chat thread's *memory thread*, a
+thread of the same user whose id is derived from the chat thread's. Runs there are queued
+(`multitask_strategy="enqueue"`), so the memory steps of one conversation apply in order,
+and they never block the conversation itself: the next chat run on the chat thread starts
+at once, whatever the client's multitask strategy. Ingest considers each message id once
+and keeps failed work on the memory thread for the next run.
+
+The run is created through the server's in-process API, inside this run's own
+authentication context, so the server's auth handlers stamp the memory thread with the
+same owner and the run acts for the same user as any run a client starts.
+
+When the run cannot be scheduled (no LangGraph server API in this process, or it refused),
+the turn falls back to running the memory steps inline: nothing is lost, the answer has
+already been produced.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from langchain_core.messages import AnyMessage
+from langgraph.graph import END
+from langgraph.runtime import Runtime
+
+from engram.clients import Clients
+from engram.identity import run_context
+from engram.nodes.common import latest_exchange, message_time, with_error
+from engram.state.context import EngramContext
+from engram.state.graph_state import EngramState
+
+log = logging.getLogger(__name__)
+
+INGEST_GRAPH = "engram_ingest"  # the ingest graph's id in langgraph.json
+# uuid5 namespace of memory threads: a chat thread's memory thread id is fixed, so every
+# turn of a conversation queues behind the previous one.
+MEMORY_THREADS = uuid.UUID("5e0d4c1e-6b8a-4f59-9d3c-7a1f0e2b8c41")
+# Context fields the ingest graph reads (the chat model and top_k are the chat's own).
+MEMORY_CONTEXT = ("user_id", "memory_model", "save_policy")
+
+
+def make_schedule_memory() -> Callable[..., Awaitable[dict[str, Any]]]:
+    async def schedule_memory(
+        state: EngramState, runtime: Runtime[EngramContext]
+    ) -> dict[str, Any]:
+        context = run_context(runtime)
+        user_message, reply = latest_exchange(state.get("messages", []))
+        if user_message is None:
+            return {"memory_run": None}
+        chat_thread = runtime.execution_info.thread_id if runtime.execution_info else None
+        thread_id = memory_thread_id(context.user_id, chat_thread)
+        exchange: list[AnyMessage] = [_with_time(user_message)]
+        if reply is not None:
+            exchange.append(reply)
+        try:
+            run = await _create_run(
+                thread_id,
+                {"messages": [message.model_dump() for message in exchange]},
+                context.model_dump(include=set(MEMORY_CONTEXT), exclude_none=True),
+                {"chat_thread_id": chat_thread},
+            )
+        except Exception as error:  # anything: the answer stands, the steps run inline
+            log.warning("memory steps run inline, they could not be scheduled: %s", error)
+            return {
+                "memory_run": None,
+                "memory_error": with_error(
+                    state, f"memory steps ran inline (scheduling failed: {error})"
+                ),
+            }
+        return {"memory_run": {"thread_id": thread_id, "run_id": str(run["run_id"])}}
+
+    return schedule_memory
+
+
+def make_route_after_respond(clients: Clients) -> Callable[..., Awaitable[str]]:
+    async def route_after_respond(state: EngramState, runtime: Runtime[EngramContext]) -> str:
+        """The memory steps in a run of their own (on a LangGraph server, unless the
+        context or ENGRAM_MEMORY_STEPS says inline), or in this run: always outside a
+        server, and while earlier inline work is pending on the thread."""
+        context = run_context(runtime)
+        if context.save_policy == "never":
+            return END
+        where = context.memory_steps or clients.settings.memory_steps
+        pending = state.get("facts") or state.get("unextracted")
+        if runtime.server_info is not None and where == "background" and not pending:
+            return "schedule_memory"
+        return "decide_save"
+
+    return route_after_respond
+
+
+async def route_after_schedule(state: EngramState) -> str:
+    return END if state.get("memory_run") else "decide_save"
+
+
+def memory_thread_id(user_id: str, chat_thread: str | None) -> str:
+    """The memory thread of a chat thread (one per user for a run that has no thread id).
+    A stateless run has a thread of its own that the server throws away afterwards; its
+    memory thread stays, with the run's report."""
+    name = f"thread:{chat_thread}" if chat_thread else f"stateless:{user_id}"
+    return str(uuid.uuid5(MEMORY_THREADS, name))
+
+
+def _with_time(message: AnyMessage) -> AnyMessage:
+    """The user message with the time it was sent, so a run that starts later still
+    resolves "today" and "yesterday" against the turn's own time."""
+    if "sent_at" in message.additional_kwargs:
+        return message
+    sent_at = message_time(message).isoformat()
+    return message.model_copy(
+        update={"additional_kwargs": {**message.additional_kwargs, "sent_at": sent_at}}
+    )
+
+
+async def _create_run(
+    thread_id: str, payload: dict[str, Any], context: dict[str, Any], metadata: dict[str, Any]
+) -> dict[str, Any]:
+    """Queue an ingest run on the memory thread, as this run's user (the in-process client
+    runs inside this run's auth context, so the server's auth handlers see that user)."""
+    from langgraph_sdk import get_client  # the server's in-process API; only on a server
+
+    client = get_client(url=None)
+    run = await client.runs.create(
+        thread_id,
+        INGEST_GRAPH,
+        input=payload,
+        context=context,
+        metadata=metadata,  # a new memory thread takes it: which conversation it serves
+        multitask_strategy="enqueue",
+        if_not_exists="create",
+    )
+    return dict(run)
