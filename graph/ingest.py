@@ -21,12 +21,18 @@ How a batch is handled:
   no model, on the same thread, on another one, or as a stateless run. A seen id that
   arrives with another text is reported in `rejected`, not ingested again. Without a
   checkpointer and a store (a plain Python compile) every batch is new.
+- A message is seen only once its work is done: decided not worth saving, or extracted
+  and its facts applied (or none kept). Work that failed (decide_save's failure extracts
+  anyway) stays pending on the thread and the message unseen, so re-sending it retries it,
+  also after a stateless run, whose pending work goes with its thread. A message pending
+  on the thread is not considered again: the thread's retry does it.
 - decide_save runs once per new user message, on that message and the assistant reply
   right after it, with the same program as in chat (no recalled memories: maintain sees
   the similar ones). `save_policy="always"` skips it and extracts every message;
   `"never"` ingests nothing (and leaves the messages unseen for a later run).
 - Extraction runs per chosen message through the chat graph's retry path (`unextracted`):
-  a message whose extraction fails stays pending on the thread and is retried next time.
+  a message whose extraction fails stays pending on the thread and is retried next time
+  (the `MAX_UNEXTRACTED` most recent; an older one is reported and left to a re-send).
 - A user message that is too long (ENGRAM_MAX_MESSAGE_CHARS) or has a malformed `sent_at`
   is rejected with the reason and left unseen, so re-sending it fixed under the same id
   ingests it.
@@ -61,8 +67,9 @@ from engram.nodes import (
     route_after_extract,
 )
 from engram.nodes.common import message_time
+from engram.nodes.extract import MAX_UNEXTRACTED
 from engram.state.context import EngramContext
-from engram.state.contracts import RejectedOp, Unextracted
+from engram.state.contracts import ObservedFact, RejectedOp, Unextracted
 from engram.state.errors import InvalidInputError
 from engram.state.graph_state import TURN_RESET
 from engram.state.ingest_state import IngestInput, IngestOutput, IngestState
@@ -93,7 +100,7 @@ def build_ingest_graph(
         "decide_save": batch_decide_save(make_decide_save(clients, programs.decide_save), clients),
         "extract": batch_extract(make_extract(clients, programs.extract)),
         "retrieve_similar": make_retrieve_similar(clients),
-        "maintain": make_maintain(clients, programs.maintain, actor="ingest"),
+        "maintain": batch_maintain(make_maintain(clients, programs.maintain, actor="ingest")),
     }
     types = StateTypes(IngestState)
     for name, node in nodes.items():
@@ -110,7 +117,9 @@ def batch_decide_save(decide: Node, clients: Clients) -> Node:
     """decide_save for a batch: the chat graph's node, asked once per new user message.
 
     The chosen messages go to `unextracted`, which extract works through; the turn's
-    fields start empty, as recall makes them in chat."""
+    fields start empty, as recall makes them in chat. Only the messages not worth saving
+    are seen now; the chosen ones once their work is done (`batch_extract`,
+    `batch_maintain`)."""
 
     async def decide_save(state: dict[str, Any], runtime: Runtime[EngramContext]) -> dict[str, Any]:
         context = run_context(runtime)
@@ -125,7 +134,7 @@ def batch_decide_save(decide: Node, clients: Clients) -> Node:
             if unseen:
                 seen.update(await ingested_before(runtime.store, context.user_id, unseen))
         max_chars = clients.settings.max_message_chars
-        new, rejected = _new_user_messages(messages, seen, max_chars)
+        new, rejected = _new_user_messages(messages, seen, _pending(state), max_chars)
         reset: dict[str, Any] = {**TURN_RESET, "rejected": Overwrite(rejected)}
         if context.save_policy == "never":
             return {**reset, "save": False}
@@ -135,16 +144,13 @@ def batch_decide_save(decide: Node, clients: Clients) -> Node:
             for (_, message, observed_at), (save, _) in zip(new, decisions, strict=True)
             if save
         ]
-        considered = {str(message.id): _fingerprint(message) for _, message, _ in new}
-        if runtime.store is not None and considered:
-            await mark_ingested(runtime.store, context.user_id, considered)
-        seen.update(considered)
+        not_saved = [m for (_, m, _), (save, _) in zip(new, decisions, strict=True) if not save]
         errors = [error for _, error in decisions if error]
         return {
             **reset,
             "save": bool(chosen),
             "unextracted": [*state.get("unextracted", []), *chosen],
-            "ingested": seen,
+            "ingested": await _mark(runtime, seen, not_saved),
             "memory_error": "; ".join(errors) or None,
         }
 
@@ -152,29 +158,123 @@ def batch_decide_save(decide: Node, clients: Clients) -> Node:
 
 
 def batch_extract(extract: Node) -> Node:
-    """The chat graph's extract node, on the messages decide_save chose (`unextracted`).
+    """The chat graph's extract node, on the messages decide_save chose (`unextracted`),
+    one message at a time, so which extractions failed is known.
 
     In chat, `save=True` also means "extract the latest exchange"; here the batch's choice
-    is already in `unextracted`, so the node sees `save=False` and extracts exactly those."""
+    is already in `unextracted`, so the node sees `save=False` and extracts exactly those.
+    A message that extracted no fact is seen now, one with facts once maintain applied
+    them; a failed one stays pending (and unseen)."""
 
     async def extract_batch(
         state: dict[str, Any], config: RunnableConfig, runtime: Runtime[EngramContext]
     ) -> dict[str, Any]:
-        return await extract({**state, "save": False}, config=config, runtime=runtime)
+        current: dict[str, Any] = {**state, "save": False}
+        todo = {item.message_id: item for item in state.get("unextracted", [])}
+        extracted: list[ObservedFact] = []
+        rejected: list[RejectedOp] = []
+        failed: list[Unextracted] = []
+        done: list[str] = []
+        for item in todo.values():
+            update = await extract(
+                {**current, "unextracted": [item]}, config=config, runtime=runtime
+            )
+            current["facts"] = update["facts"]
+            current["memory_error"] = update.get("memory_error", current.get("memory_error"))
+            extracted += update["extracted"]
+            rejected += update["rejected"]
+            failed += update["unextracted"]
+            if not update["unextracted"]:
+                done.append(item.message_id)
+        kept, given_up = failed[-MAX_UNEXTRACTED:], failed[:-MAX_UNEXTRACTED]
+        rejected += [_given_up(item, state) for item in given_up]
+        with_facts = _message_ids(current["facts"])
+        finished = [m for m in _user_messages(state, done) if m.id not in with_facts]
+        return {
+            "extracted": extracted,
+            "facts": current["facts"],
+            "unextracted": kept,
+            "rejected": rejected,
+            "memory_error": current.get("memory_error"),
+            "ingested": await _mark(runtime, state.get("ingested"), finished),
+        }
 
     extract_batch.__name__ = "extract"
     return extract_batch
 
 
+def batch_maintain(maintain: Node) -> Node:
+    """The chat graph's maintain node; the messages whose facts it applied are seen (a
+    failure keeps the facts pending, and their messages unseen)."""
+
+    async def maintain_batch(
+        state: dict[str, Any], runtime: Runtime[EngramContext]
+    ) -> dict[str, Any]:
+        update = await maintain(state, runtime=runtime)
+        if update.get("facts") != []:  # not applied: the facts stay for a retry
+            return update
+        applied = _user_messages(state, list(_message_ids(state.get("facts", []))))
+        return {**update, "ingested": await _mark(runtime, state.get("ingested"), applied)}
+
+    maintain_batch.__name__ = "maintain"
+    return maintain_batch
+
+
+def _pending(state: dict[str, Any]) -> set[str]:
+    """Messages whose work waits on the thread (extraction or facts to apply)."""
+    return {item.message_id for item in state.get("unextracted", [])} | _message_ids(
+        state.get("facts", [])
+    )
+
+
+def _message_ids(facts: Sequence[ObservedFact]) -> set[str]:
+    return {message_id for fact in facts for message_id in fact.message_ids}
+
+
+def _user_messages(state: dict[str, Any], message_ids: Sequence[str]) -> list[HumanMessage]:
+    wanted = set(message_ids)
+    return [
+        m
+        for m in state.get("messages", [])
+        if isinstance(m, HumanMessage) and m.id and m.id in wanted
+    ]
+
+
+async def _mark(
+    runtime: Runtime[EngramContext],
+    seen: dict[str, str] | None,
+    messages: Sequence[HumanMessage],
+) -> dict[str, str]:
+    """The thread's seen messages with these added, recorded in the run's store too."""
+    done = {str(message.id): _fingerprint(message) for message in messages}
+    if runtime.store is not None and done:
+        await mark_ingested(runtime.store, run_context(runtime).user_id, done)
+    return {**(seen or {}), **done}
+
+
+def _given_up(item: Unextracted, state: dict[str, Any]) -> RejectedOp:
+    found = _user_messages(state, [item.message_id])
+    message = found[0] if found else None
+    return RejectedOp(
+        op="EXTRACT",
+        text=message.text[:QUOTE_CHARS] if message else None,
+        reason=(
+            f"extracting facts from message {item.message_id} failed and this thread "
+            f"retries only the {MAX_UNEXTRACTED} most recent such messages; it is still "
+            "unseen: send it again to retry"
+        ),
+    )
+
+
 def _new_user_messages(
-    messages: Sequence[AnyMessage], seen: dict[str, str], max_chars: int
+    messages: Sequence[AnyMessage], seen: dict[str, str], pending: set[str], max_chars: int
 ) -> tuple[list[tuple[int, HumanMessage, datetime]], list[RejectedOp]]:
-    """User messages not considered before (with their index and time), and the ones
+    """User messages neither seen nor pending (with their index and time), and the ones
     refused with a reason."""
     new: list[tuple[int, HumanMessage, datetime]] = []
     rejected: list[RejectedOp] = []
     for index, message in enumerate(messages):
-        if not isinstance(message, HumanMessage) or not message.id:
+        if not isinstance(message, HumanMessage) or not message.id or message.id in pending:
             continue
         before = seen.get(message.id)
         if before is not None:

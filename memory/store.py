@@ -140,8 +140,10 @@ class MemoryStore:
         self.dims = dims if dims is not None else len(embeddings.embed_query("dimension probe"))
         self.embedding_id = f"{embedding_id}:{self.dims}"
         self.retrieval = retrieval or Retrieval()
-        # Signs exported vectors: an import reuses a vector only if this key signed it for
-        # exactly that text. Without a persistent key, only this process's exports verify.
+        # Signs exported vectors and ids: an import reuses a vector only if this key signed
+        # it for exactly that text, and a file's ids only if it signed them for the importing
+        # user (`transfer.ids_mac`). Without a persistent key, only this process's exports
+        # verify.
         self.vector_key = vector_key or os.urandom(32)
         self._locks = [threading.RLock() for _ in range(LOCK_STRIPES)]
         # Marks this store's writes: a claim it made is dead once a writer of this store

@@ -3,27 +3,36 @@ timestamps, categories, provenance), with vectors so the same model needs no re-
 
 Line 1 is a header; every other line is one version. An import is validated completely
 before anything is written, by the same rules as any write (user id, ids, time zones,
-text, category), so a malformed line (reported with its number) imports nothing. Vectors
-in a file are reused only when this store signed them for exactly that text; any other
-vector (edited text, another installation, an older file) is re-embedded.
+text, category), so a malformed line (reported with its number) imports nothing. Every line
+is bounded (`MAX_LINE_BYTES`, `MAX_DEPTH`, `MAX_EVENTS`, `MAX_MESSAGE_IDS`,
+`MAX_VECTOR_DIMS`): an import runs on a shared server, and what it stores is read back
+whole by every listing of the user's memories.
+
+What a file says is trusted only as far as this store signed it (`vector_key`). Vectors
+are reused only when signed for exactly that text; any other vector (edited text, another
+installation, an older file) is re-embedded. Ids are kept only when the whole file is
+signed for the importing user (their own export); any other file's ids are derived from
+the importing user and the file's ids, whether or not someone else holds them, so an
+import never tells whose ids exist.
 
 Writing an import (`import_records`) keeps the store's rules with the store's own parts
-(its engine, embeddings and per-user write lock): memories the user has win, another
-user's ids are never reused, an already active text is merged, and a failed write leaves
-nothing behind.
+(its engine, embeddings and per-user write lock): memories the user has win, an already
+active text is merged, and a failed write leaves nothing behind.
 """
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import json
 import uuid
 from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
-from typing import TextIO
+from typing import Any, TextIO
 
 from pydantic import BaseModel, ValidationError
 
-from engram.memory.engines.base import METADATA_KEY, Where
+from engram.memory.engines.base import Where
 from engram.memory.payload import Stored, record_from_point, stored_point, text_hash
 from engram.memory.store import (
     PAGE,
@@ -36,8 +45,22 @@ from engram.state.contracts import MemoryEvent, MemoryRecord, Source
 from engram.state.errors import ImportFormatError, InvalidInputError
 
 FORMAT = "engram-export"
-VERSION = 2  # 2 adds `vector_mac`; version 1 files still import (their vectors re-embedded)
-READABLE_VERSIONS = (1, 2)
+# 2 adds `vector_mac`, 3 `ids_mac`. Older files still import: their vectors are
+# re-embedded and their ids derived (see `import_jsonl`).
+VERSION = 3
+READABLE_VERSIONS = (1, 2, 3)
+
+# Bounds on one line, checked before it is kept. The largest line Engram writes (a
+# 3,072-dimension vector is about 70 KB of JSON, a 2,000-character text, a few events) is
+# far inside each; a hostile line (200,000 events in 25 MB) is refused with its number
+# instead of being parsed, stored, and then read back by every listing of the user's.
+MAX_LINE_BYTES = 1024 * 1024  # one version in UTF-8: its vector plus room for events
+MAX_DEPTH = 16  # JSON nesting; a line nests 5 deep ({events: [{source: {message_ids: []}}]})
+MAX_EVENTS = 1000  # per version; one per change of it (a delete/restore cycle adds two)
+# Per source: an exchange names two messages; an operation of an ingest batch that matches
+# no fact names the messages of every fact of the batch.
+MAX_MESSAGE_IDS = 1000
+MAX_VECTOR_DIMS = 8192  # embedding models make at most 4,096 (text-embedding-3: 3,072)
 
 
 class ExportHeader(BaseModel):
@@ -52,6 +75,7 @@ class ExportHeader(BaseModel):
 class ExportedMemory(MemoryRecord):
     vector: list[float] | None = None
     vector_mac: str | None = None  # `MemoryStore.vector_mac` of the text and vector
+    ids_mac: str | None = None  # `ids_mac` of the user and the version's ids and links
 
 
 class ImportReport(BaseModel):
@@ -79,9 +103,19 @@ def export_jsonl(store: MemoryStore, user_id: str, out: TextIO) -> int:
             **record.model_dump(exclude={"score"}),
             vector=vector,
             vector_mac=store.vector_mac(record.text, vector),
+            ids_mac=ids_mac(store, user_id, record),
         )
         out.write(line.model_dump_json(exclude={"score"}) + "\n")
     return len(rows)
+
+
+def ids_mac(store: MemoryStore, user_id: str, record: MemoryRecord) -> str:
+    """Binds a version's id, lineage and links to the user this store holds them for: an
+    import keeps a file's ids only when they are the importing user's own."""
+    key = hmac.new(store.vector_key, b"engram export ids", hashlib.sha256).digest()
+    parts = [user_id, record.id, record.lineage_id, record.supersedes, record.superseded_by]
+    message = "\0".join(part or "" for part in parts).encode()
+    return hmac.new(key, message, hashlib.sha256).hexdigest()
 
 
 def read_export(lines: Iterable[str]) -> tuple[ExportHeader, list[ExportedMemory]]:
@@ -89,11 +123,12 @@ def read_export(lines: Iterable[str]) -> tuple[ExportHeader, list[ExportedMemory
     header: ExportHeader | None = None
     memories: list[ExportedMemory] = []
     active_line: dict[str, int] = {}  # lineage id -> line of its active version
+    id_line: dict[str, int] = {}  # version id -> its line
     for number, line in enumerate(lines, start=1):
         if not line.strip():
             continue
         try:
-            data = json.loads(line)
+            data = _parsed(line)
             if header is None:
                 header = _valid_header(ExportHeader.model_validate(data))
                 continue
@@ -105,6 +140,13 @@ def read_export(lines: Iterable[str]) -> tuple[ExportHeader, list[ExportedMemory
                 f"line {number}: memory of user {memory.user_id!r} in an export of "
                 f"{header.user_id!r}"
             )
+        # One line per version: of two, one would be stored and the other silently lost.
+        if memory.id in id_line:
+            raise ImportFormatError(
+                f"line {number}: version {memory.id} is also on line {id_line[memory.id]}; "
+                "an export holds each version once (remove one, or split joined files)"
+            )
+        id_line[memory.id] = number
         if memory.status == "active" and not memory.superseded_by:
             if memory.lineage_id in active_line:
                 raise ImportFormatError(
@@ -123,6 +165,48 @@ def read_export(lines: Iterable[str]) -> tuple[ExportHeader, list[ExportedMemory
     return header, memories
 
 
+def _parsed(line: str) -> Any:
+    """One line's JSON, within `MAX_LINE_BYTES` and `MAX_DEPTH`.
+
+    The size is checked before parsing. Depth is checked on the parsed value by a walk
+    without recursion; `json.loads` itself recurses once per level and raises
+    RecursionError near Python's recursion limit (about 1,000, less on a deeper stack), which
+    is caught as the same refusal, so the answer never depends on the caller's stack."""
+    size = len(line.encode("utf-8", "replace"))
+    if size > MAX_LINE_BYTES:
+        raise ValueError(
+            f"the line is {size:,} bytes; one version takes at most {MAX_LINE_BYTES:,} "
+            "(MAX_LINE_BYTES)"
+        )
+    try:
+        data = json.loads(line)
+        too_deep = _depth(data, stop=MAX_DEPTH + 1) > MAX_DEPTH
+    except RecursionError:
+        too_deep = True
+    if too_deep:
+        raise ValueError(
+            f"JSON nested deeper than {MAX_DEPTH} levels (MAX_DEPTH); an export line nests 5 "
+            "deep: is this an Engram export?"
+        )
+    return data
+
+
+def _depth(value: Any, *, stop: int) -> int:
+    """How deep lists and objects nest in `value`, counted up to `stop`."""
+    deepest = 0
+    todo: list[tuple[Any, int]] = [(value, 0)]
+    while todo:
+        item, level = todo.pop()
+        if isinstance(item, dict):
+            item = list(item.values())
+        if isinstance(item, list):
+            deepest = max(deepest, level + 1)
+            if deepest >= stop:
+                return deepest
+            todo += [(child, level + 1) for child in item if isinstance(child, dict | list)]
+    return deepest
+
+
 def import_jsonl(
     store: MemoryStore,
     lines: Iterable[str],
@@ -130,17 +214,27 @@ def import_jsonl(
     as_user: str | None = None,
     on_progress: Callable[[int, int], None] | None = None,
 ) -> ImportReport:
-    """Import an export, optionally as another user (which gets fresh, linked ids and no
-    provenance pointing into the original user's conversations).
+    """Import an export, optionally as another user (a copy: no provenance pointing into
+    the original user's conversations).
+
+    The ids are the file's when the whole file is signed for the importing user (see
+    `ids_mac`: their own export from this installation), so a round trip is exact.
+    Otherwise every id is derived from the importing user and the file's id (`derived_id`,
+    links kept): a function of the file and the importer only, so whether another user
+    holds an id changes nothing an importer can see. A memory the user already has under
+    the file's ids, or the derived ones, is kept as it is.
 
     Every imported version records an IMPORT event. `on_progress(done, total)` reports
-    re-embedding. Memories the store already has are skipped, so importing twice changes
-    nothing (see `import_records`).
+    re-embedding. Importing twice changes nothing (see `import_records`).
     """
     header, memories = read_export(lines)
     user_id = require_user_id(as_user) if as_user else header.user_id
     copied = user_id != header.user_id
     same_backend = header.embedding == store.embedding_id
+    own_ids = all(
+        m.ids_mac is not None and hmac.compare_digest(m.ids_mac, ids_mac(store, user_id, m))
+        for m in memories
+    )
     event = MemoryEvent(
         op="IMPORT",
         at=datetime.now(UTC),
@@ -148,21 +242,30 @@ def import_jsonl(
         detail=f"from an export of {header.exported_at:%Y-%m-%d %H:%M:%S %Z}"
         + (" of another user" if copied else ""),
     )
-    records: list[tuple[MemoryRecord, list[float] | None]] = []
+    records: list[Row] = []
     for memory in memories:
-        record = MemoryRecord(**memory.model_dump(exclude={"vector", "vector_mac"}))
+        record = MemoryRecord(**memory.model_dump(exclude={"vector", "vector_mac", "ids_mac"}))
         if copied:
-            record = _without_conversations(moved_to_user(record, user_id))
+            record = _without_conversations(record)
         trusted = (
             same_backend
             and memory.vector is not None
             and memory.vector_mac is not None
-            and memory.vector_mac == store.vector_mac(memory.text, memory.vector)
+            and hmac.compare_digest(memory.vector_mac, store.vector_mac(memory.text, memory.vector))
         )
-        record = record.model_copy(update={"events": [*record.events, event]})
+        record = record.model_copy(update={"user_id": user_id, "events": [*record.events, event]})
         records.append((record, memory.vector if trusted else None))
+    kept = 0
+    if not own_ids:
+        # The user's own memories under the file's ids (an older export of theirs) win,
+        # like any memory they have; the rest is written under derived ids.
+        have = _lineages_of(store, user_id, list({r.lineage_id for r, _ in records}))
+        kept = sum(1 for r, _ in records if r.lineage_id in have)
+        records = [(moved_to_user(r, user_id), v) for r, v in records if r.lineage_id not in have]
     written, skipped, embedded = import_records(store, records, on_progress=on_progress)
-    return ImportReport(user_id=user_id, imported=written, skipped=skipped, re_embedded=embedded)
+    return ImportReport(
+        user_id=user_id, imported=written, skipped=skipped + kept, re_embedded=embedded
+    )
 
 
 def _valid_header(header: ExportHeader) -> ExportHeader:
@@ -174,7 +277,27 @@ def _valid_header(header: ExportHeader) -> ExportHeader:
 
 
 def _valid_memory(memory: ExportedMemory) -> ExportedMemory:
-    """The rules every write follows: canonical ids, aware times, clean text and category."""
+    """The rules every write follows (canonical ids, aware times, clean text and category),
+    and the bounds of one version."""
+    if len(memory.events) > MAX_EVENTS:
+        raise ValueError(
+            f"events: {len(memory.events):,} events; a version keeps at most {MAX_EVENTS:,} "
+            "(MAX_EVENTS)"
+        )
+    sources = {"source": memory.source} | {
+        f"events.{i}.source": e.source for i, e in enumerate(memory.events)
+    }
+    for name, source in sources.items():
+        if len(source.message_ids) > MAX_MESSAGE_IDS:
+            raise ValueError(
+                f"{name}.message_ids: {len(source.message_ids):,} message ids; a source names "
+                f"at most {MAX_MESSAGE_IDS} (MAX_MESSAGE_IDS)"
+            )
+    if memory.vector is not None and len(memory.vector) > MAX_VECTOR_DIMS:
+        raise ValueError(
+            f"vector: {len(memory.vector):,} dimensions; at most {MAX_VECTOR_DIMS:,} are "
+            "read (MAX_VECTOR_DIMS; leave the vector out to have the text embedded)"
+        )
     times = {
         "created_at": memory.created_at,
         "updated_at": memory.updated_at,
@@ -260,11 +383,11 @@ def import_records(
 
     The unit is a memory (a lineage): one the user already has is kept exactly as the
     store has it, so re-importing changes nothing and a stale file never rolls back or
-    forks newer state. A memory whose ids another user holds is written under fresh ids
-    derived from the user and the old ids, links kept: the importer learns nothing about
-    other users. An active version whose text is already active for the user is written
-    merged into that memory (one active copy of a fact). Vectors that are None or of
-    another size are embedded, reporting `on_progress(done, total)`.
+    forks newer state. An id that exists under another memory, anyone's, is refused
+    (`import_jsonl` gives ids that cannot: the user's own, or derived from the user), so
+    nothing is overwritten. An active version whose text is already active for the user
+    is written merged into that memory (one active copy of a fact). Vectors that are None
+    or of another size are embedded, reporting `on_progress(done, total)`.
     """
     if not records:
         return 0, 0, 0
@@ -272,15 +395,16 @@ def import_records(
     if len(user_ids) != 1:
         raise InvalidInputError("an import holds the memories of exactly one user")
     user_id = require_user_id(user_ids.pop())
-    todo = _unknown_lineages(store, user_id, records)
+    todo = _new_lineages(store, user_id, records)
     vectors, embedded = _vectors_for(store, todo, embed_batch, on_progress)
     with store.write_lock(user_id):
-        fresh = {id(r) for r, _ in _unknown_lineages(store, user_id, todo)}  # meanwhile?
+        fresh = {id(r) for r, _ in _new_lineages(store, user_id, todo)}  # meanwhile?
         rows = [
             (record, vector)
             for (record, _), vector in zip(todo, vectors, strict=True)
             if id(record) in fresh
         ]
+        _refuse_taken_ids(store, [record.id for record, _ in rows])
         points = [stored_point(Stored(r), v) for r, v in _merge_duplicates(store, user_id, rows)]
         written: list[str] = []
         try:
@@ -294,27 +418,22 @@ def import_records(
     return len(points), len(records) - len(points), embedded
 
 
-def _unknown_lineages(store: MemoryStore, user_id: str, records: list[Row]) -> list[Row]:
-    """The records of memories the user does not have yet; those whose ids another user
-    holds get fresh ids (see `import_records`)."""
-    owners = _owners(store, [record.id for record, _ in records])
-    lineages: dict[str, list[Row]] = {}
-    for row in records:
-        lineages.setdefault(row[0].lineage_id, []).append(row)
-    known = _lineages_of(store, user_id, list(lineages))
-    result: list[Row] = []
-    for lineage_id, rows in lineages.items():
-        holders = {owners[r.id] for r, _ in rows if r.id in owners}
-        if lineage_id in known or user_id in holders:
-            continue  # the user has this memory: the store's state wins
-        if holders:  # another user's ids: same memory, ids of its own
-            rows = [(moved_to_user(r, user_id), v) for r, v in rows]
-            if _owners(store, [r.id for r, _ in rows]) or _lineages_of(
-                store, user_id, [rows[0][0].lineage_id]
-            ):
-                continue  # imported under these fresh ids before
-        result += rows
-    return result
+def _new_lineages(store: MemoryStore, user_id: str, records: list[Row]) -> list[Row]:
+    """The records of memories the user does not have yet."""
+    known = _lineages_of(store, user_id, list({record.lineage_id for record, _ in records}))
+    return [row for row in records if row[0].lineage_id not in known]
+
+
+def _refuse_taken_ids(store: MemoryStore, ids: list[str]) -> None:
+    """Refuse ids that exist, whoever holds them: only an edited file can bring one (an id
+    of the user's under another memory), and the answer must not depend on who holds it."""
+    for start in range(0, len(ids), PAGE):
+        taken = store.engine.retrieve(ids[start : start + PAGE])
+        if taken:
+            raise ImportFormatError(
+                f"version {taken[0].id} already exists in this store in another memory: the "
+                "file's ids and memories disagree with it (an edited file?)"
+            )
 
 
 def _lineages_of(store: MemoryStore, user_id: str, lineage_ids: list[str]) -> set[str]:
@@ -362,15 +481,6 @@ def _merge_duplicates(
     return result
 
 
-def _owners(store: MemoryStore, ids: list[str]) -> dict[str, str | None]:
-    """Which of these point ids exist, and whose they are."""
-    owners: dict[str, str | None] = {}
-    for start in range(0, len(ids), PAGE):
-        for point in store.engine.retrieve(ids[start : start + PAGE]):
-            owners[point.id] = point.payload.get(METADATA_KEY, {}).get("user_id")
-    return owners
-
-
 def _vectors_for(
     store: MemoryStore,
     rows: list[Row],
@@ -391,8 +501,9 @@ def _vectors_for(
 
 
 def derived_id(user_id: str, point_id: str) -> str:
-    """A fresh id for a copy of `point_id` under `user_id`: the same input gives the same
-    id, so importing a copy twice changes nothing."""
+    """The id `point_id` of a file is imported under for `user_id` when the file is not
+    the user's own: the same input gives the same id, so importing twice changes nothing,
+    and nothing else (who holds `point_id`) plays a part."""
     return str(uuid.uuid5(_COPY_NAMESPACE, f"{user_id}:{point_id}"))
 
 

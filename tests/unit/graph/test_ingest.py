@@ -20,6 +20,7 @@ from engram.clients import Clients
 from engram.graph import build_ingest_graph, checkpoint_serde
 from engram.memory.conversations import forget_conversations
 from engram.memory.store import MemoryStore
+from engram.nodes.extract import MAX_UNEXTRACTED
 from engram.settings import Settings
 from engram.state.errors import AccessDeniedError
 
@@ -32,11 +33,14 @@ KEEP_EVERY_FACT = {"reasoning": "scripted", "operations": "[]"}  # uncarried fac
 def keyed_lm(answers: dict[str, dict[str, Any]]) -> DummyLM:
     """Answers chosen by a text the prompt contains, so concurrent calls cannot take each
     other's answers. Each message's entry answers both its decide_save and its extract."""
-    encoded = {
-        key: {k: v if isinstance(v, str) else json.dumps(v) for k, v in answer.items()}
-        for key, answer in {MAINTAIN: KEEP_EVERY_FACT, **answers}.items()
-    }
-    return DummyLM(encoded)
+    return DummyLM(
+        {key: encoded(answer) for key, answer in {MAINTAIN: KEEP_EVERY_FACT, **answers}.items()}
+    )
+
+
+def encoded(answer: dict[str, Any]) -> dict[str, str]:
+    """An answer as the model writes it: lists and dicts as JSON."""
+    return {k: v if isinstance(v, str) else json.dumps(v) for k, v in answer.items()}
 
 
 def remember(*facts: tuple[str, str]) -> dict[str, Any]:
@@ -277,3 +281,90 @@ async def test_an_ingest_thread_belongs_to_its_first_user(store: MemoryStore) ->
 async def test_ingest_takes_only_messages_as_input(store: MemoryStore) -> None:
     schema = ingest_graph(store, conversation_lm()).get_input_jsonschema()
     assert list(schema["properties"]) == ["messages"]
+
+
+FAILS = {"save": "True", "facts": "not a list of facts"}  # decide says yes; extract fails
+
+
+async def test_a_failed_extraction_is_retried_when_a_stateless_run_is_resent(
+    store: MemoryStore,
+) -> None:
+    """As on the server: the stateless run's thread, and its pending work, are thrown away,
+    so the failed message must stay unseen for the re-sent batch to retry it."""
+    lm = keyed_lm(
+        {
+            "I live in Paris": FAILS,
+            "What's the weather like?": NOTHING,
+            "My sister is called Mia": remember(("User's sister is called Mia", "relationships")),
+        }
+    )
+    stateless = ingest_graph(store, lm, checkpointer=False, run_store=InMemoryStore())
+    first = await ingest(stateless, conversation(), thread_id=None)
+    assert "extract" in (first["memory_error"] or "")
+    assert [u.message_id for u in first["unextracted"]] == ["u1"]
+    assert [m.text for m in store.memories("alice")] == ["User's sister is called Mia"]
+    calls = len(lm.history)
+
+    lm.answers["I live in Paris"] = encoded(remember(("User lives in Paris", "location")))  # type: ignore[index]
+    again = await ingest(stateless, conversation(), thread_id=None)
+    # Only the failed message is worked on again; the others were done and ask nothing.
+    assert steps(lm)[calls:] == ["decide_save", "extract", "maintain"]
+    assert [f.text for f in again["extracted"]] == ["User lives in Paris"]
+    assert again["memory_error"] is None and again["unextracted"] == []
+    assert sorted(m.text for m in store.memories("alice", status=None)) == [
+        "User lives in Paris",
+        "User's sister is called Mia",
+    ]
+    calls = len(lm.history)
+    await ingest(stateless, conversation(), thread_id=None)
+    assert len(lm.history) == calls  # now every message is done
+
+
+async def test_facts_maintain_could_not_apply_are_retried_when_resent(store: MemoryStore) -> None:
+    lm = keyed_lm(
+        {
+            MAINTAIN: {"reasoning": "scripted", "operations": "not a list"},
+            "I live in Paris": remember(("User lives in Paris", "location")),
+        }
+    )
+    stateless = ingest_graph(store, lm, checkpointer=False, run_store=InMemoryStore())
+    paris = conversation()[:2]
+    first = await ingest(stateless, paris, thread_id=None)
+    assert "maintain" in (first["memory_error"] or "") and store.count("alice") == 0
+    assert [f.text for f in first["facts"]] == ["User lives in Paris"]  # pending, then lost
+
+    lm.answers[MAINTAIN] = KEEP_EVERY_FACT  # type: ignore[index]
+    again = await ingest(stateless, paris, thread_id=None)
+    assert [a.result for a in again["applied"]] == ["added"]
+    assert [m.text for m in store.memories("alice", status=None)] == ["User lives in Paris"]
+
+
+async def test_a_message_pending_on_its_thread_is_retried_there_without_a_new_decision(
+    store: MemoryStore,
+) -> None:
+    lm = keyed_lm({"I live in Paris": FAILS})
+    graph = ingest_graph(store, lm, run_store=InMemoryStore())
+    paris = conversation()[:2]
+    await ingest(graph, paris)
+    calls = len(lm.history)
+    lm.answers["I live in Paris"] = encoded(remember(("User lives in Paris", "location")))  # type: ignore[index]
+    again = await ingest(graph, paris)
+    assert steps(lm)[calls:] == ["extract", "maintain"]  # the thread's retry, no decide_save
+    assert [a.result for a in again["applied"]] == ["added"]
+    calls = len(lm.history)
+    await ingest(graph, paris)
+    assert len(lm.history) == calls and store.count("alice") == 1
+
+
+async def test_more_failed_messages_than_a_thread_retries_stay_unseen(store: MemoryStore) -> None:
+    texts = [f"I collect stamps from country {n}" for n in range(MAX_UNEXTRACTED + 2)]
+    lm = keyed_lm({text: FAILS for text in texts})
+    seen = InMemoryStore()
+    graph = ingest_graph(store, lm, run_store=seen)
+    batch: list[AnyMessage] = [HumanMessage(text, id=f"u{n}") for n, text in enumerate(texts)]
+    result = await ingest(graph, batch)
+    assert len(result["unextracted"]) == MAX_UNEXTRACTED
+    given_up = [r for r in result["rejected"] if r.op == "EXTRACT"]
+    assert [r.text for r in given_up] == texts[:2]
+    assert "send it again to retry" in given_up[0].reason
+    assert await seen.asearch(("ingested",)) == []  # none of them is seen

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -11,9 +12,9 @@ import pytest
 from langchain_core.embeddings import DeterministicFakeEmbedding, Embeddings
 
 from engram.memory.store import MemoryStore
-from engram.memory.transfer import export_jsonl, import_jsonl
+from engram.memory.transfer import derived_id, export_jsonl, import_jsonl
 from engram.state.contracts import Source
-from engram.state.errors import ImportFormatError
+from engram.state.errors import ImportFormatError, MemoryNotFoundError
 from tests.helpers import make_engine, make_store
 
 
@@ -168,6 +169,98 @@ def test_ids_held_by_another_user_are_treated_like_missing_ones(store: MemorySto
     assert [e.op for e in store.get("alice", alice[0].id).events] == ["ADD", "SUPERSEDED"]
     assert import_jsonl(store, io.StringIO(forged)).imported == 0
     assert len(store.memories("mallory", status=None)) == 3
+
+
+def bobs_view(store: MemoryStore, file_ids: list[str]) -> dict[str, object]:
+    """All bob can learn after an import: his memories, and which of the file's ids he can
+    read (the server answers 404 or 200)."""
+
+    def readable(memory_id: str) -> bool:
+        try:
+            store.get("bob", memory_id)
+        except MemoryNotFoundError:
+            return False
+        return True
+
+    return {
+        "ids": sorted(m.id for m in store.memories("bob", status=None)),
+        "texts": sorted(m.text for m in store.memories("bob", status=None)),
+        "readable": [memory_id for memory_id in file_ids if readable(memory_id)],
+    }
+
+
+def test_importing_another_users_ids_tells_nothing_about_them(store: MemoryStore) -> None:
+    """bob sends alice's lines as his own (what `POST /memories/import` receives): stored
+    ids, the report and later reads are those of ids nobody holds."""
+    populated(store)
+    store.forget("bob")
+    alice_before = snapshot(store, "alice")
+    as_bob = exported(store).replace('"user_id":"alice"', '"user_id":"bob"')
+    file_ids = [line["id"] for line in lines_of(as_bob)[1:]]
+
+    held = import_jsonl(store, io.StringIO(as_bob), as_user="bob")
+    held_view = bobs_view(store, file_ids)
+    assert snapshot(store, "alice") == alice_before  # alice's memories are untouched
+    assert held_view["readable"] == []  # alice's ids are not bob's, and say nothing
+    assert held_view["ids"] == sorted(derived_id("bob", i) for i in file_ids)
+
+    # The same file once nobody holds its ids: the same report, ids and reads.
+    store.forget("bob")
+    store.forget("alice")
+    free = import_jsonl(store, io.StringIO(as_bob), as_user="bob")
+    assert free == held and bobs_view(store, file_ids) == held_view
+
+    # And ids never seen anywhere behave the same way.
+    store.forget("bob")
+    never_seen = as_bob
+    for memory_id in file_ids:
+        never_seen = never_seen.replace(memory_id, str(uuid.uuid4()))
+    new_ids = [line["id"] for line in lines_of(never_seen)[1:]]
+    assert import_jsonl(store, io.StringIO(never_seen), as_user="bob") == held
+    view = bobs_view(store, new_ids)
+    assert view["readable"] == [] and view["texts"] == held_view["texts"]
+    assert view["ids"] == sorted(derived_id("bob", i) for i in new_ids)
+
+
+def test_an_unsigned_file_gets_derived_ids_and_never_duplicates_the_users_own(
+    store: MemoryStore,
+) -> None:
+    """An older export (no `ids_mac`) or a file from another installation: the user's own
+    memories in it are kept as they are, the rest is written under derived ids."""
+    populated(store)
+    lines = lines_of(exported(store))
+    lines[0]["version"] = 2
+    for line in lines[1:]:
+        del line["ids_mac"]
+    before = snapshot(store, "alice")
+    report = import_jsonl(store, file_of(lines))
+    assert (report.imported, report.skipped) == (0, 3)  # alice has them: nothing changes
+    assert snapshot(store, "alice") == before
+
+    store.forget("alice")
+    report = import_jsonl(store, file_of(lines))
+    assert (report.imported, report.skipped, report.re_embedded) == (3, 0, 0)
+    ids = {m.id for m in store.memories("alice", status=None)}
+    assert ids == {derived_id("alice", line["id"]) for line in lines[1:]}
+    berlin = store.memories("alice")[0]
+    assert [m.text for m in store.history("alice", berlin.id)] == [
+        "User lives in Paris",
+        "User lives in Berlin",
+    ]
+    assert import_jsonl(store, file_of(lines)).imported == 0  # derived the same way again
+
+
+def test_an_edited_id_or_link_loses_the_files_own_ids(store: MemoryStore) -> None:
+    """Ids are kept only as signed: an edited link (or id) makes the whole file derived,
+    so links never point between kept and derived ids."""
+    populated(store)
+    lines = lines_of(exported(store))
+    store.forget("alice")
+    paris = next(line for line in lines[1:] if line["text"] == "User lives in Paris")
+    paris["superseded_by"] = str(uuid.uuid4())
+    import_jsonl(store, file_of(lines))
+    ids = {m.id for m in store.memories("alice", status=None)}
+    assert ids == {derived_id("alice", line["id"]) for line in lines[1:]}
 
 
 def lines_of(text: str) -> list[dict[str, Any]]:
