@@ -37,6 +37,9 @@ How a batch is handled:
   is rejected with the reason and left unseen, so re-sending it fixed under the same id
   ingests it.
 - maintain gets all of the batch's facts in one call, like a chat turn.
+- The thread keeps only the exchanges whose work is pending: finished ones leave its state
+  at the next run (what was seen stays in `ingested`), so a thread that ingests a long
+  conversation batch by batch, like a chat thread's memory thread, stays small.
 """
 
 from __future__ import annotations
@@ -47,7 +50,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime
 from typing import Any
 
-from langchain_core.messages import AIMessage, AnyMessage, HumanMessage
+from langchain_core.messages import AIMessage, AnyMessage, HumanMessage, RemoveMessage
 from langchain_core.runnables import RunnableConfig
 from langgraph.graph import END, START, StateGraph
 from langgraph.runtime import Runtime
@@ -146,8 +149,10 @@ def batch_decide_save(decide: Node, clients: Clients) -> Node:
         ]
         not_saved = [m for (_, m, _), (save, _) in zip(new, decisions, strict=True) if not save]
         errors = [error for _, error in decisions if error]
+        keep = _pending(state) | {item.message_id for item in chosen}
         return {
             **reset,
+            "messages": _finished_messages(messages, keep),
             "save": bool(chosen),
             "unextracted": [*state.get("unextracted", []), *chosen],
             "ingested": await _mark(runtime, seen, not_saved),
@@ -218,6 +223,21 @@ def batch_maintain(maintain: Node) -> Node:
 
     maintain_batch.__name__ = "maintain"
     return maintain_batch
+
+
+def _finished_messages(messages: Sequence[AnyMessage], keep: set[str]) -> list[RemoveMessage]:
+    """Removals for every message no step needs any more: the thread keeps only the
+    exchanges whose work is pending, so a thread that ingests a long conversation (a chat
+    thread's memory thread) stays small. What was seen is in `ingested` (and the store), so
+    a re-sent message is still recognised."""
+    removals: list[RemoveMessage] = []
+    kept_exchange = False
+    for message in messages:
+        if isinstance(message, HumanMessage):
+            kept_exchange = message.id in keep
+        if not kept_exchange and message.id:
+            removals.append(RemoveMessage(id=message.id))
+    return removals
 
 
 def _pending(state: dict[str, Any]) -> set[str]:

@@ -368,3 +368,33 @@ async def test_more_failed_messages_than_a_thread_retries_stay_unseen(store: Mem
     assert [r.text for r in given_up] == texts[:2]
     assert "send it again to retry" in given_up[0].reason
     assert await seen.asearch(("ingested",)) == []  # none of them is seen
+
+
+async def test_a_thread_keeps_only_the_messages_whose_work_is_pending(store: MemoryStore) -> None:
+    """A thread that ingests a long conversation batch after batch (a chat thread's memory
+    thread on a server) does not grow with it: finished exchanges leave its state, pending
+    ones stay for their retry, and a re-sent message is still recognised."""
+    lm = keyed_lm(
+        {
+            "I live in Paris": remember(("User lives in Paris", "location")),
+            "What's the weather like?": NOTHING,
+            "My sister is called Mia": FAILS,
+            "Hello again": NOTHING,
+        }
+    )
+    graph = ingest_graph(store, lm)
+    config: Any = {"configurable": {"thread_id": "conversation-1"}}
+    batches = [conversation()[0:2], conversation()[2:4], conversation()[4:6]]
+    for batch in batches:
+        await ingest(graph, batch)
+    await ingest(graph, [HumanMessage("Hello again", id="u4")])
+    state = (await graph.aget_state(config)).values
+    assert [m.id for m in state["messages"]] == ["u3", "a3"]  # Mia's extraction failed
+    assert [item.message_id for item in state["unextracted"]] == ["u3"]
+    assert set(state["ingested"]) >= {"u1", "u2", "u4"}
+
+    calls = len(lm.history)
+    await ingest(graph, batches[0])  # seen before, though no longer in the state
+    asked = [json.dumps(entry["messages"]) for entry in lm.history[calls:]]
+    assert asked and all("Mia" in prompt and "Paris" not in prompt for prompt in asked)
+    assert [m.text for m in store.memories("alice")] == ["User lives in Paris"]
