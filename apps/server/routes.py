@@ -27,9 +27,11 @@ from langgraph_sdk import get_client
 from langgraph_sdk.auth import is_studio_user
 from pydantic import AwareDatetime, BaseModel, Field
 from starlette.datastructures import Headers
+from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from engram.apps.server.auth import OWNER, StudioOriginGuard
+from engram.apps.server.mcp import McpEndpoint
 from engram.clients import default_store
 from engram.identity import user_id_of
 from engram.memory.conversations import user_prefixes
@@ -112,13 +114,19 @@ API_SOURCE = Source(actor="api")
 # middleware, which needs plain routes (FastAPI's include_router adds lazy wrappers).
 # No docs or schema routes of its own: LangGraph serves /docs and /openapi.json, with
 # these routes merged in.
+mcp = McpEndpoint()  # its MCP session manager runs for the app's lifespan
 app = FastAPI(
     title="Engram",
     description="Long-term, per-user memory; `/memories` acts for the token's user only.",
     openapi_url=None,
     docs_url=None,
     redoc_url=None,
+    lifespan=mcp.lifespan,
 )
+# Memory tools for MCP clients (engram.apps.server.mcp). LangGraph matches this app's routes
+# before its own, so this takes over its built-in /mcp; the route takes every method (one
+# limited to POST would leave GET and DELETE to LangGraph's).
+app.router.routes.append(Route("/mcp", endpoint=mcp, include_in_schema=False))
 app.add_middleware(StudioOriginGuard)
 
 

@@ -4,6 +4,7 @@ it with `langgraph_sdk` and plain HTTP, the way Studio, apps and MCP clients do
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 
 import httpx
@@ -12,8 +13,8 @@ import pytest
 from tests.fake_openai import FakeOpenAI, facts_answer, save_answer
 from tests.servers import (
     INGEST_ID,
-    MCP_HEADERS,
     INGEST_NODES,
+    MCP_HEADERS,
     MEMORY_NODES,
     DevServer,
     assistant_id,
@@ -211,9 +212,11 @@ async def test_tokens_are_required_and_studio_needs_its_user(dev_server: DevServ
         assert studio.status_code == 403
 
 
-async def test_mcp_lists_the_graphs_with_a_token_and_refuses_without(
-    dev_server: DevServer, fake: FakeOpenAI
+async def test_mcp_serves_the_memory_tools_with_a_token_and_refuses_without(
+    dev_server: DevServer,
 ) -> None:
+    """A plain JSON-RPC client of an older protocol version; the `mcp` client and every
+    tool: test_server_mcp.py."""
     initialize = {
         "jsonrpc": "2.0",
         "id": 1,
@@ -235,26 +238,23 @@ async def test_mcp_lists_the_graphs_with_a_token_and_refuses_without(
         listed = await http.post("/mcp", json=tools_list, headers=headers)
         assert listed.status_code == 200, listed.text
         tools = {tool["name"]: tool for tool in listed.json()["result"]["tools"]}
-        assert {"engram", "engram_ingest"} <= set(tools)
-        assert "messages" in tools["engram_ingest"]["inputSchema"]["properties"]
+        assert {"remember", "search_memories", "chat"} <= set(tools)
+        assert not {"engram", "engram_ingest"} & set(tools)  # LangGraph's /mcp is taken over
 
-        # A tool call runs as the token's user.
-        fake.reset()
-        fake.queue("decide_save", save_answer(False))
+        # A tool call acts for the token's user: the memory is theirs.
         call = {
             "jsonrpc": "2.0",
             "id": 3,
             "method": "tools/call",
-            "params": {
-                "name": "engram",
-                "arguments": {"messages": [{"role": "user", "content": "Hello from MCP"}]},
-            },
+            "params": {"name": "remember", "arguments": {"text": "User likes MCP"}},
         }
         called = await http.post("/mcp", json=call, headers=headers)
         assert called.status_code == 200, called.text
         result = called.json()["result"]
         assert not result.get("isError"), result
-        assert "'user_id': 'mcp-user'" in result["content"][0]["text"]
+        assert json.loads(result["content"][0]["text"])["changes"][0]["result"] == "added"
+        mine = await http.get("/memories", headers=bearer("mcp-user"))
+        assert [m["text"] for m in mine.json()["items"]] == ["User likes MCP"]
 
 
 async def test_checkpoints_restore_without_unregistered_type_warnings(
