@@ -31,7 +31,7 @@ from langgraph.graph import END
 from langgraph.runtime import Runtime
 
 from engram.clients import Clients
-from engram.identity import run_context
+from engram.identity import on_aegra, run_context
 from engram.nodes.common import latest_exchange, message_time, with_error
 from engram.state.context import EngramContext
 from engram.state.graph_state import EngramState
@@ -81,15 +81,18 @@ def make_schedule_memory() -> Callable[..., Awaitable[dict[str, Any]]]:
 
 def make_route_after_respond(clients: Clients) -> Callable[..., Awaitable[str]]:
     async def route_after_respond(state: EngramState, runtime: Runtime[EngramContext]) -> str:
-        """The memory steps in a run of their own (on a LangGraph server, unless the
+        """The memory steps in a run of their own (on LangGraph's server, unless the
         context or ENGRAM_MEMORY_STEPS says inline), or in this run: always outside a
-        server, and while earlier inline work is pending on the thread."""
+        server and on Aegra, and while earlier inline work is pending on the thread."""
         context = run_context(runtime)
         if context.save_policy == "never":
             return END
         where = context.memory_steps or clients.settings.memory_steps
         pending = state.get("facts") or state.get("unextracted")
-        if runtime.server_info is not None and where == "background" and not pending:
+        # Aegra has no in-process API to queue a run with, and does not enforce multitask
+        # strategies (queued memory runs of one conversation would overlap): inline there.
+        served = runtime.server_info is not None and not on_aegra()
+        if served and where == "background" and not pending:
             return "schedule_memory"
         return "decide_save"
 

@@ -13,8 +13,10 @@ class EngramContext(BaseModel):
     """Passed as `context=` to every run; validated by LangGraph before any node runs."""
 
     user_id: str = Field(
+        default="",
         description="Whose memories this run reads and writes. On a server it is the "
-        "authenticated user (the server fills it in; another id is refused)."
+        "authenticated user (left out, it is filled in; another id is refused). Required "
+        "outside a server.",
     )
     chat_model: str | None = Field(
         default=None, description="Overrides ENGRAM_CHAT_MODEL (one of ENGRAM_ALLOWED_MODELS)."
@@ -37,6 +39,8 @@ class EngramContext(BaseModel):
     @field_validator("user_id")
     @classmethod
     def _valid_user_id(cls, value: str) -> str:
+        if value == "":  # left out: the server's authenticated user (identity.run_context)
+            return value
         return validate_user_id(value)
 
 

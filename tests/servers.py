@@ -160,15 +160,75 @@ def langgraph_dev(fake: FakeOpenAI, workdir: Path, **settings: str) -> Iterator[
     langgraph = Path(sys.executable).parent / "langgraph"
     if not langgraph.exists():
         pytest.fail(f"{langgraph} not found: install the dev extra (pip install -e '.[dev]')")
-    log_path = workdir / "server.log"
-    # The dev server keeps its threads under ./.langgraph_api: run it in its own directory
-    # (with the repository's langgraph.json and the graph files it names), so servers never
-    # share or inherit threads.
+    port = free_port()
+    # Ten runs at once, as `engram dev` serves (without it `langgraph dev` runs one at a
+    # time, and a chat run would wait behind the previous turn's memory steps).
+    command = [
+        *[str(langgraph), "dev", "--no-browser", "--no-reload", "--port", str(port)],
+        *["--n-jobs-per-worker", "10"],
+    ]
+    env = server_env(fake, workdir, LANGGRAPH_CLI_NO_ANALYTICS="1", **settings)
+    with _serving(command, served_directory(workdir), env, workdir / "server.log") as process:
+        url = f"http://127.0.0.1:{port}"
+        _wait_until_ready(url, process, workdir / "server.log")
+        yield DevServer(url, workdir / "server.log")
+
+
+def aegra_command() -> Path:
+    """Aegra's `aegra` command (Python >= 3.12, its own venv: .ci/run makes .venv-aegra);
+    the tests skip without it unless ENGRAM_REQUIRE_AEGRA=1 (CI), where they fail."""
+    aegra = Path(os.environ.get("ENGRAM_AEGRA", REPO_ROOT / ".venv-aegra" / "bin" / "aegra"))
+    if not aegra.exists():
+        reason = (
+            f"{aegra} not found: python3.12 -m venv .venv-aegra && "
+            ".venv-aegra/bin/pip install -e '.[aegra]' (docs/deploying.md#aegra-the-free-self-hosted-server)"
+        )
+        if os.environ.get("ENGRAM_REQUIRE_AEGRA") == "1":
+            pytest.fail(reason)
+        pytest.skip(reason)
+    return aegra
+
+
+@contextlib.contextmanager
+def aegra_serve(
+    fake: FakeOpenAI, workdir: Path, database_url: str, **settings: str
+) -> Iterator[DevServer]:
+    """A running Aegra (`aegra serve`) on this repository's langgraph.json with its state in
+    Postgres at `database_url`; stopped afterwards. Started again on the same `workdir` and
+    database, it finds the same threads and memories."""
+    aegra = aegra_command()
+    port = free_port()
+    served = workdir / "served"
+    if not served.exists():
+        served_directory(workdir)
+    # Aegra ignores langgraph.json's "env": the strict msgpack mode comes from the process.
+    env = server_env(
+        fake, workdir, DATABASE_URL=database_url, LANGGRAPH_STRICT_MSGPACK="true", **settings
+    )
+    command = [str(aegra), "serve", "--host", "127.0.0.1", "--port", str(port)]
+    command += ["--config", str(served / "langgraph.json")]
+    log_path = workdir / f"aegra-{port}.log"
+    with _serving(command, served, env, log_path) as process:
+        url = f"http://127.0.0.1:{port}"
+        _wait_until_ready(url, process, log_path, path="/health")
+        yield DevServer(url, log_path)
+
+
+def served_directory(workdir: Path) -> Path:
+    """A directory with the repository's langgraph.json and the graph files it names. A
+    server keeps its own files where it runs (`langgraph dev`: ./.langgraph_api), so servers
+    never share or inherit threads; and the repository's top-level folders (`graph`,
+    `state`, ...) are not importable from there as modules of their own."""
     served = workdir / "served"
     served.mkdir()
     (served / "langgraph.json").write_bytes((REPO_ROOT / "langgraph.json").read_bytes())
     (served / "graph").symlink_to(REPO_ROOT / "graph", target_is_directory=True)
-    port = free_port()
+    return served
+
+
+def server_env(fake: FakeOpenAI, workdir: Path, **settings: str) -> dict[str, str]:
+    """The environment of a test server: the fake for every model, an embedded store in
+    `workdir`, the test secret, nothing of this process's own model or Engram settings."""
     env = {
         name: value
         for name, value in os.environ.items()
@@ -176,7 +236,6 @@ def langgraph_dev(fake: FakeOpenAI, workdir: Path, **settings: str) -> Iterator[
     }
     env.update(
         LANGSMITH_TRACING="false",
-        LANGGRAPH_CLI_NO_ANALYTICS="1",
         LANGGRAPH_NO_VERSION_CHECK="true",
         OPENAI_BASE_URL=fake.url,
         OPENAI_API_KEY="test",
@@ -191,45 +250,46 @@ def langgraph_dev(fake: FakeOpenAI, workdir: Path, **settings: str) -> Iterator[
         PYTHONUNBUFFERED="1",
     )
     env.update(settings)
-    # Ten runs at once, as `engram dev` serves (without it `langgraph dev` runs one at a
-    # time, and a chat run would wait behind the previous turn's memory steps).
-    command = [
-        *[str(langgraph), "dev", "--no-browser", "--no-reload", "--port", str(port)],
-        *["--n-jobs-per-worker", "10"],
-    ]
+    return env
+
+
+@contextlib.contextmanager
+def _serving(
+    command: list[str], cwd: Path, env: dict[str, str], log_path: Path
+) -> Iterator[subprocess.Popen[bytes]]:
     with log_path.open("wb") as log:
         process = subprocess.Popen(
             command,
-            cwd=served,
+            cwd=cwd,
             env=env,
             stdin=subprocess.DEVNULL,
             stdout=log,
             stderr=subprocess.STDOUT,
             start_new_session=True,  # its own process group: killed as a whole below
         )
-    url = f"http://127.0.0.1:{port}"
     try:
-        _wait_until_ready(url, process, log_path)
-        yield DevServer(url, log_path)
+        yield process
     finally:
         _kill_group(process)
 
 
-def _wait_until_ready(url: str, process: subprocess.Popen[bytes], log_path: Path) -> None:
+def _wait_until_ready(
+    url: str, process: subprocess.Popen[bytes], log_path: Path, *, path: str = "/ok"
+) -> None:
     deadline = time.monotonic() + READY_TIMEOUT
     while time.monotonic() < deadline:
         if process.poll() is not None:
             pytest.fail(
-                f"langgraph dev exited with code {process.returncode} before it was ready:\n"
+                f"the server exited with code {process.returncode} before it was ready:\n"
                 + _tail(log_path)
             )
         try:
-            if httpx.get(f"{url}/ok", timeout=2.0).status_code == 200:
+            if httpx.get(f"{url}{path}", timeout=2.0).status_code == 200:
                 return
         except httpx.HTTPError:
             pass
         time.sleep(0.5)
-    pytest.fail(f"langgraph dev was not ready after {READY_TIMEOUT:.0f} s:\n" + _tail(log_path))
+    pytest.fail(f"the server was not ready after {READY_TIMEOUT:.0f} s:\n" + _tail(log_path))
 
 
 def _kill_group(process: subprocess.Popen[bytes]) -> None:

@@ -18,6 +18,7 @@ it acts as ENGRAM_STUDIO_USER or is refused (`engram.identity.user_id_of`).
 from __future__ import annotations
 
 import functools
+from collections.abc import Mapping
 from typing import Any
 
 from langgraph_sdk import Auth
@@ -28,7 +29,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from starlette.websockets import WebSocketClose
 
 from engram.apps.server.tokens import TokenError, TokenVerifier
-from engram.identity import user_id_of
+from engram.identity import on_aegra, user_id_of
 from engram.memory.conversations import RESERVED_ROOTS
 from engram.settings import get_settings
 from engram.state.errors import AccessDeniedError
@@ -48,7 +49,11 @@ def verifier() -> TokenVerifier:
 
 
 @auth.authenticate
-async def authenticate(authorization: str | None) -> Auth.types.MinimalUserDict:
+async def authenticate(authorization: str | Mapping[str, str] | None) -> Auth.types.MinimalUserDict:
+    """LangGraph's server passes the `Authorization` header by name; Aegra passes the whole
+    header mapping (lower-case names) as the one argument."""
+    if isinstance(authorization, Mapping):
+        authorization = authorization.get("authorization")
     try:
         user_id = await verifier().user_id(authorization)
     except TokenError as error:
@@ -151,12 +156,18 @@ async def on_thread_create(ctx: Auth.types.AuthContext, value: Any) -> Auth.type
 
 
 @auth.on.threads.create_run
-async def on_run_create(ctx: Auth.types.AuthContext, value: Any) -> Auth.types.FilterType:
+async def on_run_create(ctx: Auth.types.AuthContext, value: Any) -> Auth.types.FilterType | None:
     owner = owner_of(ctx)
     stamp(value, owner)  # a new thread (a stateless run's too) takes the run's metadata
-    kwargs = value.get("kwargs")
-    check_run(kwargs if isinstance(kwargs, dict) else {}, owner)
-    return {OWNER: owner}
+    if not on_aegra():  # LangGraph's server: the run's settings are under `kwargs`
+        kwargs = value.get("kwargs")
+        check_run(kwargs if isinstance(kwargs, dict) else {}, owner)
+        return {OWNER: owner}
+    # Aegra: `value` is the request body itself (`context` and `config` at its top), and
+    # Aegra applies the edits made here only when no filter is returned (it keeps each
+    # thread's owner itself and answers 404 to anyone else).
+    check_run(value, owner)
+    return None
 
 
 @auth.on.threads.update
@@ -185,6 +196,8 @@ async def on_cron_write(ctx: Auth.types.AuthContext, value: Any) -> Auth.types.F
     payload = value.get("payload")
     if isinstance(payload, dict):
         check_run(payload, owner)
+    elif on_aegra():  # the request body itself; Aegra keeps no edits (identity.run_context)
+        check_run(value, owner)
     return {OWNER: owner}
 
 

@@ -47,12 +47,15 @@ from mcp.server.lowlevel import Server
 from mcp.server.streamable_http_manager import StreamableHTTPSessionManager
 from mcp.shared.exceptions import MCPError
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError, model_validator
+from starlette.datastructures import Headers
 from starlette.responses import JSONResponse
 from starlette.types import Receive, Scope, Send
 
 from engram import __version__
+from engram.apps.server.auth import verifier
+from engram.apps.server.tokens import TokenError
 from engram.clients import default_store
-from engram.identity import user_id_of
+from engram.identity import on_aegra, user_id_of
 from engram.memory.payload import MAX_MEMORY_CHARS
 from engram.memory.store import MemoryStore
 from engram.settings import get_settings
@@ -229,6 +232,14 @@ class Answer(BaseModel):
 
 
 # -- who is calling --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class TokenUser:
+    """A user this endpoint authenticated itself (on Aegra)."""
+
+    identity: str
+    is_authenticated: bool = True
 
 
 @dataclass(frozen=True)
@@ -631,6 +642,15 @@ class McpEndpoint:
             response = JSONResponse({"detail": "the MCP server is not running"}, status_code=503)
             await response(scope, receive, send)
             return
+        if "user" not in scope and on_aegra():
+            # Aegra's custom-route auth covers FastAPI's routes only: this one checks the
+            # token itself, with the same verifier as every other request.
+            try:
+                identity = await verifier().user_id(Headers(scope=scope).get("authorization"))
+            except TokenError as error:
+                await JSONResponse({"detail": str(error)}, status_code=401)(scope, receive, send)
+                return
+            scope["user"] = TokenUser(identity)
         try:
             Caller.of(scope)
         except AccessDeniedError as error:

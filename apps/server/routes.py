@@ -21,10 +21,12 @@ from functools import partial
 from typing import Annotated, Any, Literal, NamedTuple, TypeVar
 from urllib.parse import quote
 
+import httpx
 from fastapi import Body, Depends, FastAPI, Query, Request, Response, status
 from fastapi.responses import JSONResponse, StreamingResponse
 from langgraph_sdk import get_client
 from langgraph_sdk.auth import is_studio_user
+from langgraph_sdk.client import LangGraphClient
 from pydantic import AwareDatetime, BaseModel, Field
 from starlette.datastructures import Headers
 from starlette.routing import Route
@@ -33,8 +35,8 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from engram.apps.server.auth import OWNER, StudioOriginGuard
 from engram.apps.server.mcp import McpEndpoint
 from engram.clients import default_store
-from engram.identity import user_id_of
-from engram.memory.conversations import user_prefixes
+from engram.identity import on_aegra, user_id_of
+from engram.memory.conversations import forget_conversations, user_prefixes
 from engram.memory.store import MemoryStore
 from engram.memory.transfer import ImportReport, export_jsonl, import_jsonl
 from engram.settings import get_settings
@@ -113,13 +115,14 @@ API_SOURCE = Source(actor="api")
 # Routes are declared on the app itself: LangGraph wraps each of the app's routes in its auth
 # middleware, which needs plain routes (FastAPI's include_router adds lazy wrappers).
 # No docs or schema routes of its own: LangGraph serves /docs and /openapi.json, with
-# these routes merged in.
+# these routes merged in. Aegra serves this app itself, its own routes added to it: there
+# the app's schema and docs are the server's.
 mcp = McpEndpoint()  # its MCP session manager runs for the app's lifespan
 app = FastAPI(
     title="Engram",
     description="Long-term, per-user memory; `/memories` acts for the token's user only.",
-    openapi_url=None,
-    docs_url=None,
+    openapi_url="/openapi.json" if on_aegra() else None,
+    docs_url="/docs" if on_aegra() else None,
     redoc_url=None,
     lifespan=mcp.lifespan,
 )
@@ -285,11 +288,16 @@ async def import_memories(user: User, request: Request) -> ImportReport:
 @app.post(
     "/memories/forget", tags=TAGS, response_model=ForgetReport, summary="Erase all your memories"
 )
-async def forget(user: User, confirmation: Annotated[ForgetRequest, Body()]) -> ForgetReport:
+async def forget(
+    user: User, confirmation: Annotated[ForgetRequest, Body()], request: Request
+) -> ForgetReport:
     """Erases every version of every memory of yours, deletes your threads and scheduled
     runs on this server, and erases your conversations' older messages from its store.
     It cannot be undone: export first if in doubt."""
-    on_server = await _forget_on_server(user)
+    if on_aegra():
+        on_server = await _forget_on_aegra(user, request)
+    else:
+        on_server = await _forget_on_server(user)
     erased = await off_loop((await store()).forget, user)
     return ForgetReport(user_id=user, memories=erased, **on_server._asdict())
 
@@ -408,6 +416,35 @@ async def _forget_on_server(user: str) -> ServerForget:
             for item in items:
                 await client.store.delete_item(item["namespace"], key=item["key"])
                 messages += "message" in item["value"]
+    return ServerForget(threads, crons, messages)
+
+
+async def _forget_on_aegra(user: str, request: Request) -> ServerForget:
+    """`_forget_on_server` on Aegra, which has no in-process loopback client
+    (`get_client(url=None)` is LangGraph's server only). Threads and crons are deleted
+    through this server's own API, in process (the app this route belongs to, over ASGI),
+    as the caller: Aegra and the auth handlers show each user only their own. The graphs'
+    data for the user is erased straight from Aegra's store (the one the graphs are given;
+    its store API would scope every namespace under the caller)."""
+    from aegra_api.core.database import db_manager  # Aegra's own module (served by Aegra)
+
+    headers = {"authorization": request.headers.get("authorization", "")}
+    transport = httpx.ASGITransport(app=request.app)
+    threads = crons = 0
+    async with httpx.AsyncClient(
+        transport=transport, base_url="http://aegra", headers=headers, timeout=60
+    ) as http:
+        client = LangGraphClient(http)
+        while page := await client.threads.search(limit=THREAD_PAGE):
+            for thread in page:
+                await client.threads.delete(thread["thread_id"])
+                threads += 1
+        # Aegra keeps a cron's owner itself (the auth handlers' stamps are not stored).
+        while scheduled := await client.crons.search(limit=THREAD_PAGE):
+            for cron in scheduled:
+                await client.crons.delete(cron["cron_id"])
+                crons += 1
+    messages = await forget_conversations(db_manager.get_store(), user)
     return ServerForget(threads, crons, messages)
 
 

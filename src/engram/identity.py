@@ -6,6 +6,7 @@ handlers and its routes all ask here."""
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Mapping
 from typing import Any
 
@@ -23,13 +24,20 @@ def run_context(runtime: Runtime[EngramContext]) -> EngramContext:
 
     Served by a LangGraph server, the run's user is the authenticated one (see
     `authenticated_user`), never the client's word: a context naming someone else is
-    refused. Called from Python without a server, `context.user_id` names the user."""
+    refused, one naming nobody acts for it. Called from Python without a server,
+    `context.user_id` names the user."""
     context = runtime.context
     if context is None:
-        raise InvalidInputError("every run needs context={'user_id': ...}")
-    if isinstance(context, dict):
+        context = EngramContext()
+    elif isinstance(context, dict):
         context = EngramContext.model_validate(context)
     identity = authenticated_user(runtime)
+    if not context.user_id:
+        # A server that did not pass the auth handler's context on (Aegra, for crons and
+        # runs) still names the user it authenticated.
+        if identity is None:
+            raise InvalidInputError("every run needs context={'user_id': ...}")
+        return context.model_copy(update={"user_id": identity})
     if identity is not None and identity != context.user_id:
         raise AccessDeniedError(
             f"context.user_id {context.user_id!r} is not the authenticated user "
@@ -62,6 +70,13 @@ def authenticated_user(runtime: Runtime[Any]) -> str | None:
     )
 
 
+def on_aegra() -> bool:
+    """Served by Aegra (`aegra serve`), an open reimplementation of LangGraph's server, rather
+    than LangGraph's own: Aegra's app module is the one that loads Engram's auth and routes.
+    Its auth handlers get other arguments, and it has no in-process API."""
+    return "aegra_api.main" in sys.modules
+
+
 def user_id_of(user: Any) -> str:
     """The Engram user an authenticated LangGraph user acts as (the server's auth
     handlers, routes and nodes all ask here).
@@ -83,6 +98,14 @@ def user_id_of(user: Any) -> str:
                 "server acts as that user; pick a test user)"
             )
         return validate_user_id(studio_user)
+    authenticated = getattr(user, "is_authenticated", None)
+    if authenticated is None and isinstance(user, Mapping):
+        authenticated = user.get("is_authenticated")
+    if authenticated is False:  # Aegra's stand-in when its auth module did not load
+        raise AccessDeniedError(
+            "the server did not authenticate this user (is its custom auth loaded? see the "
+            "server's log)"
+        )
     identity = getattr(user, "identity", None)
     if identity is None and isinstance(user, Mapping):
         identity = user.get("identity")

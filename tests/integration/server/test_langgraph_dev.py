@@ -56,7 +56,8 @@ async def test_dev_server_serves_both_graphs_and_their_schemas(dev_server: DevSe
     schemas = await client.assistants.get_schemas(chat)
     context_schema = schemas["context_schema"]
     assert context_schema is not None
-    assert "user_id" in context_schema["required"]
+    # Optional: a run on a server acts for the authenticated user when it names nobody.
+    assert "user_id" not in context_schema.get("required", [])
     assert "user_id" in context_schema["properties"]
 
     ingest = await assistant_id(client, INGEST_ID)

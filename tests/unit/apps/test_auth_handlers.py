@@ -5,6 +5,8 @@ refused."""
 
 from __future__ import annotations
 
+import sys
+import types
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -52,6 +54,15 @@ async def test_authenticate_turns_a_token_into_the_user(monkeypatch: pytest.Monk
         await auth.authenticate(None)
     assert refused.value.status_code == 401
     assert refused.value.detail == "missing token: send Authorization: Bearer <token>"
+
+
+async def test_authenticate_takes_aegras_header_mapping(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("ENGRAM_AUTH_SECRET", SECRET)
+    headers = {"authorization": f"Bearer {token('alice')}", "host": "127.0.0.1"}
+    assert await auth.authenticate(headers) == {"identity": "alice", "is_authenticated": True}
+    with pytest.raises(HTTPError) as refused:
+        await auth.authenticate({"host": "127.0.0.1"})
+    assert refused.value.status_code == 401
 
 
 async def test_authenticate_fails_closed_without_configuration() -> None:
@@ -110,6 +121,27 @@ async def test_a_run_acts_for_its_owner_with_allowed_models() -> None:
             )
         assert refused.value.status_code == 403
         assert reason in str(refused.value.detail)
+
+
+async def test_on_aegra_a_run_is_checked_in_its_request_body(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Aegra hands the handler the request body (no `kwargs`), and keeps its edits only
+    when the handler returns no filter (it keeps thread owners itself)."""
+    monkeypatch.setitem(sys.modules, "aegra_api.main", types.ModuleType("aegra_api.main"))
+    run: dict[str, Any] = {"assistant_id": "engram", "context": {}, "config": {}}
+    assert await auth.on_run_create(ctx=ctx(User("alice"), action="create_run"), value=run) is None
+    assert run["context"]["user_id"] == "alice"
+    for body, reason in (
+        ({"context": {"user_id": "bob"}}, "context.user_id 'bob' is not the authenticated"),
+        ({"context": None, "config": {"configurable": {"chat_model": "o3"}}}, "chat_model 'o3'"),
+    ):
+        with pytest.raises(HTTPError, match=reason):
+            await auth.on_run_create(ctx=ctx(User("alice"), action="create_run"), value=body)
+    cron = {"assistant_id": "engram", "schedule": "0 0 * * *", "context": {"user_id": "bob"}}
+    with pytest.raises(HTTPError) as refused:
+        await auth.on_cron_write(ctx=ctx(User("alice"), "crons", "create"), value=cron)
+    assert refused.value.status_code == 403
 
 
 async def test_allowed_models_come_from_the_settings(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -20,7 +20,7 @@ from engram.graph import build_graph, build_ingest_graph, checkpoint_serde
 from engram.memory.store import MemoryStore
 from engram.settings import Settings
 from engram.state.contracts import AppliedOp, ObservedFact
-from engram.state.errors import AccessDeniedError
+from engram.state.errors import AccessDeniedError, InvalidInputError
 from tests.helpers import facts, make_graph, ops, save, scripted_lm, turn
 
 NODES = ["recall", "respond", "decide_save", "extract", "retrieve_similar", "maintain"]
@@ -54,6 +54,24 @@ async def test_a_served_run_is_the_authenticated_users(store: MemoryStore) -> No
         await graph.ainvoke(said("hi"), served("t2", "alice"), context={"user_id": "bob"})
     with pytest.raises(AccessDeniedError, match="without an authenticated user"):
         await graph.ainvoke(said("hi"), served("t3", None), context={"user_id": "alice"})
+
+
+async def test_a_served_run_naming_nobody_acts_for_the_authenticated_user(
+    store: MemoryStore,
+) -> None:
+    """Aegra drops the auth handler's `context.user_id` (crons, runs): the node fills it in
+    from the server's user; from plain Python a run must still name its user."""
+    graph = make_graph(store, scripted_lm(save(False), save(False)))
+    assert (await graph.ainvoke(said("hi"), served("t1", "alice"), context={}))[
+        "user_id"
+    ] == "alice"
+    assert (await graph.ainvoke(said("hi"), served("t2", "alice")))["user_id"] == "alice"
+    with pytest.raises(InvalidInputError, match="every run needs"):
+        await graph.ainvoke(said("hi"), {"configurable": {"thread_id": "t3"}}, context={})
+    anonymous = served("t4", None)  # Aegra's stand-in when its auth module did not load
+    anonymous["configurable"]["langgraph_auth_user"] = ServerUser("anonymous", False)
+    with pytest.raises(AccessDeniedError, match="did not authenticate this user"):
+        await graph.ainvoke(said("hi"), anonymous)
 
 
 async def test_no_node_of_a_thread_runs_for_another_user(store: MemoryStore) -> None:

@@ -354,12 +354,19 @@ async def test_endpoint_exception_in_decide_fails_open(store: MemoryStore) -> No
     assert texts(store) == ["User is learning Greek"]
 
 
-@pytest.mark.parametrize("context", [{}, {"user_id": ""}, {"user_id": "   "}])
+@pytest.mark.parametrize(
+    ("context", "refusal"),
+    [
+        ({}, InvalidInputError),  # no server user to fill it in (identity.run_context)
+        ({"user_id": ""}, InvalidInputError),
+        ({"user_id": "   "}, ValidationError),
+    ],
+)
 async def test_missing_or_blank_user_id_is_refused(
-    store: MemoryStore, context: dict[str, Any]
+    store: MemoryStore, context: dict[str, Any], refusal: type[Exception]
 ) -> None:
     graph = make_graph(store, scripted_lm())
-    with pytest.raises(ValidationError, match="user_id"):
+    with pytest.raises(refusal, match="user_id"):
         await graph.ainvoke(
             {"messages": [("user", "hi")]},
             config={"configurable": {"thread_id": "t"}},
