@@ -181,7 +181,7 @@ def aegra_command() -> Path:
     if not aegra.exists():
         reason = (
             f"{aegra} not found: python3.12 -m venv .venv-aegra && "
-            ".venv-aegra/bin/pip install -e '.[aegra]' (docs/deploying.md#aegra-the-free-self-hosted-server)"
+            ".venv-aegra/bin/pip install -e '.[aegra]' (see docs/deploying.md, Aegra)"
         )
         if os.environ.get("ENGRAM_REQUIRE_AEGRA") == "1":
             pytest.fail(reason)
