@@ -51,6 +51,7 @@ from tests.fake_openai import FakeOpenAI, Hang, RecordedRequest, Reply  # noqa: 
 SECRET = "benchmark-secret-" + "0123456789abcdef" * 3
 READY_SECONDS = 180.0
 MODES = ("background", "inline")
+JOIN_ATTEMPTS = 5
 
 
 @dataclass
@@ -195,7 +196,14 @@ async def run_load(url: str, mode: str, users: int, turns: int) -> Load:
     async def finished(client: Any, run: dict[str, str], sent: float) -> float:
         """When the memory run ended, by the server's clock (the same machine's): a join
         only notices some time after the end."""
-        result = await client.runs.join(run["thread_id"], run["run_id"])
+        for attempt in range(JOIN_ATTEMPTS):  # a join is a long poll: it may be dropped
+            try:
+                result = await client.runs.join(run["thread_id"], run["run_id"])
+                break
+            except httpx.TransportError as error:
+                if attempt == JOIN_ATTEMPTS - 1:
+                    load.errors.append(f"joining a memory run: {error}")
+                    return time.time()
         if not isinstance(result, dict) or "__error__" in result or result.get("memory_error"):
             load.errors.append(f"memory run: {result}")
         ended = datetime.fromisoformat((await client.runs.get(**run))["updated_at"]).timestamp()
