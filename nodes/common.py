@@ -58,6 +58,18 @@ def message_time(message: AnyMessage) -> datetime:
     return datetime.now().astimezone()
 
 
+def message_origin(message: AnyMessage) -> tuple[str | None, str] | None:
+    """Where a forwarded message was first sent: `additional_kwargs["origin"]` =
+    `{"thread_id": ..., "message_id": ...}` (a chat turn's memory steps on the server, or
+    an app ingesting what another system recorded). The memories it yields name that
+    thread and message as their source; anything malformed there is ignored."""
+    origin = message.additional_kwargs.get("origin")
+    if not isinstance(origin, Mapping) or not isinstance(origin.get("message_id"), str):
+        return None
+    thread_id = origin.get("thread_id")
+    return (thread_id if isinstance(thread_id, str) else None), origin["message_id"]
+
+
 def turn_date(messages: Sequence[AnyMessage]) -> date:
     """The user's date for this turn: the day of the latest user message."""
     user_message, _ = latest_exchange(messages)

@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
+from langchain_core.messages import AnyMessage
 from langgraph.runtime import Runtime
 
 from engram.clients import Clients
@@ -22,6 +23,7 @@ from engram.memory.store import ApplyReport, PlannedOp, normalize_text
 from engram.nodes.common import (
     endpoint_errors,
     known_category,
+    message_origin,
     third_person,
     turn_date,
     with_error,
@@ -70,7 +72,10 @@ def make_maintain(
         except MemoryStepError as error:
             return {"memory_error": with_error(state, str(error))}
         planned, rejected = plan_operations(
-            list(prediction.operations or []), candidates, facts, actor=actor
+            list(prediction.operations or []),
+            candidates,
+            [_as_sent(fact, state.get("messages", [])) for fact in facts],
+            actor=actor,
         )
 
         def write() -> ApplyReport:  # one worker thread: opening the store blocks too
@@ -207,6 +212,22 @@ def _matching_fact(text: str | None, facts: list[ObservedFact]) -> ObservedFact 
         return exact
     words = content_words(text or "")
     return max(facts, key=lambda f: (len(words & content_words(f.text)), f.observed_at))
+
+
+def _as_sent(fact: ObservedFact, messages: Sequence[AnyMessage]) -> ObservedFact:
+    """The fact with the provenance of the messages it came from as they were first sent
+    (`message_origin`): a chat turn whose memory steps ran on its memory thread names the
+    chat thread and the chat's message ids."""
+    origins = {m.id: origin for m in messages if m.id and (origin := message_origin(m)) is not None}
+    found = [origins[i] for i in fact.message_ids if i in origins]
+    if not found:
+        return fact
+    return fact.model_copy(
+        update={
+            "thread_id": found[0][0],
+            "message_ids": [origins[i][1] if i in origins else i for i in fact.message_ids],
+        }
+    )
 
 
 def _source(facts: list[ObservedFact], fact: ObservedFact | None, actor: str) -> Source:

@@ -26,7 +26,9 @@ import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from langchain_core.messages import AnyMessage
+from langchain_core.messages import AnyMessage, HumanMessage
+from langchain_core.runnables import RunnableConfig
+from langgraph.constants import CONFIG_KEY_CHECKPOINTER
 from langgraph.graph import END
 from langgraph.runtime import Runtime
 
@@ -48,17 +50,22 @@ MEMORY_CONTEXT = ("user_id", "memory_model", "save_policy")
 
 def make_schedule_memory() -> Callable[..., Awaitable[dict[str, Any]]]:
     async def schedule_memory(
-        state: EngramState, runtime: Runtime[EngramContext]
+        state: EngramState, config: RunnableConfig, runtime: Runtime[EngramContext]
     ) -> dict[str, Any]:
         context = run_context(runtime)
         user_message, reply = latest_exchange(state.get("messages", []))
         if user_message is None:
             return {"memory_run": None}
-        chat_thread = runtime.execution_info.thread_id if runtime.execution_info else None
+        run_thread = runtime.execution_info.thread_id if runtime.execution_info else None
+        # A stateless run (`/runs/wait` without a thread) has no checkpointer and a thread
+        # the server deletes afterwards: its memory steps go to the user's one memory thread
+        # for stateless runs, whose failed work is retried by the next such run.
+        kept = bool(config.get("configurable", {}).get(CONFIG_KEY_CHECKPOINTER))
+        chat_thread = run_thread if kept else None
         thread_id = memory_thread_id(context.user_id, chat_thread)
-        exchange: list[AnyMessage] = [_with_time(user_message)]
+        exchange = [_forwarded(user_message, run_thread, chat_thread)]
         if reply is not None:
-            exchange.append(reply)
+            exchange.append(_forwarded(reply, run_thread, chat_thread))
         try:
             run = await _create_run(
                 thread_id,
@@ -104,22 +111,33 @@ async def route_after_schedule(state: EngramState) -> str:
 
 
 def memory_thread_id(user_id: str, chat_thread: str | None) -> str:
-    """The memory thread of a chat thread (one per user for a run that has no thread id).
-    A stateless run has a thread of its own that the server throws away afterwards; its
-    memory thread stays, with the run's report."""
+    """The memory thread of a chat thread; one per user for stateless runs, whose own
+    thread the server throws away afterwards (the memory thread stays, with the reports).
+
+    The id is computable from the user id: another user who creates a thread with it
+    first only makes this user's stateless turns run their memory steps inline (the
+    owner filters keep that thread apart; scheduling fails, the fallback runs)."""
     name = f"thread:{chat_thread}" if chat_thread else f"stateless:{user_id}"
     return str(uuid.uuid5(MEMORY_THREADS, name))
 
 
-def _with_time(message: AnyMessage) -> AnyMessage:
-    """The user message with the time it was sent, so a run that starts later still
-    resolves "today" and "yesterday" against the turn's own time."""
-    if "sent_at" in message.additional_kwargs:
-        return message
-    sent_at = message_time(message).isoformat()
-    return message.model_copy(
-        update={"additional_kwargs": {**message.additional_kwargs, "sent_at": sent_at}}
-    )
+def _forwarded(message: AnyMessage, run_thread: str | None, chat_thread: str | None) -> AnyMessage:
+    """The message as the memory thread gets it.
+
+    Its id is derived from the run's thread and its own id: the ingest graph considers
+    each message id once per user, and clients often number messages per conversation
+    ("1", "2", ...), so the same id in two conversations must stay two messages. The
+    original id and chat thread go along as its `origin`, which the memories it yields
+    name as their source. A user message carries the time it was sent, so a run that
+    starts later still resolves "today" and "yesterday" against the turn's own time."""
+    extra = {
+        **message.additional_kwargs,
+        "origin": {"thread_id": chat_thread, "message_id": message.id},
+    }
+    if isinstance(message, HumanMessage) and "sent_at" not in extra:
+        extra["sent_at"] = message_time(message).isoformat()
+    forwarded_id = str(uuid.uuid5(MEMORY_THREADS, f"message:{run_thread}:{message.id}"))
+    return message.model_copy(update={"id": forwarded_id, "additional_kwargs": extra})
 
 
 async def _create_run(

@@ -172,3 +172,77 @@ async def test_chat_run_graph_shows_the_card_and_the_hand_off(dev_server: DevSer
         ("schedule_memory", "decide_save"),
         ("schedule_memory", "__end__"),
     } <= edges
+
+
+async def test_message_ids_reused_across_conversations_are_two_messages(
+    dev_server: DevServer, fake: FakeOpenAI
+) -> None:
+    """Clients often number messages per conversation ("1", "2", ...). Ingest considers each
+    message id once per user, so the memory thread gets ids derived from the chat thread:
+    the same id in a second conversation is still remembered, and each memory names the
+    chat thread and the chat's own message id as its source."""
+    fake.reset()
+    hank = client_for(dev_server.url, "hank-first")
+    fake.queue("chat", "Noted.", "Noted too.")
+    fake.queue(
+        "extract",
+        facts_answer(("User owns a bakery", "work")),
+        facts_answer(("User runs marathons", "hobbies")),
+    )
+    threads = []
+    for text in ("I own a bakery.", "I run marathons."):
+        thread_id = (await hank.threads.create())["thread_id"]
+        output = await hank.runs.wait(
+            thread_id,
+            await assistant_id(hank),
+            input={"messages": [{"role": "user", "content": text, "id": "1"}]},
+        )
+        assert isinstance(output, dict)
+        memory_run = output["memory_run"]
+        report = await hank.runs.join(memory_run["thread_id"], memory_run["run_id"])
+        assert isinstance(report, dict) and report["memory_error"] is None, report
+        threads.append(thread_id)
+
+    async with httpx.AsyncClient(base_url=dev_server.url, timeout=60) as http:
+        listed = await http.get("/memories", headers=bearer("hank-first"))
+    sources = {item["text"]: item["source"] for item in listed.json()["items"]}
+    assert sorted(sources) == ["User owns a bakery", "User runs marathons"]
+    assert sources["User owns a bakery"]["thread_id"] == threads[0]
+    assert sources["User runs marathons"]["thread_id"] == threads[1]
+    assert sources["User owns a bakery"]["message_ids"][0] == "1"
+
+
+async def test_stateless_turns_share_one_memory_thread_that_retries_failed_work(
+    dev_server: DevServer, fake: FakeOpenAI
+) -> None:
+    """A stateless run's own thread is deleted when it ends; its memory steps go to the
+    user's memory thread for stateless runs, so work that failed there is retried by the
+    next stateless turn instead of being lost with the temporary thread."""
+    fake.reset()
+    ivy = client_for(dev_server.url, "ivy-first")
+    fake.queue("chat", "Got it.", "Sure.")
+    fake.queue("decide_save", save_answer(True), save_answer(False))
+    fake.fail("extract", 400)
+
+    async def stateless_turn(text: str) -> dict:
+        output = await ivy.runs.wait(
+            None,
+            await assistant_id(ivy),
+            input={"messages": [{"role": "user", "content": text}]},
+        )
+        assert isinstance(output, dict) and "__error__" not in output, output
+        memory_run = output["memory_run"]
+        assert memory_run["thread_id"] == memory_thread_id("ivy-first", None)
+        report = await ivy.runs.join(memory_run["thread_id"], memory_run["run_id"])
+        assert isinstance(report, dict), report
+        return report
+
+    first = await stateless_turn("I am allergic to shellfish.")
+    assert first["applied"] == [] and len(first["unextracted"]) == 1, first
+    fake.clear("extract")
+    fake.queue("extract", facts_answer(("User is allergic to shellfish", "health")))
+    second = await stateless_turn("What a day.")
+    assert [(a["op"], a["text"]) for a in second["applied"]] == [
+        ("ADD", "User is allergic to shellfish")
+    ]
+    assert await memory_texts(dev_server, "ivy-first") == ["User is allergic to shellfish"]

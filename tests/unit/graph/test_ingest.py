@@ -398,3 +398,30 @@ async def test_a_thread_keeps_only_the_messages_whose_work_is_pending(store: Mem
     asked = [json.dumps(entry["messages"]) for entry in lm.history[calls:]]
     assert asked and all("Mia" in prompt and "Paris" not in prompt for prompt in asked)
     assert [m.text for m in store.memories("alice")] == ["User lives in Paris"]
+
+
+async def test_forwarded_messages_keep_their_origin_as_the_source(store: MemoryStore) -> None:
+    """A message that names where it was first sent (`origin`: what a chat turn's memory
+    steps on the server carry) yields memories whose source is that thread and message;
+    a malformed origin is ignored."""
+    lm = keyed_lm(
+        {
+            "I live in Paris": remember(("User lives in Paris", "location")),
+            "My sister is called Mia": remember(("User's sister is called Mia", "relationships")),
+        }
+    )
+    origin = {"thread_id": "chat-7", "message_id": "1"}
+    messages: list[AnyMessage] = [
+        HumanMessage("I live in Paris", id="m-u1", additional_kwargs={"origin": origin}),
+        AIMessage(
+            "Lovely.", id="m-a1", additional_kwargs={"origin": {**origin, "message_id": "2"}}
+        ),
+        HumanMessage("My sister is called Mia", id="m-u3", additional_kwargs={"origin": "x"}),
+    ]
+    await ingest(ingest_graph(store, lm), messages, thread_id="memory-thread")
+
+    sources = {m.text: m.source for m in store.memories("alice")}
+    assert sources["User lives in Paris"].thread_id == "chat-7"
+    assert sources["User lives in Paris"].message_ids == ["1", "2"]
+    assert sources["User's sister is called Mia"].thread_id == "memory-thread"
+    assert sources["User's sister is called Mia"].message_ids == ["m-u3"]
