@@ -54,7 +54,7 @@ from engram.memory.engines.edge import EdgeEngine
 from engram.memory.engines.qdrant_server import ServerEngine
 from engram.memory.keywords import document_keywords, query_keywords
 from engram.memory.payload import Stored, payload
-from engram.memory.retrieval import Retrieval, searches
+from engram.memory.retrieval import OVERFETCH, Retrieval, searches
 from engram.memory.store import MemoryStore, PlannedOp
 from engram.memory.transfer import export_jsonl, import_jsonl
 from engram.state.contracts import MemoryRecord, Source
@@ -278,7 +278,9 @@ def measure_queries(engine: Engine, work: Workload, row: Row, *, hybrid: bool) -
     def both(i: int) -> None:
         j = i % len(work.queries)
         engine.query(
-            searches(where, work.queries[j], keywords[j], TOP_K + 2, Retrieval(), lean=True)
+            searches(
+                where, work.queries[j], keywords[j], (TOP_K + 2) * OVERFETCH, Retrieval(), lean=True
+            )
         )
 
     row.dense = Latency.of(sample(dense, work.runs, work.budget))

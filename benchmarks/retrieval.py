@@ -31,7 +31,7 @@ import json
 import os
 import tempfile
 import time
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -43,11 +43,18 @@ from langchain_core.embeddings import Embeddings
 from qdrant_client import QdrantClient
 
 from engram.clients import build_embeddings
-from engram.memory.engines.base import Engine, Point, Where
+from engram.memory.engines.base import Engine, Point, Query, Where
 from engram.memory.engines.edge import EdgeEngine
 from engram.memory.engines.qdrant_server import ServerEngine
 from engram.memory.keywords import document_keywords, query_keywords
-from engram.memory.retrieval import KEYWORD_WEIGHT, Retrieval, fuse, searches
+from engram.memory.retrieval import (
+    KEYWORD_WEIGHT,
+    OVERFETCH,
+    Retrieval,
+    fuse,
+    keyword_scores,
+    searches,
+)
 from engram.memory.store import MemoryStore, PlannedOp
 from engram.settings import Settings
 from engram.state.contracts import Source
@@ -83,6 +90,7 @@ class Hits:
     dense: list[Point]
     keywords: list[Point]
     rescored: list[Point]  # the keyword hits, scored by dense similarity
+    scored: list[Point]  # the dense hits the keyword search missed, scored by keywords
     gold: set[str]  # point ids
 
 
@@ -144,15 +152,16 @@ def fill(store: MemoryStore, data: Dataset) -> dict[str, str]:
 
 
 def search_all(store: MemoryStore, data: Dataset, point_ids: dict[str, str], k: int) -> list[Hits]:
-    """The searches per question (dense, keywords, keywords rescored), as
-    `MemoryStore.search(k=k)` sends them."""
+    """The searches per question (dense, keywords, and each rescored by the other), as
+    `MemoryStore.search(k=k)` first sends them."""
     vectors = store.embeddings.embed_documents([q.text for q in data.questions])
+    limit = (k + 2) * OVERFETCH  # `MemoryStore.search` first ranks k + 2 from this many
     plans = [
         searches(
             Where(user_id=question.user, status="active"),
             vector,
             query_keywords(question.text),
-            k + 2,  # `search_many` searches for k + 2
+            limit,
             Retrieval(mode="hybrid"),
         )
         for question, vector in zip(data.questions, vectors, strict=True)
@@ -160,11 +169,13 @@ def search_all(store: MemoryStore, data: Dataset, point_ids: dict[str, str], k: 
     results = iter(store.engine.query([q for plan in plans for q in plan]))
     found = []
     for question, plan in zip(data.questions, plans, strict=True):
-        dense, *keyword_results = [next(results) for _ in plan]
+        lists = [next(results) for _ in plan]
+        dense, *keyword_results = lists
         keywords, rescored = keyword_results or ([], [])
-        found.append(
-            Hits(question, dense, keywords, rescored, {point_ids[g] for g in question.gold})
-        )
+        scoring = keyword_scores(plan[0].where, query_keywords(question.text), lists, limit)
+        scored = store.engine.query([scoring])[0] if scoring else []
+        gold = {point_ids[g] for g in question.gold}
+        found.append(Hits(question, dense, keywords, rescored, scored, gold))
     return found
 
 
@@ -184,9 +195,10 @@ def weighted(weight: float) -> Callable[[Hits], Ranking]:
     retrieval = Retrieval(mode="hybrid", keyword_weight=weight)
 
     def rank(hits: Hits) -> Ranking:
+        results = [hits.dense, hits.keywords, hits.rescored]
         pool = len({p.id for p in [*hits.dense, *hits.keywords]})
-        fused = fuse(hits.dense, hits.keywords, hits.rescored, pool, retrieval)
-        return [(p.id, score) for p, score in fused]
+        fused = fuse(results, pool, len(hits.dense), retrieval, hits.scored)
+        return [(p.id, score) for p, score in fused.ranked]
 
     return rank
 
@@ -356,14 +368,34 @@ def floor_report(
 
 
 def sanity_check(store: MemoryStore, rows: list[tuple[Hits, Ranking]], k: int) -> None:
-    """`MemoryStore.search` itself should rank as the benchmark's copy of its fusion."""
-    same = 0
-    for hits, ranking in rows:
-        found = store.search(hits.question.user, hits.question.text, k)
-        same += [r.id for r in found] == [i for i, _ in ranking[:k]]
+    """`MemoryStore.search` itself should rank as the benchmark's copy of its fusion, give
+    the start of a deeper search for a smaller k, and rarely need to search deeper."""
+    same = prefix = 0
+    batches: Counter[int] = Counter()  # engine query batches per search -> searches
+    calls = [0]
+    query = store.engine.query
+
+    def counted(queries: Sequence[Query]) -> list[list[Point]]:
+        calls[0] += 1
+        return query(queries)
+
+    store.engine.query = counted  # type: ignore[method-assign]
+    try:
+        for hits, ranking in rows:
+            calls[0] = 0
+            found = store.search(hits.question.user, hits.question.text, k)
+            batches[calls[0]] += 1
+            same += [r.id for r in found] == [i for i, _ in ranking[:k]]
+            deeper = store.search(hits.question.user, hits.question.text, 4 * k)
+            prefix += [r.id for r in found] == [r.id for r in deeper[:k]]
+    finally:
+        store.engine.query = query  # type: ignore[method-assign]
     print(
         f"MemoryStore.search (keyword_weight {store.retrieval.keyword_weight}) returns the "
-        f"same top {k} as the benchmark on {same}/{len(rows)} questions"
+        f"same top {k} as the benchmark on {same}/{len(rows)} questions; its top {k} is the "
+        f"start of its top {4 * k} on {prefix}/{len(rows)}; engine query batches per search "
+        f"(1-2 without going deeper): "
+        + ", ".join(f"{n}: {count}" for n, count in sorted(batches.items()))
     )
 
 

@@ -55,7 +55,15 @@ from engram.memory.payload import (
     stored_point,
     text_hash,
 )
-from engram.memory.retrieval import Retrieval, fuse, searches
+from engram.memory.retrieval import (
+    MAX_CANDIDATES,
+    OVERFETCH,
+    Fused,
+    Retrieval,
+    fuse,
+    keyword_scores,
+    searches,
+)
 from engram.memory.versions import Conflict, Versions, new_version, now_utc
 from engram.state.context import validate_user_id
 from engram.state.contracts import (
@@ -274,30 +282,47 @@ class MemoryStore:
     ) -> list[list[tuple[MemoryRecord, float]]] | None:
         """The `room` best versions `where` matches for each text, by fused score.
 
-        Payloads are a good part of a search's cost and only the few best hits need them,
-        so the searches return scores only (keyword hits rescored by dense similarity in the
-        engine) in one round trip, and the winners' payloads are read by id in a second. A
-        winner that no longer matches `where` when read changed meanwhile (an update retired
-        it, say, and its successor came too late for the search): the ranking is stale,
-        None, and the caller searches again; the `last` try drops such versions instead.
+        Each search first asks for `OVERFETCH` x `room` hits; a text whose best `room` are
+        not certain from those (`Fused.exact`: a memory below both cuts could outrank them)
+        is searched again four times deeper, up to `MAX_CANDIDATES`, so the ranking is the
+        same whatever `k` was asked. Payloads are a good part of a search's cost and only
+        the few best hits need them, so the searches return scores only (keyword hits
+        rescored by dense similarity in the engine, dense hits scored by keywords), and the
+        winners' payloads are read by id afterwards. A winner that no longer matches
+        `where` when read changed meanwhile (an update retired it, say, and its successor
+        came too late for the search): the ranking is stale, None, and the caller searches
+        again; the `last` try drops such versions instead.
         """
-        plans = [
-            searches(where, vector, query_keywords(text), room, self.retrieval, lean=True)
-            for text, vector in zip(queries, dense, strict=True)
-        ]
-        results = iter(self.engine.query([q for plan in plans for q in plan]))
-        fused = []
-        for plan in plans:  # dense, then keywords and their rescoring when hybrid
-            dense_hits, *keyword_results = [next(results) for _ in plan]
-            keyword_hits, rescored_hits = keyword_results or ([], [])
-            fused.append(fuse(dense_hits, keyword_hits, rescored_hits, room, self.retrieval))
-        winners = list(dict.fromkeys(p.id for row in fused for p, _ in row))
+        keywords = [query_keywords(text) for text in queries]
+        fused: dict[int, Fused] = {}
+        limit = room * OVERFETCH
+        while len(fused) < len(queries):
+            todo = [i for i in range(len(queries)) if i not in fused]
+            plans = [
+                searches(where, dense[i], keywords[i], limit, self.retrieval, lean=True)
+                for i in todo
+            ]
+            results = iter(self.engine.query([q for plan in plans for q in plan]))
+            hits = [[next(results) for _ in plan] for plan in plans]
+            scoring = {
+                index: query
+                for index, found in zip(todo, hits, strict=True)
+                if (query := keyword_scores(where, keywords[index], found, limit)) is not None
+            }
+            scores = dict(zip(scoring, self.engine.query(list(scoring.values())), strict=True))
+            for index, found in zip(todo, hits, strict=True):
+                ranked = fuse(found, room, limit, self.retrieval, scores.get(index, []))
+                if ranked.exact or limit >= MAX_CANDIDATES:
+                    fused[index] = ranked
+            limit = min(limit * 4, MAX_CANDIDATES)
+        rows = [fused[i].ranked for i in range(len(queries))]
+        winners = list(dict.fromkeys(p.id for row in rows for p, _ in row))
         read = [record_from_point(p) for p in self.engine.retrieve(winners)]
         # Status is all a search filters on that a version's changes can touch.
         current = {r.id: r for r in read if (r.user_id, r.status) == (where.user_id, where.status)}
         if len(current) < len(winners) and not last:
             return None
-        return [[(current[p.id], score) for p, score in row if p.id in current] for row in fused]
+        return [[(current[p.id], score) for p, score in row if p.id in current] for row in rows]
 
     def _document_vectors(self, texts: list[str]) -> list[list[float]]:
         """The texts' document embeddings, reusing those made moments ago: a turn searches
