@@ -2,8 +2,10 @@
 maintain) and ingest (decide_save → extract → retrieve_similar → maintain, see graph.ingest).
 
 On a LangGraph server a chat run ends with the answer: respond → schedule_memory queues the
-memory steps as an ingest run of their own (see `engram.nodes.schedule_memory`); from Python
-they run in the same run, after the answer (stream it to show it first, as `engram chat`).
+memory steps as an ingest run of their own (see `engram.nodes.schedule_memory`). From Python
+they run in the same run, after the answer (stream it to show it first, as `engram chat`),
+unless the run's context asks for `memory_steps="background"`: then `ainvoke` returns with
+the answer and `join_memory_run` waits for the memory steps.
 
 `build_graph()` / `build_ingest_graph()` return uncompiled builders; compile them with the
 checkpointer you want. Every node runs behind `engram.graph.guard.guarded`.
@@ -31,9 +33,17 @@ from engram.nodes import (
     route_after_extract,
     route_after_schedule,
 )
+from engram.nodes.schedule_memory import drain_memory_runs, join_memory_run
 from engram.state import ChatInput, ChatOutput, EngramContext, EngramState, checkpoint_serde
 
-__all__ = ["MemoryPrograms", "build_graph", "build_ingest_graph", "checkpoint_serde"]
+__all__ = [
+    "MemoryPrograms",
+    "build_graph",
+    "build_ingest_graph",
+    "checkpoint_serde",
+    "drain_memory_runs",
+    "join_memory_run",
+]
 
 
 def build_graph(
@@ -54,7 +64,9 @@ def build_graph(
     nodes = {
         "recall": make_recall(clients),
         "respond": make_respond(clients),
-        "schedule_memory": make_schedule_memory(),
+        "schedule_memory": make_schedule_memory(
+            build_ingest_graph(clients, programs, plain_checkpoints=plain_checkpoints)
+        ),
         "decide_save": make_decide_save(clients, programs.decide_save),
         "extract": make_extract(clients, programs.extract),
         "retrieve_similar": make_retrieve_similar(clients),

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from engram.apps.python_api import AddResult, AsyncMemory, Memory
     from engram.clients import Clients
-    from engram.graph import build_graph, build_ingest_graph
+    from engram.graph import build_graph, build_ingest_graph, drain_memory_runs, join_memory_run
     from engram.memory.store import MemoryStore
     from engram.nodes.programs import DecideSave, ExtractFacts, MaintainMemory, MemoryPrograms
     from engram.settings import Settings
@@ -58,7 +58,10 @@ __version__ = "0.2.0"
 _EXPORTS = {
     **dict.fromkeys(["AddResult", "AsyncMemory", "Memory"], "engram.apps.python_api"),
     "Clients": "engram.clients",
-    **dict.fromkeys(["build_graph", "build_ingest_graph"], "engram.graph"),
+    **dict.fromkeys(
+        ["build_graph", "build_ingest_graph", "drain_memory_runs", "join_memory_run"],
+        "engram.graph",
+    ),
     "MemoryStore": "engram.memory.store",
     **dict.fromkeys(
         ["DecideSave", "ExtractFacts", "MaintainMemory", "MemoryPrograms"], "engram.nodes.programs"
@@ -133,6 +136,8 @@ __all__ = [
     "build_graph",
     "build_ingest_graph",
     "checkpoint_serde",
+    "drain_memory_runs",
+    "join_memory_run",
 ]
 
 
