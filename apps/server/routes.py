@@ -402,6 +402,11 @@ async def _forget_on_server(user: str) -> ServerForget:
     threads = crons = messages = 0
     while page := await client.threads.search(metadata={OWNER: user}, limit=THREAD_PAGE):
         for thread in page:
+            # A run still going (a turn's memory steps in the background) would write
+            # memories after the erase below: stop it first (deleting the thread drops
+            # its pending runs, not a running one).
+            for run in await client.runs.list(thread["thread_id"], status="running"):
+                await client.runs.cancel(thread["thread_id"], run["run_id"], wait=True)
             await client.threads.delete(thread["thread_id"])
             threads += 1
     while scheduled := await client.crons.search(metadata={OWNER: user}, limit=THREAD_PAGE):

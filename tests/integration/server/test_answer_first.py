@@ -4,6 +4,7 @@ run as an ingest run of their own on the chat thread's memory thread (see
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterator
 
 import httpx
@@ -246,3 +247,31 @@ async def test_stateless_turns_share_one_memory_thread_that_retries_failed_work(
         ("ADD", "User is allergic to shellfish")
     ]
     assert await memory_texts(dev_server, "ivy-first") == ["User is allergic to shellfish"]
+
+
+async def test_forget_stops_memory_steps_still_running(
+    dev_server: DevServer, fake: FakeOpenAI
+) -> None:
+    """A turn's memory steps still running when the user forgets everything are stopped
+    before the erase: nothing they would have written survives it."""
+    fake.reset()
+    kim = client_for(dev_server.url, "kim-first")
+    fake.queue("chat", "Noted.")
+    fake.queue("decide_save", Hang(3, then=save_answer(True)))
+    fake.queue("extract", facts_answer(("User's PIN is 4321", "personal")))
+    output = await run_turn(kim, "My PIN is 4321.", join_memory=False)
+    memory_run = output["memory_run"]
+    for _ in range(50):  # until the server's queue has picked the memory run up
+        run = await kim.runs.get(memory_run["thread_id"], memory_run["run_id"])
+        if run["status"] == "running":
+            break
+        await asyncio.sleep(0.1)
+    assert run["status"] == "running"
+
+    async with httpx.AsyncClient(base_url=dev_server.url, timeout=60) as http:
+        forgot = await http.post(
+            "/memories/forget", json={"confirm": True}, headers=bearer("kim-first")
+        )
+        assert forgot.status_code == 200, forgot.text
+        await asyncio.sleep(4)  # past the point where decide_save would have answered
+        assert await memory_texts(dev_server, "kim-first") == []
