@@ -103,7 +103,9 @@ def build_ingest_graph(
         "decide_save": batch_decide_save(make_decide_save(clients, programs.decide_save), clients),
         "extract": batch_extract(make_extract(clients, programs.extract)),
         "retrieve_similar": make_retrieve_similar(clients),
-        "maintain": batch_maintain(make_maintain(clients, programs.maintain, actor="ingest")),
+        "maintain": batch_maintain(
+            make_maintain(clients, programs.maintain, actor="ingest", from_origin=True)
+        ),
     }
     types = StateTypes(IngestState)
     for name, node in nodes.items():

@@ -119,11 +119,11 @@ def fuse(
         for point_id, score in scores.items()
     ]
     fused.sort(key=lambda pair: (-pair[1], pair[0].id))
-    if len(dense_hits) < limit or not keyword_results:
-        # Every match is a dense hit (all were scored), or the ranking is the dense one.
-        return Fused(fused[:k], exact=True)
+    if len(dense_hits) < limit:
+        return Fused(fused[:k], exact=True)  # every match is a dense hit: all were scored
     # A point below both cuts scores at most the last dense score plus the last keyword
     # share (0 when the keyword search returned every point sharing a word with the text).
+    # Strictly above it, or the k-th may tie with a point the dense search cut off.
     last_keyword = keyword.get(keyword_hits[-1].id, 0.0) if len(keyword_hits) >= limit else 0.0
     bound = (dense_hits[-1].score or 0.0) + weight * last_keyword
     exact = len(fused) >= k and fused[k - 1][1] > bound if k > 0 else True

@@ -98,6 +98,7 @@ PAGE = 1000
 LOCK_STRIPES = 64
 WRITE_ATTEMPTS = 20  # conditional writes lost to concurrent writers before giving up
 RECENT_VECTORS = 256  # document vectors kept between a turn's search and its writes
+ERASED = "the user's memories were erased (forget) while this write was being prepared"
 READ_ATTEMPTS = 3  # searches whose winners changed while being read, before settling
 
 
@@ -158,6 +159,9 @@ class MemoryStore:
         # holds the user's lock again (the claiming thread held it and finished or died).
         self.writer_id = uuid.uuid4().hex
         self.versions = Versions(self.engine, self.writer_id)
+        # Erasures per user (`forget`): a write prepared before one (its embeddings are made
+        # outside the user's lock) must not land after it.
+        self._erasures: dict[str, int] = {}
         self._recent: OrderedDict[str, list[float]] = OrderedDict()  # `_document_vectors`
         self._recent_lock = threading.Lock()
         self._open(on_progress)
@@ -309,7 +313,8 @@ class MemoryStore:
                 for index, found in zip(todo, hits, strict=True)
                 if (query := keyword_scores(where, keywords[index], found, limit)) is not None
             }
-            scores = dict(zip(scoring, self.engine.query(list(scoring.values())), strict=True))
+            scored = self.engine.query(list(scoring.values())) if scoring else []  # rarely needed
+            scores = dict(zip(scoring, scored, strict=True))
             for index, found in zip(todo, hits, strict=True):
                 ranked = fuse(found, room, limit, self.retrieval, scores.get(index, []))
                 if ranked.exact or limit >= MAX_CANDIDATES:
@@ -443,8 +448,14 @@ class MemoryStore:
         user_id = require_user_id(user_id)
         ops = list(ops)
         report = ApplyReport()
+        erasures = self._erasures.get(user_id, 0)
         vectors = self._embed_ops(ops)  # before the lock: may be a slow network call
         with self.write_lock(user_id):
+            if self._erasures.get(user_id, 0) != erasures:
+                report.rejected += [
+                    RejectedOp(op=op.op, ref=op.ref, text=op.text, reason=ERASED) for op in ops
+                ]
+                return report
             for op in ops:
                 try:
                     applied = self._retrying(partial(self._apply_one, user_id, op, vectors))
@@ -461,6 +472,7 @@ class MemoryStore:
         """Erase every version of every memory of the user. Returns how many were erased."""
         where = Where(user_id=require_user_id(user_id))
         with self.write_lock(user_id):
+            self._erasures[user_id] = self._erasures.get(user_id, 0) + 1
             total = self.engine.count(where)
             self.engine.delete(where)
             left = self.engine.count(where)
@@ -471,8 +483,11 @@ class MemoryStore:
     def _apply_single(self, user_id: str, op: PlannedOp) -> AppliedOp:
         """One operation for API callers: errors are raised, not reported."""
         user_id = require_user_id(user_id)
+        erasures = self._erasures.get(user_id, 0)
         vectors = self._embed_ops([op])
         with self.write_lock(user_id):
+            if self._erasures.get(user_id, 0) != erasures:
+                raise InvalidInputError(ERASED)
             return self._retrying(lambda: self._apply_one(user_id, op, vectors))
 
     def _retrying(self, attempt: Callable[[], AppliedOp]) -> AppliedOp:

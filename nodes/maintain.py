@@ -47,10 +47,12 @@ log = logging.getLogger("engram")
 
 
 def make_maintain(
-    clients: Clients, program: MaintainMemory, *, actor: str = "chat"
+    clients: Clients, program: MaintainMemory, *, actor: str = "chat", from_origin: bool = False
 ) -> Callable[..., Awaitable[dict[str, Any]]]:
     """`actor` is what the memories' provenance names as their origin (`chat` for the
-    chat graph, `ingest` for the ingest graph)."""
+    chat graph, `ingest` for the ingest graph). With `from_origin` (the ingest graph) a
+    message's own `origin` is the source (`message_origin`); a chat turn's source is
+    always its own thread."""
 
     async def maintain(state: EngramState, runtime: Runtime[EngramContext]) -> dict[str, Any]:
         context = run_context(runtime)
@@ -74,7 +76,7 @@ def make_maintain(
         planned, rejected = plan_operations(
             list(prediction.operations or []),
             candidates,
-            [_as_sent(fact, state.get("messages", [])) for fact in facts],
+            [_as_sent(f, state.get("messages", [])) for f in facts] if from_origin else facts,
             actor=actor,
         )
 

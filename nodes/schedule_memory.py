@@ -131,7 +131,12 @@ def make_route_after_respond(clients: Clients) -> Callable[..., Awaitable[str]]:
 class LocalMemoryRuns:
     """Memory runs of chat runs invoked from Python: each an asyncio task on the caller's
     event loop, queued behind the previous run of its memory thread (the server's
-    "enqueue"). A run's report is kept until `join` takes it (the `KEPT` latest)."""
+    "enqueue"). A run's report is kept until `join` takes it (the `KEPT` latest).
+
+    A task lives and dies with its loop: `join` and `drain` wait only for runs of the
+    loop they are called on, and runs of a closed loop are dropped (a loop closed while a
+    run waited, as `asyncio.run` per turn does, cancels it: its exchange stays on the
+    memory thread, unseen, for the conversation's next memory run)."""
 
     KEPT = 1000
 
@@ -162,6 +167,8 @@ class LocalMemoryRuns:
         task = loop.create_task(run(), context=contextvars.Context())
         task.add_done_callback(partial(self._finished, thread_id, run_id))
         self._runs[run_id] = self._latest[thread_id] = task
+        for gone in [r for r, t in self._runs.items() if t.get_loop().is_closed()]:
+            del self._runs[gone]
         for old in [r for r, t in self._runs.items() if t.done()][: -self.KEPT]:
             del self._runs[old]
         return run_id
@@ -169,7 +176,9 @@ class LocalMemoryRuns:
     def _finished(self, thread_id: str, run_id: str, task: asyncio.Task[dict[str, Any]]) -> None:
         if self._latest.get(thread_id) is task:
             del self._latest[thread_id]
-        if not task.cancelled() and task.exception() is not None:
+        if task.cancelled():
+            log.warning("memory run %s was cancelled (its event loop ended?)", run_id)
+        elif task.exception() is not None:
             log.error("memory run %s failed", run_id, exc_info=task.exception())
 
     async def join(self, run_id: str) -> dict[str, Any]:
@@ -180,6 +189,17 @@ class LocalMemoryRuns:
                 f"no memory run {run_id} in this process (it ran elsewhere, or its report "
                 f"was already taken or dropped: the latest {self.KEPT} are kept)"
             )
+        if task.cancelled():
+            self._runs.pop(run_id, None)
+            raise InvalidInputError(
+                f"memory run {run_id} was cancelled before it finished (its event loop "
+                "ended?); its exchange waits on the memory thread for the next memory run"
+            )
+        if task.get_loop() is not asyncio.get_running_loop():
+            raise InvalidInputError(
+                f"memory run {run_id} runs on another event loop; join it there (a run "
+                "lives and dies with the loop of the chat run that started it)"
+            )
         try:
             return await asyncio.shield(task)
         finally:
@@ -187,8 +207,9 @@ class LocalMemoryRuns:
                 self._runs.pop(run_id, None)
 
     async def drain(self) -> None:
-        """Wait for every memory run started in this process (before it exits)."""
-        while pending := [t for t in self._runs.values() if not t.done()]:
+        """Wait for every memory run started on this event loop (before it ends)."""
+        loop = asyncio.get_running_loop()
+        while pending := [t for t in self._runs.values() if t.get_loop() is loop and not t.done()]:
             await asyncio.wait(pending)
 
 
@@ -203,7 +224,7 @@ async def join_memory_run(memory_run: Mapping[str, str]) -> dict[str, Any]:
 
 
 async def drain_memory_runs() -> None:
-    """Wait for every background memory run of this process, e.g. before it exits: a run
+    """Wait for every background memory run of this event loop, e.g. before it ends: a run
     cut off by the exit keeps its exchange on the memory thread, unseen, for the
     conversation's next memory run."""
     await LOCAL_RUNS.drain()

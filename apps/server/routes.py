@@ -403,10 +403,13 @@ async def _forget_on_server(user: str) -> ServerForget:
     while page := await client.threads.search(metadata={OWNER: user}, limit=THREAD_PAGE):
         for thread in page:
             # A run still going (a turn's memory steps in the background) would write
-            # memories after the erase below: stop it first (deleting the thread drops
-            # its pending runs, not a running one).
-            for run in await client.runs.list(thread["thread_id"], status="running"):
-                await client.runs.cancel(thread["thread_id"], run["run_id"], wait=True)
+            # memories after the erase below: stop the queued ones, then the running one
+            # (a write it prepared meanwhile is refused by the store's erase fence).
+            for status in ("pending", "running"):
+                for run in await client.runs.list(thread["thread_id"], status=status):
+                    await client.runs.cancel(
+                        thread["thread_id"], run["run_id"], wait=status == "running"
+                    )
             await client.threads.delete(thread["thread_id"])
             threads += 1
     while scheduled := await client.crons.search(metadata={OWNER: user}, limit=THREAD_PAGE):

@@ -165,9 +165,12 @@ def test_the_public_names_are_all_exported() -> None:
 
 
 def test_close_ends_the_background_thread(store: MemoryStore) -> None:
+    before = set(threading.enumerate())  # other tests' Memory objects may still be open
     with memory_on(store) as memory:
         assert memory.list(user_id="alice") == []
-        threads = [t for t in threading.enumerate() if t.name == "engram-memory"]
+        threads = [
+            t for t in threading.enumerate() if t.name == "engram-memory" and t not in before
+        ]
         assert threads
     for thread in threads:
         thread.join(timeout=5)

@@ -42,7 +42,12 @@ class GatedLM(DummyLM):
 
 
 def graph_with(
-    store: MemoryStore, lm: DummyLM, replies: list[str], *, checkpointer: bool = True
+    store: MemoryStore,
+    lm: DummyLM,
+    replies: list[str],
+    *,
+    checkpointer: bool = True,
+    saver: InMemorySaver | None = None,
 ) -> CompiledStateGraph[Any, Any, Any, Any]:
     clients = Clients(
         Settings(llm_attempts=1),
@@ -50,8 +55,9 @@ def graph_with(
         chat_model=FakeListChatModel(responses=replies),
         memory_lm=lm,
     )
-    saver = InMemorySaver(serde=checkpoint_serde()) if checkpointer else None
-    return build_graph(clients).compile(checkpointer=saver)
+    if checkpointer and saver is None:
+        saver = InMemorySaver(serde=checkpoint_serde())
+    return build_graph(clients).compile(checkpointer=saver if checkpointer else None)
 
 
 async def test_ainvoke_returns_the_answer_while_the_memory_steps_wait(store: MemoryStore) -> None:
@@ -155,3 +161,34 @@ async def test_join_of_an_unknown_run_says_so_and_drain_waits_for_all(store: Mem
     await turn(graph, "I own a kayak.", user_id="dave", **BACKGROUND)
     await drain_memory_runs()
     assert [m.text for m in store.memories("dave")] == ["User owns a kayak"]
+
+
+def test_a_run_cut_off_by_its_event_loop_is_taken_up_by_the_next(store: MemoryStore) -> None:
+    """`asyncio.run` per turn ends the loop, and with it a memory run still waiting: joining
+    it says so, and the conversation's next memory run remembers its exchange."""
+    saver = InMemorySaver(serde=checkpoint_serde())
+    waiting = graph_with(store, GatedLM([]), ["Noted."], saver=saver)  # never answers
+    first = asyncio.run(turn(waiting, "I keep bees.", user_id="erin", **BACKGROUND))
+    with pytest.raises(InvalidInputError, match="cancelled before it finished"):
+        asyncio.run(join_memory_run(first["memory_run"]))
+    asyncio.run(drain_memory_runs())  # nothing of this loop to wait for
+
+    lm = DummyLM(
+        {
+            "[[ ## new_facts ## ]]": {"reasoning": "scripted", "operations": "[]"},
+            "I keep bees": {
+                "save": "True",
+                "facts": json.dumps([{"text": "User keeps bees", "category": "hobbies"}]),
+            },
+            "Lovely weather": {"save": "False", "facts": "[]"},
+        }
+    )
+    answering = graph_with(store, lm, ["Yes."], saver=saver)
+
+    async def next_turn() -> dict[str, Any]:
+        second = await turn(answering, "Lovely weather.", user_id="erin", **BACKGROUND)
+        return await join_memory_run(second["memory_run"])
+
+    report = asyncio.run(next_turn())
+    assert [a.text for a in report["applied"]] == ["User keeps bees"]
+    assert [m.text for m in store.memories("erin")] == ["User keeps bees"]

@@ -173,3 +173,27 @@ def test_the_top_n_is_the_start_of_any_deeper_search(crowded: MemoryStore) -> No
             for n in (1, 3, 5, 10, 20):
                 top = [m.id for m in crowded.search("alice", question, k=n)]
                 assert top == deep[:n], (mode, weight, question, n)
+
+
+class Same(Embeddings):
+    """One vector for every text: meaning ties everywhere, at every cut."""
+
+    def embed_documents(self, texts: list[str]) -> list[list[float]]:
+        return [[1.0, 0.0, 0.0, 0.0] for _ in texts]
+
+    def embed_query(self, text: str) -> list[float]:
+        return [1.0, 0.0, 0.0, 0.0]
+
+
+def test_ties_at_the_cut_keep_the_top_n_the_start_of_a_deeper_search(
+    kind: str, tmp_path: Path
+) -> None:
+    store = make_store(kind, Same(), tmp_path, dims=4)
+    ops = [PlannedOp("ADD", text=f"User noted item number {i}") for i in range(100)]
+    assert not store.apply("alice", ops).rejected
+    for mode, question in [("dense", "what?"), ("hybrid", "what?"), ("hybrid", "item 7")]:
+        store.retrieval = Retrieval(mode=mode)  # type: ignore[arg-type]
+        deep = [m.id for m in store.search("alice", question, k=60)]
+        for n in (1, 5, 20):
+            assert [m.id for m in store.search("alice", question, k=n)] == deep[:n], (mode, n)
+    store.engine.close()

@@ -420,3 +420,44 @@ def test_a_slow_embedding_never_blocks_other_users(
         slow.release.set()
         writer.join(10)
     assert [m.text for m in store.memories("alice")] == ["User likes tea"]
+
+
+class HeldEmbeddings(Embeddings):
+    """Embeds only once `release` is set, after saying it has started (`started`)."""
+
+    def __init__(self) -> None:
+        self.fake = DeterministicFakeEmbedding(size=8)
+        self.started, self.release = threading.Event(), threading.Event()
+
+    def embed_documents(self, texts: list[str]) -> list[list[float]]:
+        self.started.set()
+        assert self.release.wait(10)
+        return self.fake.embed_documents(texts)
+
+    def embed_query(self, text: str) -> list[float]:
+        return self.fake.embed_query(text)
+
+
+def test_a_write_prepared_before_a_forget_does_not_land_after_it(kind: str, tmp_path: Path) -> None:
+    """A turn's memory steps embed their facts outside the user's lock; a forget that
+    happens meanwhile must leave nothing of them behind."""
+    embeddings = HeldEmbeddings()
+    store = MemoryStore(make_engine(kind, embeddings, tmp_path), embeddings, dims=8)
+    reports = []
+    writer = threading.Thread(
+        target=lambda: reports.append(
+            store.apply("alice", [PlannedOp("ADD", text="User's PIN is 4321")])
+        )
+    )
+    writer.start()
+    assert embeddings.started.wait(10)
+    assert store.forget("alice") == 0
+    embeddings.release.set()
+    writer.join(10)
+
+    assert reports[0].applied == []
+    assert "erased (forget)" in reports[0].rejected[0].reason
+    assert store.count("alice") == 0
+    store.apply("alice", [PlannedOp("ADD", text="User's PIN is 1234")])  # later writes land
+    assert [m.text for m in store.memories("alice")] == ["User's PIN is 1234"]
+    store.engine.close()
