@@ -405,10 +405,10 @@ async def _forget_on_server(user: str) -> ServerForget:
             # A run still going (a turn's memory steps in the background) would write
             # memories after the erase below: stop the queued ones, then the running one
             # (a write it prepared meanwhile is refused by the store's erase fence).
-            for status in ("pending", "running"):
-                for run in await client.runs.list(thread["thread_id"], status=status):
+            for state in ("pending", "running"):
+                for run in await client.runs.list(thread["thread_id"], status=state):
                     await client.runs.cancel(
-                        thread["thread_id"], run["run_id"], wait=status == "running"
+                        thread["thread_id"], run["run_id"], wait=state == "running"
                     )
             await client.threads.delete(thread["thread_id"])
             threads += 1
