@@ -99,6 +99,15 @@ class MaintainMemorySignature(dspy.Signature):
     operations: list[MemoryOp] = dspy.OutputField()
 
 
+class RerankMemoriesSignature(dspy.Signature):
+    """Order the user's memories by how much each helps answer the user's message, most
+    useful first. List only the memories that help, by their ids; never invent ids."""
+
+    user_message: str = dspy.InputField()
+    memories: list[NumberedMemory] = dspy.InputField(desc="What recall found for the message.")
+    ranked: list[int] = dspy.OutputField(desc="Ids of the helpful memories, most useful first.")
+
+
 # Each program is one predictor (so it optimizes, saves and loads like any DSPy program);
 # the subclasses only give the contracts their stable names.
 
@@ -116,6 +125,14 @@ class ExtractFacts(dspy.Predict):
 class MaintainMemory(dspy.ChainOfThought):
     def __init__(self) -> None:
         super().__init__(MaintainMemorySignature)
+
+
+class RerankMemories(dspy.Predict):
+    """Recall's optional reranking (ENGRAM_RERANK=llm); not one of the memory steps, so not
+    part of `MemoryPrograms` (nor optimized or saved with them)."""
+
+    def __init__(self) -> None:
+        super().__init__(RerankMemoriesSignature)
 
 
 PROGRAMS_FORMAT = "engram-programs"

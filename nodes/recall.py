@@ -1,5 +1,6 @@
 """recall: embed the latest user message (with a little context) and fetch the user's
-top-k active memories. Embedding and vector search only; no LLM call.
+top-k active memories. Embedding and vector search only; no LLM call, unless reranking is
+on (ENGRAM_RERANK=llm): then the memory model reorders a wider set of candidates first.
 
 Recall is time-aware: a message that refers to a time (`engram.memory.timeframe`) narrows recall
 to what the user said then ("what did I tell you last week?") or boosts it ("where did I
@@ -19,15 +20,19 @@ from engram.identity import run_context
 from engram.memory.store import MemoryStore
 from engram.memory.timeframe import TimeReference, time_reference
 from engram.nodes.common import endpoint_errors, latest_exchange, message_time
+from engram.nodes.programs import RerankMemories, run_memory_step
 from engram.state.context import EngramContext
-from engram.state.contracts import MemoryRecord
-from engram.state.errors import InvalidInputError
+from engram.state.contracts import MemoryRecord, NumberedMemory
+from engram.state.errors import InvalidInputError, MemoryStepError
 from engram.state.graph_state import TURN_RESET, EngramState
 
 CONTEXT_CHARS = 300  # of the previous assistant reply, to resolve "yes, that one"
 # Added to the score of a memory said within the span a message refers to: about the gap
 # between a clearly relevant memory and a loosely related one (cosine, 384-d MiniLM).
 TIME_BOOST = 0.15
+# Reranking looks at this many times top_k candidates (at least RERANK_MIN, at most
+# RERANK_MAX), so a memory the search placed just below the cut can still come in.
+RERANK_FACTOR, RERANK_MIN, RERANK_MAX = 2, 10, 50
 
 
 def make_recall(clients: Clients) -> Callable[..., Awaitable[dict[str, Any]]]:
@@ -43,6 +48,8 @@ def make_recall(clients: Clients) -> Callable[..., Awaitable[dict[str, Any]]]:
         if previous_reply is not None:
             query = f"{previous_reply.text[-CONTEXT_CHARS:]}\n{query}"
         top_k = context.top_k or clients.settings.top_k
+        rerank = clients.settings.rerank == "llm"
+        fetch = min(max(RERANK_FACTOR * top_k, RERANK_MIN), RERANK_MAX) if rerank else top_k
         reference = time_reference(user_message.text, now)
         floor = clients.settings.recall_floor  # nothing irrelevant in the prompt
 
@@ -50,13 +57,41 @@ def make_recall(clients: Clients) -> Callable[..., Awaitable[dict[str, Any]]]:
             store = clients.store()  # its errors are its own, not the embedding endpoint's
             with endpoint_errors("embedding model", clients.settings.openai_base_url):
                 return recall_memories(
-                    store, context.user_id, query, top_k, reference=reference, floor=floor
+                    store, context.user_id, query, fetch, reference=reference, floor=floor
                 )
 
         recalled = await asyncio.to_thread(search)
-        return {**TURN_RESET, "user_id": context.user_id, "recalled": recalled}
+        error = None
+        if rerank and len(recalled) > 1:
+            recalled, error = await reranked(clients, program, context, user_message.text, recalled)
+        update = {"user_id": context.user_id, "recalled": recalled[:top_k], "memory_error": error}
+        return {**TURN_RESET, **update}
 
+    program = RerankMemories()
     return recall
+
+
+async def reranked(
+    clients: Clients,
+    program: RerankMemories,
+    context: EngramContext,
+    message: str,
+    found: list[MemoryRecord],
+) -> tuple[list[MemoryRecord], str | None]:
+    """`found` in the memory model's order: the memories it lists first (ids it invented or
+    repeated are ignored), then the others in the search's order, so a bad or empty answer
+    can reorder recall but never empty it. A failed call keeps the search's order and says
+    so (`memory_error`); the answer is not held up by more than the configured retries."""
+    shown = [NumberedMemory.of(i, memory) for i, memory in enumerate(found, 1)]
+    try:
+        prediction = await run_memory_step(
+            "rerank", program, clients, context, user_message=message, memories=shown
+        )
+    except MemoryStepError as error:
+        return found, f"{error} (recall kept the search's order)"
+    chosen = [i for i in dict.fromkeys(prediction.ranked or []) if 1 <= i <= len(found)]
+    order = chosen + [i for i in range(1, len(found) + 1) if i not in chosen]
+    return [found[i - 1] for i in order], None
 
 
 def recall_memories(

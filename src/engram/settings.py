@@ -58,6 +58,9 @@ class Settings(BaseSettings):
     # off is DSPy's text format.
     structured_output: StructuredOutput = "auto"
     recall_floor: float = Field(default=0.15, ge=-1, le=2)
+    # Recall's candidates reordered by the memory model before the answer (one more call on
+    # the response path: latency for precision); off: the search's order.
+    rerank: Literal["off", "llm"] = "off"
     # Optimized memory programs (`engram optimize`); unset: the built-in ones.
     programs: Path | None = None
 
