@@ -34,10 +34,11 @@ import time
 import uuid
 import zlib
 from collections import OrderedDict
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from functools import partial
+from typing import TypeVar
 
 from langchain_core.embeddings import Embeddings
 from qdrant_client import QdrantClient
@@ -54,6 +55,14 @@ from engram.memory.payload import (
     stored_from_point,
     stored_point,
     text_hash,
+)
+from engram.memory.profile import (
+    MAX_LINE_CHARS,
+    ProfileVersions,
+    fit,
+    grounded,
+    pinned_lines,
+    profile_key,
 )
 from engram.memory.retrieval import (
     MAX_CANDIDATES,
@@ -72,6 +81,8 @@ from engram.state.contracts import (
     MemoryRecord,
     MemoryStatus,
     OpName,
+    Profile,
+    ProfileLine,
     RejectedOp,
     Source,
 )
@@ -86,6 +97,7 @@ __all__ = [
     "ApplyReport",
     "MemoryStore",
     "PlannedOp",
+    "ProfileReport",
     "clean_category",
     "clean_memory_text",
     "normalize_text",
@@ -100,6 +112,7 @@ WRITE_ATTEMPTS = 20  # conditional writes lost to concurrent writers before givi
 RECENT_VECTORS = 256  # document vectors kept between a turn's search and its writes
 ERASED = "the user's memories were erased (forget) while this write was being prepared"
 READ_ATTEMPTS = 3  # searches whose winners changed while being read, before settling
+Written = TypeVar("Written")
 
 
 @dataclass(frozen=True)
@@ -122,6 +135,16 @@ class ApplyReport:
     rejected: list[RejectedOp] = field(default_factory=list)
 
 
+@dataclass
+class ProfileReport:
+    """What `save_profile` did: the version written (None: nothing changed), the lines
+    refused and why, and those left out by the size bound."""
+
+    profile: Profile | None = None
+    refused: list[RejectedOp] = field(default_factory=list)
+    left_out: list[ProfileLine] = field(default_factory=list)
+
+
 class MemoryStore:
     """Per-user versioned memories. Pass an engine (`engines.edge.EdgeEngine`,
     `engines.qdrant_server.ServerEngine`) or a `QdrantClient` (wrapped in a `ServerEngine`).
@@ -140,6 +163,7 @@ class MemoryStore:
         dims: int | None = None,
         vector_key: bytes | None = None,
         retrieval: Retrieval | None = None,
+        profile_chars: int = 800,
         on_progress: Callable[[str, int, int], None] | None = None,
     ) -> None:
         if isinstance(engine, QdrantClient):
@@ -159,6 +183,8 @@ class MemoryStore:
         # holds the user's lock again (the claiming thread held it and finished or died).
         self.writer_id = uuid.uuid4().hex
         self.versions = Versions(self.engine, self.writer_id)
+        self.profiles = ProfileVersions(self.engine, self.versions, self.dims)
+        self.profile_chars = profile_chars  # the profile's size bound (ENGRAM_PROFILE_CHARS)
         # Erasures per user (`forget`): a write prepared before one (its embeddings are made
         # outside the user's lock) must not land after it.
         self._erasures: dict[str, int] = {}
@@ -469,13 +495,16 @@ class MemoryStore:
         return report
 
     def forget(self, user_id: str) -> int:
-        """Erase every version of every memory of the user. Returns how many were erased."""
+        """Erase every version of every memory of the user, and their profile. Returns how
+        many memory versions were erased."""
         where = Where(user_id=require_user_id(user_id))
+        profile = Where(user_id=profile_key(user_id))
         with self.write_lock(user_id):
             self._erasures[user_id] = self._erasures.get(user_id, 0) + 1
             total = self.engine.count(where)
             self.engine.delete(where)
-            left = self.engine.count(where)
+            self.engine.delete(profile)
+            left = self.engine.count(where) + self.engine.count(profile)
         if left:
             raise RuntimeError(f"forget left {left} memories of {user_id!r}; run it again")
         return total
@@ -490,7 +519,7 @@ class MemoryStore:
                 raise InvalidInputError(ERASED)
             return self._retrying(lambda: self._apply_one(user_id, op, vectors))
 
-    def _retrying(self, attempt: Callable[[], AppliedOp]) -> AppliedOp:
+    def _retrying(self, attempt: Callable[[], Written]) -> Written:
         """Run an operation until its conditional writes win (each try reads afresh)."""
         for tries in range(WRITE_ATTEMPTS):
             try:
@@ -718,6 +747,160 @@ class MemoryStore:
         )
         return AppliedOp(op="RESTORE", memory_id=new_id, text=version.text, result="restored")
 
+    # -- profile -------------------------------------------------------------------------
+
+    def profile(self, user_id: str, *, as_stored: bool = False) -> Profile:
+        """The user's profile as the chatbot sees it: the lines whose memories are all still
+        active, with the pinned memories, within the size bound (`memory.profile.grounded`).
+        `as_stored`: the current version as written, lines awaiting revision included."""
+        user_id = require_user_id(user_id)
+        stored = self.profiles.current(user_id)
+        if as_stored:
+            return stored
+        return grounded(stored, self.active(user_id, stored.cited()), self.profile_chars)
+
+    def profile_history(self, user_id: str) -> list[Profile]:
+        """Every version of the user's profile, oldest first, each with what made it."""
+        return self.profiles.history(require_user_id(user_id))
+
+    def active(self, user_id: str, memory_ids: Iterable[str]) -> dict[str, MemoryRecord]:
+        """Those of `memory_ids` that are active memories of the user, by id."""
+        stored = self.versions.get_many(require_user_id(user_id), list(memory_ids))
+        return {s.record.id: s.record for s in stored if s.record.status == "active"}
+
+    def save_profile(
+        self,
+        user_id: str,
+        lines: Sequence[ProfileLine],
+        *,
+        source: Source,
+        detail: str | None = None,
+    ) -> ProfileReport:
+        """Write `lines` as the user's profile (its pins stay). A line must rest on active
+        memories of this user: one that rests on none, or on an unknown, another user's,
+        superseded or deleted memory, is refused with the reason. Lines about pinned
+        memories come first; what passes the size bound is left out. Checked under the
+        user's write lock, so a line cannot rest on a memory a concurrent write retired, nor
+        a profile outlive a `forget`. Nothing is written when nothing changed."""
+        user_id = require_user_id(user_id)
+
+        def attempt() -> ProfileReport:
+            current = self.profiles.current(user_id)
+            cited = {i for line in lines for i in line.memory_ids} | set(current.pinned)
+            active = self.active(user_id, cited)
+            report = ProfileReport()
+            accepted: list[ProfileLine] = []
+            for line in lines:
+                reason = _unsupported(line, active)
+                if reason is None:
+                    accepted.append(
+                        ProfileLine(
+                            text=" ".join(line.text.split()),
+                            memory_ids=list(dict.fromkeys(line.memory_ids)),
+                        )
+                    )
+                else:
+                    report.refused.append(RejectedOp(op="PROFILE", text=line.text, reason=reason))
+            pins = [i for i in current.pinned if i in active]
+            stated = {i for line in accepted for i in line.memory_ids}
+            # Pinned memories no line states are shown in their own words (`grounded`):
+            # they take their room here, but are not stored as lines, so unpinning one
+            # takes it out.
+            shown = pinned_lines([i for i in pins if i not in stated], active)
+            kept, report.left_out = fit(shown + accepted, pins, self.profile_chars)
+            kept = [line for line in kept if line not in shown]
+            if current.version_id is None and not kept and not pins:
+                return report  # nothing to say yet: no empty first version
+            report.profile = self.profiles.write(
+                user_id, kept, pins, at=now_utc(), operation="UPDATE", source=source, detail=detail
+            )
+            return report
+
+        with self.write_lock(user_id):
+            return self._retrying(attempt)
+
+    def pin(self, user_id: str, memory_id: str, *, source: Source | None = None) -> Profile:
+        """Pin an active memory: it always appears in the profile, in its own words unless a
+        line states it. The pinned memories together must fit the size bound."""
+        user_id = require_user_id(user_id)
+        record = self.get(user_id, memory_id)
+        if record.status != "active":
+            raise InvalidInputError(
+                f"memory {record.id} is {record.status}; pin its current version "
+                f"(`engram memories history {record.id}`)"
+            )
+
+        def attempt() -> Profile:
+            current = self.profiles.current(user_id)
+            if record.id in current.pinned:
+                return self.profile(user_id)
+            pins = [*current.pinned, record.id]
+            texts = self.active(user_id, pins)
+            if sum(len(r.text) + 1 for r in texts.values()) > self.profile_chars:
+                raise InvalidInputError(
+                    f"the pinned memories would not fit the profile's {self.profile_chars} "
+                    "characters (ENGRAM_PROFILE_CHARS); unpin one first"
+                )
+            self.profiles.write(
+                user_id,
+                current.lines,
+                pins,
+                at=now_utc(),
+                operation="UPDATE",
+                source=source or Source(actor="api"),
+                detail=f"pinned {record.id}",
+            )
+            return self.profile(user_id)
+
+        with self.write_lock(user_id):
+            return self._retrying(attempt)
+
+    def unpin(self, user_id: str, memory_id: str, *, source: Source | None = None) -> Profile:
+        """Unpin a memory: it stays in the profile only while a line rests on it."""
+        user_id = require_user_id(user_id)
+
+        def attempt() -> Profile:
+            current = self.profiles.current(user_id)
+            if memory_id not in current.pinned:
+                raise MemoryNotFoundError(f"memory {memory_id!r} is not pinned for {user_id!r}")
+            self.profiles.write(
+                user_id,
+                current.lines,
+                [i for i in current.pinned if i != memory_id],
+                at=now_utc(),
+                operation="UPDATE",
+                source=source or Source(actor="api"),
+                detail=f"unpinned {memory_id}",
+            )
+            return self.profile(user_id)
+
+        with self.write_lock(user_id):
+            return self._retrying(attempt)
+
+    def restore_profile(
+        self, user_id: str, version_id: str, *, source: Source | None = None
+    ) -> Profile:
+        """Make an earlier version of the profile the current one, exactly as it was (a line
+        whose memories changed since stays out of the chatbot's view until the next update,
+        as `profile` says)."""
+        user_id = require_user_id(user_id)
+
+        def attempt() -> Profile:
+            old = self.profiles.version(user_id, version_id)
+            self.profiles.write(
+                user_id,
+                old.lines,
+                old.pinned,
+                at=now_utc(),
+                operation="RESTORE",
+                source=source or Source(actor="api"),
+                detail=f"restored from {old.version_id}",
+            )
+            return self.profiles.current(user_id)
+
+        with self.write_lock(user_id):
+            return self._retrying(attempt)
+
 
 # -- helpers -------------------------------------------------------------------------------
 
@@ -728,6 +911,21 @@ def require_user_id(user_id: str) -> str:
         return validate_user_id(user_id)
     except ValueError as error:
         raise InvalidInputError(str(error)) from None
+
+
+def _unsupported(line: ProfileLine, active: dict[str, MemoryRecord]) -> str | None:
+    """Why a profile line cannot be written, or None when it rests on active memories."""
+    text = " ".join(line.text.split())
+    if not text:
+        return "an empty line"
+    if len(text) > MAX_LINE_CHARS:
+        return f"a line over {MAX_LINE_CHARS} characters"
+    if not line.memory_ids:
+        return "the line rests on no memory"
+    missing = [i for i in line.memory_ids if i not in active]
+    if missing:
+        return f"rests on {', '.join(missing)}: not an active memory of this user"
+    return None
 
 
 def _older(op: PlannedOp, record: MemoryRecord) -> bool:

@@ -134,6 +134,43 @@ class RejectedOp(BaseModel):
     reason: str
 
 
+class ProfileLine(BaseModel):
+    """One line of a user's profile and the memories (point ids) it rests on."""
+
+    text: str
+    memory_ids: list[str]
+
+
+class Profile(BaseModel):
+    """A user's profile: the lasting core facts always put in the chat prompt, each line
+    resting on active memories. Versioned like a memory: `version_id` names this version,
+    `events` say what made it (and, for an earlier version, what replaced it).
+    `pinned`: memories that always appear in it."""
+
+    user_id: str
+    lines: list[ProfileLine] = Field(default_factory=list)
+    pinned: list[str] = Field(default_factory=list)
+    version_id: str | None = None  # None: the user has no profile yet
+    status: MemoryStatus = "active"
+    updated_at: datetime | None = None
+    events: list[MemoryEvent] = Field(default_factory=list)
+
+    def cited(self) -> set[str]:
+        """Every memory id the profile rests on or pins."""
+        return {i for line in self.lines for i in line.memory_ids} | set(self.pinned)
+
+    def chars(self) -> int:
+        return sum(len(line.text) + 1 for line in self.lines)
+
+
+class CitedLine(BaseModel):
+    """A profile line as the profile program reads and writes it: the small integer ids
+    of the memories it rests on, never point ids."""
+
+    text: str
+    memory_ids: list[int]
+
+
 class Unextracted(BaseModel):
     """A user message whose fact extraction failed; the next turn or a retry tries again."""
 

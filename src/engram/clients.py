@@ -249,6 +249,7 @@ def default_store(settings: Settings | None = None) -> MemoryStore:
                 dims=settings.resolved_embedding_dims,
                 vector_key=vector_key(settings),
                 retrieval=Retrieval(mode=settings.retrieval),
+                profile_chars=settings.profile_chars,
             )
             with _lock:
                 _stores[key] = store

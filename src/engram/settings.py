@@ -61,6 +61,10 @@ class Settings(BaseSettings):
     # Recall's candidates reordered by the memory model before the answer (one more call on
     # the response path: latency for precision); off: the search's order.
     rerank: Literal["off", "llm"] = "off"
+    # The user's profile (core facts always in the prompt, kept by one more memory program
+    # after memory changes); off: no profile program call and no profile in the prompt.
+    profile: Literal["on", "off"] = "on"
+    profile_chars: int = Field(default=800, ge=50, le=8000)
     # Optimized memory programs (`engram optimize`); unset: the built-in ones.
     programs: Path | None = None
 
