@@ -18,6 +18,18 @@ import never tells whose ids exist.
 Writing an import (`import_records`) keeps the store's rules with the store's own parts
 (its engine, embeddings and per-user write lock): memories the user has win, an already
 active text is merged, and a failed write leaves nothing behind.
+
+The user's profile travels in the header (`ExportHeader.profile`): its current version as
+stored, the lines with the memory ids they rest on, and the pins. Only the current version,
+not the whole history: a profile version is the store's record of what this installation
+wrote and when, resting on memory versions; an import writes what it brings as one new
+version of the importing user's profile (an IMPORT event), so that history stays the store's
+own, and the memories' complete history (which the file carries) keeps every line's grounds
+auditable. The profile is written after the memories (`import_profile`), through the same
+id mapping, and only onto a user who has none (the user's own profile wins, as their memories
+do): a line or pin is kept only when every memory it cites is in the file and, once mapped,
+an active memory of the importing user; the others are reported, never written. A file
+cannot make a line cite a memory the file does not carry, let alone another user's.
 """
 
 from __future__ import annotations
@@ -28,12 +40,13 @@ import json
 import uuid
 from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
-from typing import Any, TextIO
+from typing import Any, Literal, TextIO
 
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel, Field, ValidationError
 
 from engram.memory.engines.base import Where
 from engram.memory.payload import Stored, record_from_point, stored_point, text_hash
+from engram.memory.profile import MAX_LINE_CHARS, fit, pinned_lines
 from engram.memory.store import (
     PAGE,
     MemoryStore,
@@ -41,14 +54,22 @@ from engram.memory.store import (
     clean_memory_text,
     require_user_id,
 )
-from engram.state.contracts import MemoryEvent, MemoryRecord, Source
-from engram.state.errors import ImportFormatError, InvalidInputError
+from engram.memory.versions import Conflict
+from engram.state.contracts import (
+    MemoryEvent,
+    MemoryRecord,
+    ProfileLine,
+    RejectedOp,
+    Source,
+)
+from engram.state.errors import ImportFormatError, InvalidInputError, StoreConflictError
 
 FORMAT = "engram-export"
-# 2 adds `vector_mac`, 3 `ids_mac`. Older files still import: their vectors are
-# re-embedded and their ids derived (see `import_jsonl`).
-VERSION = 3
-READABLE_VERSIONS = (1, 2, 3)
+# 2 adds `vector_mac`, 3 `ids_mac`, 4 the header's `profile`. Older files still import:
+# their vectors are re-embedded, their ids derived (see `import_jsonl`), and without a
+# profile the importing user's is left as it is.
+VERSION = 4
+READABLE_VERSIONS = (1, 2, 3, 4)
 
 # Bounds on one line, checked before it is kept. The largest line Engram writes (a
 # 3,072-dimension vector is about 70 KB of JSON, a 2,000-character text, a few events) is
@@ -61,6 +82,21 @@ MAX_EVENTS = 1000  # per version; one per change of it (a delete/restore cycle a
 # no fact names the messages of every fact of the batch.
 MAX_MESSAGE_IDS = 1000
 MAX_VECTOR_DIMS = 8192  # embedding models make at most 4,096 (text-embedding-3: 3,072)
+# A profile is bounded by ENGRAM_PROFILE_CHARS (800 by default: a dozen lines); these bound
+# what a file may bring whatever the bound of the store that wrote it.
+MAX_PROFILE_LINES = 200
+MAX_PROFILE_PINS = 200
+MAX_LINE_MEMORIES = 50  # memory ids one profile line rests on
+
+
+class ExportedProfile(BaseModel):
+    """The user's current profile version as stored: lines with the memory ids (of the
+    file's versions) they rest on, and the pinned memory ids."""
+
+    version_id: str
+    updated_at: datetime | None = None
+    lines: list[ProfileLine]
+    pinned: list[str]
 
 
 class ExportHeader(BaseModel):
@@ -70,6 +106,7 @@ class ExportHeader(BaseModel):
     embedding: str
     count: int
     exported_at: datetime
+    profile: ExportedProfile | None = None  # since version 4; None: the user had none
 
 
 class ExportedMemory(MemoryRecord):
@@ -78,17 +115,31 @@ class ExportedMemory(MemoryRecord):
     ids_mac: str | None = None  # `ids_mac` of the user and the version's ids and links
 
 
+class ProfileImport(BaseModel):
+    """What an import did with the file's profile: `imported` as a new version, `kept`
+    the user's own (they had one), or `nothing` (no line or pin rests on the user's
+    memories). `dropped`: the lines and pins not written, and why."""
+
+    result: Literal["imported", "kept", "nothing"]
+    version_id: str | None = None  # the user's current version afterwards
+    lines: int = 0
+    pinned: int = 0
+    dropped: list[RejectedOp] = Field(default_factory=list)
+
+
 class ImportReport(BaseModel):
     user_id: str
     imported: int
     skipped: int  # versions of memories the store already had (kept as they are)
     re_embedded: int
+    profile: ProfileImport | None = None  # None: the file holds no profile
 
 
 def export_jsonl(store: MemoryStore, user_id: str, out: TextIO) -> int:
     """Write every version of every memory of the user; returns how many."""
     user_id = require_user_id(user_id)
     rows = list(store.export_records(user_id))
+    profile = store.profile(user_id, as_stored=True)
     header = ExportHeader(
         format=FORMAT,
         version=VERSION,
@@ -96,6 +147,14 @@ def export_jsonl(store: MemoryStore, user_id: str, out: TextIO) -> int:
         embedding=store.embedding_id,
         count=len(rows),
         exported_at=datetime.now(UTC),
+        profile=None
+        if profile.version_id is None
+        else ExportedProfile(
+            version_id=profile.version_id,
+            updated_at=profile.updated_at,
+            lines=profile.lines,
+            pinned=profile.pinned,
+        ),
     )
     out.write(header.model_dump_json() + "\n")
     for record, vector in rows:
@@ -225,7 +284,8 @@ def import_jsonl(
     the file's ids, or the derived ones, is kept as it is.
 
     Every imported version records an IMPORT event. `on_progress(done, total)` reports
-    re-embedding. Importing twice changes nothing (see `import_records`).
+    re-embedding. Importing twice changes nothing (see `import_records`). The file's
+    profile, if any, is written afterwards under the same mapping of ids (`import_profile`).
     """
     header, memories = read_export(lines)
     user_id = require_user_id(as_user) if as_user else header.user_id
@@ -256,15 +316,29 @@ def import_jsonl(
         record = record.model_copy(update={"user_id": user_id, "events": [*record.events, event]})
         records.append((record, memory.vector if trusted else None))
     kept = 0
+    mapped = {r.id: r.id for r, _ in records}  # the file's version ids -> the user's
     if not own_ids:
         # The user's own memories under the file's ids (an older export of theirs) win,
         # like any memory they have; the rest is written under derived ids.
         have = _lineages_of(store, user_id, list({r.lineage_id for r, _ in records}))
         kept = sum(1 for r, _ in records if r.lineage_id in have)
+        mapped = {
+            r.id: r.id if r.lineage_id in have else derived_id(user_id, r.id) for r, _ in records
+        }
         records = [(moved_to_user(r, user_id), v) for r, v in records if r.lineage_id not in have]
     written, skipped, embedded = import_records(store, records, on_progress=on_progress)
+    profile = None
+    if header.profile is not None:
+        detail = f"from an export of {header.exported_at:%Y-%m-%d %H:%M:%S %Z}" + (
+            " of another user" if copied else ""
+        )
+        profile = import_profile(store, user_id, header.profile, mapped, detail=detail)
     return ImportReport(
-        user_id=user_id, imported=written, skipped=skipped + kept, re_embedded=embedded
+        user_id=user_id,
+        imported=written,
+        skipped=skipped + kept,
+        re_embedded=embedded,
+        profile=profile,
     )
 
 
@@ -273,7 +347,47 @@ def _valid_header(header: ExportHeader) -> ExportHeader:
         raise ValueError(f"not an {FORMAT} header of version {READABLE_VERSIONS}")
     if header.exported_at.tzinfo is None:
         raise ValueError("exported_at has no time zone")
-    return header.model_copy(update={"user_id": _user_id(header.user_id)})
+    profile = header.profile
+    if profile is not None:
+        profile = _valid_profile(profile)
+    return header.model_copy(update={"user_id": _user_id(header.user_id), "profile": profile})
+
+
+def _valid_profile(profile: ExportedProfile) -> ExportedProfile:
+    """The bounds of a profile, canonical ids, clean line texts. What the lines cite is
+    checked when they are written (`import_profile`), against the file and the store."""
+    if len(profile.lines) > MAX_PROFILE_LINES:
+        raise ValueError(
+            f"profile.lines: {len(profile.lines):,} lines; a profile brings at most "
+            f"{MAX_PROFILE_LINES} (MAX_PROFILE_LINES)"
+        )
+    if len(profile.pinned) > MAX_PROFILE_PINS:
+        raise ValueError(
+            f"profile.pinned: {len(profile.pinned):,} pins; at most {MAX_PROFILE_PINS} "
+            "(MAX_PROFILE_PINS)"
+        )
+    lines = []
+    for index, line in enumerate(profile.lines):
+        where = f"profile.lines.{index}"
+        text = " ".join(line.text.split())
+        if not text or len(text) > MAX_LINE_CHARS:
+            raise ValueError(f"{where}.text: empty or over {MAX_LINE_CHARS} characters")
+        if not line.memory_ids or len(line.memory_ids) > MAX_LINE_MEMORIES:
+            raise ValueError(
+                f"{where}.memory_ids: a line rests on 1 to {MAX_LINE_MEMORIES} memories"
+            )
+        ids = [_canonical_id(f"{where}.memory_ids", i) for i in line.memory_ids]
+        lines.append(ProfileLine(text=text, memory_ids=list(dict.fromkeys(ids))))
+    pinned = [_canonical_id("profile.pinned", i) for i in profile.pinned]
+    if profile.updated_at is not None and profile.updated_at.tzinfo is None:
+        raise ValueError("profile.updated_at has no time zone")
+    return profile.model_copy(
+        update={
+            "version_id": _canonical_id("profile.version_id", profile.version_id),
+            "lines": lines,
+            "pinned": list(dict.fromkeys(pinned)),
+        }
+    )
 
 
 def _valid_memory(memory: ExportedMemory) -> ExportedMemory:
@@ -522,3 +636,157 @@ def moved_to_user(record: MemoryRecord, user_id: str) -> MemoryRecord:
             "superseded_by": remap(record.superseded_by),
         }
     )
+
+
+# -- the profile ---------------------------------------------------------------------------
+
+PROFILE_ATTEMPTS = 5
+
+
+def import_profile(
+    store: MemoryStore,
+    user_id: str,
+    profile: ExportedProfile,
+    mapped: dict[str, str],
+    *,
+    detail: str | None = None,
+) -> ProfileImport:
+    """Write a file's profile as the user's, under `mapped` (the file's version ids -> the
+    ids the import gave them), when the user has none; see the module doc.
+
+    A line (or pin) is written only when every memory it cites is in the file (`mapped`)
+    and its mapped id is an active memory of `user_id`, the store's own rule for any
+    profile line; a version the import merged into one the user already had (the same
+    text) counts as that one. Pins come first and must fit the size bound together, then
+    the lines that fit (`memory.profile.fit`, as `MemoryStore.save_profile`). One version
+    is written, with an IMPORT event, under the user's write lock; a profile a concurrent
+    writer created meanwhile wins."""
+    user_id = require_user_id(user_id)
+    with store.write_lock(user_id):
+        for _ in range(PROFILE_ATTEMPTS):
+            current = store.profiles.current(user_id)
+            if current.version_id is not None:
+                return ProfileImport(result="kept", version_id=current.version_id)
+            planned = _planned_profile(store, user_id, profile, mapped)
+            lines, pins, dropped = planned
+            if not lines and not pins:
+                return ProfileImport(result="nothing", dropped=dropped)
+            try:
+                written = store.profiles.write(
+                    user_id,
+                    lines,
+                    pins,
+                    at=datetime.now(UTC),
+                    operation="IMPORT",
+                    source=Source(actor="import"),
+                    detail=detail,
+                )
+            except Conflict:
+                continue  # another writer created the user's profile: read it again
+            return ProfileImport(
+                result="imported",
+                version_id=written.version_id if written else None,
+                lines=len(lines),
+                pinned=len(pins),
+                dropped=dropped,
+            )
+    raise StoreConflictError("the profile kept changing during the import; import again")
+
+
+def _planned_profile(
+    store: MemoryStore, user_id: str, profile: ExportedProfile, mapped: dict[str, str]
+) -> tuple[list[ProfileLine], list[str], list[RejectedOp]]:
+    """(lines, pins, dropped): what of `profile` rests on the user's active memories."""
+    cited = {i for line in profile.lines for i in line.memory_ids} | set(profile.pinned)
+    active = _active_for(store, user_id, [mapped[i] for i in cited if i in mapped])
+
+    def to_user(file_id: str) -> str | None:
+        return active.get(mapped[file_id]) if file_id in mapped else None
+
+    dropped: list[RejectedOp] = []
+    pins: list[str] = []
+    pinned_chars = 0
+    records = {r.id: r for r in _records(store, user_id, list(active.values()))}
+    for file_id in profile.pinned:
+        target = to_user(file_id)
+        if target is None:
+            dropped.append(RejectedOp(op="PIN", text=file_id, reason=_why_not(file_id, mapped)))
+            continue
+        if target in pins:
+            continue
+        size = len(records[target].text) + 1
+        if pinned_chars + size > store.profile_chars:
+            dropped.append(
+                RejectedOp(
+                    op="PIN",
+                    text=file_id,
+                    reason=f"the pins would not fit the profile's {store.profile_chars} "
+                    "characters (ENGRAM_PROFILE_CHARS)",
+                )
+            )
+            continue
+        pins.append(target)
+        pinned_chars += size
+    accepted: list[ProfileLine] = []
+    for line in profile.lines:
+        targets = [to_user(i) for i in line.memory_ids]
+        missing = [i for i, t in zip(line.memory_ids, targets, strict=True) if t is None]
+        if missing:
+            reason = _why_not(missing[0], mapped)
+            dropped.append(RejectedOp(op="PROFILE", text=line.text, reason=reason))
+            continue
+        ids = [t for t in targets if t is not None]
+        accepted.append(ProfileLine(text=line.text, memory_ids=list(dict.fromkeys(ids))))
+    pinned_records = {i: records[i] for i in pins}
+    stated = {i for line in accepted for i in line.memory_ids}
+    shown = pinned_lines([i for i in pins if i not in stated], pinned_records)
+    kept, left_out = fit(shown + accepted, pins, store.profile_chars)
+    dropped += [
+        RejectedOp(
+            op="PROFILE",
+            text=line.text,
+            reason=f"over the profile's {store.profile_chars} characters (ENGRAM_PROFILE_CHARS)",
+        )
+        for line in left_out
+        if line not in shown
+    ]
+    return [line for line in kept if line not in shown], pins, dropped
+
+
+def _why_not(file_id: str, mapped: dict[str, str]) -> str:
+    if file_id not in mapped:
+        return f"rests on {file_id}: not a memory in this file"
+    return f"rests on {file_id}: not an active memory once imported"
+
+
+def _active_for(store: MemoryStore, user_id: str, ids: list[str]) -> dict[str, str]:
+    """For each of `ids`: itself when it is an active memory of the user, or the active
+    version it was merged into on import (a superseded version whose successor is active
+    with the same text); ids with neither are left out."""
+    found = {r.id: r for r in _records(store, user_id, ids)}
+    successors = {
+        r.superseded_by: r
+        for r in found.values()
+        if r.status == "superseded" and r.superseded_by is not None
+    }
+    merged = {r.id: r for r in _records(store, user_id, list(successors))}
+    result: dict[str, str] = {}
+    for memory_id in ids:
+        record = found.get(memory_id)
+        if record is None:
+            continue
+        if record.status == "active":
+            result[memory_id] = memory_id
+        elif record.superseded_by in merged:
+            successor = merged[record.superseded_by]
+            if successor.status == "active" and text_hash(successor.text) == text_hash(record.text):
+                result[memory_id] = successor.id
+    return result
+
+
+def _records(store: MemoryStore, user_id: str, ids: list[str]) -> list[MemoryRecord]:
+    """The user's versions among `ids` (another user's read like missing ones)."""
+    found: list[MemoryRecord] = []
+    for start in range(0, len(ids), PAGE):
+        found += [s.record for s in store.versions.get_many(user_id, ids[start : start + PAGE])]
+    return found

@@ -276,7 +276,13 @@ async def test_export_then_import_as_another_user(http: httpx.AsyncClient) -> No
         headers={**importer, "Content-Type": "application/x-ndjson"},
     )
     assert imported.status_code == 200, imported.text
-    assert imported.json() == {"user_id": "importer", "imported": 2, "skipped": 0, "re_embedded": 0}
+    assert imported.json() == {
+        "user_id": "importer",
+        "imported": 2,
+        "skipped": 0,
+        "re_embedded": 0,
+        "profile": None,  # the exporter has no profile
+    }
     mine = (await http.get("/memories", headers=importer)).json()["items"]
     assert {m["text"] for m in mine} == {"User speaks Finnish", "User climbs"}
     assert {m["user_id"] for m in mine} == {"importer"}
