@@ -5,6 +5,8 @@ LangGraph's auth middleware verifies the token before any route runs; every rout
 that user only (`request.scope["user"]`), so another user's memory id answers 404 exactly
 like a missing one. The store is the process's shared one (`engram.clients.default_store`,
 the graphs use it too); its calls block, so they run in threads, never on the event loop.
+`/memories/profile` is the user's profile (the lasting core facts the chatbot always has,
+each line resting on memories): read it, its versions, restore one, pin and unpin memories.
 Errors are JSON `{"detail": ...}` naming the problem: 400 malformed import file, 403 not
 allowed, 404 no such memory, 409 concurrent writers (retry), 413 import too large, 422
 invalid input.
@@ -40,7 +42,7 @@ from engram.memory.conversations import forget_conversations, user_prefixes
 from engram.memory.store import MemoryStore
 from engram.memory.transfer import ImportReport, export_jsonl, import_jsonl
 from engram.settings import get_settings
-from engram.state.contracts import AppliedOp, MemoryRecord, MemoryStatus, Source
+from engram.state.contracts import AppliedOp, MemoryRecord, MemoryStatus, Profile, Source
 from engram.state.errors import (
     AccessDeniedError,
     EngramError,
@@ -184,6 +186,7 @@ class MemoriesBodyLimit:
 
 app.add_middleware(MemoriesBodyLimit)
 TAGS: list[str | Enum] = ["memories"]
+PROFILE_TAGS: list[str | Enum] = ["profile"]
 
 
 async def off_loop(call: Callable[..., T], *args: Any, **kwargs: Any) -> T:
@@ -324,6 +327,69 @@ async def create_memory(user: User, memory: NewMemory, response: Response) -> Ap
     if applied.result != "added":
         response.status_code = status.HTTP_200_OK
     return applied
+
+
+# The profile's routes come before `/memories/{memory_id}`, which would take their paths.
+
+
+@app.get("/memories/profile", tags=PROFILE_TAGS, response_model=Profile, summary="Your profile")
+async def get_profile(
+    user: User,
+    as_stored: Annotated[
+        bool,
+        Query(description="The current version as written, lines awaiting revision included."),
+    ] = False,
+) -> Profile:
+    """What the chatbot knows of you always: the lines whose memories are all still active,
+    each with the memory ids it rests on, and the pinned memories. `version_id` is null
+    when there is no profile yet."""
+    return await off_loop((await store()).profile, user, as_stored=as_stored)
+
+
+@app.get(
+    "/memories/profile/history",
+    tags=PROFILE_TAGS,
+    response_model=list[Profile],
+    summary="Your profile's versions",
+)
+async def profile_history(user: User) -> list[Profile]:
+    """Every version, oldest first, each as written, with the events that made (and
+    replaced) it."""
+    return await off_loop((await store()).profile_history, user)
+
+
+@app.post(
+    "/memories/profile/restore/{version_id}",
+    tags=PROFILE_TAGS,
+    response_model=Profile,
+    summary="Restore a profile version",
+)
+async def restore_profile(user: User, version_id: str) -> Profile:
+    """Makes an earlier version the current one (a new version, the same lines and pins);
+    answers it as written (`GET /memories/profile` shows what the chatbot sees)."""
+    return await off_loop((await store()).restore_profile, user, version_id, source=API_SOURCE)
+
+
+@app.post(
+    "/memories/profile/pins/{memory_id}",
+    tags=PROFILE_TAGS,
+    response_model=Profile,
+    summary="Pin a memory to your profile",
+)
+async def pin_memory(user: User, memory_id: str) -> Profile:
+    """The active memory always appears in your profile; answers the profile."""
+    return await off_loop((await store()).pin, user, memory_id, source=API_SOURCE)
+
+
+@app.delete(
+    "/memories/profile/pins/{memory_id}",
+    tags=PROFILE_TAGS,
+    response_model=Profile,
+    summary="Unpin a memory",
+)
+async def unpin_memory(user: User, memory_id: str) -> Profile:
+    """The memory stays in your profile only while a line rests on it; answers the profile."""
+    return await off_loop((await store()).unpin, user, memory_id, source=API_SOURCE)
 
 
 @app.get(
