@@ -100,6 +100,7 @@ def engine_of(lm: dspy.LM) -> ScriptedEngine:
 def step_of(system: str) -> str:
     """Which program a DSPy prompt belongs to, by its output fields."""
     for step, marker in (
+        ("profile", "`lines`"),
         ("maintain", "`operations`"),
         ("extract", "`facts`"),
         ("decide_save", "`save`"),

@@ -299,7 +299,7 @@ def optimize(
     ),
     steps: Annotated[
         str, typer.Option(help="Programs to optimize, comma-separated.")
-    ] = "decide_save,extract,maintain",
+    ] = "decide_save,extract,maintain,profile",
     budget: Annotated[str, typer.Option(help="GEPA budget: light, medium or heavy.")] = "light",
     max_metric_calls: Annotated[
         int | None, typer.Option(min=1, help="An exact budget of metric calls per program.")

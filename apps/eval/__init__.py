@@ -7,7 +7,7 @@
 - `harness`: the end-to-end run through the ingest graph and recall + respond, resumable.
 - `retrieval`: recall@k of the gold evidence with no LLM, to compare embeddings and modes.
 - `report`, `compare`: Markdown/HTML reports with PNG plots; two runs side by side.
-- `labelled`, `optimize`: the project's labelled set as DSPy examples; GEPA over the three
+- `labelled`, `optimize`: the project's labelled set as DSPy examples; GEPA over the four
   memory programs.
 
 The application layer: it uses the graphs, nodes and store below it, never the reverse.

@@ -23,7 +23,9 @@ Engram's JSONL format (one JSON object per line, conversations in the order of t
 question may carry its own `date` (when it is asked; default: a day after the last
 session) and `answer: null` (nothing to judge: retrieval only). A user turn may carry
 labels for `engram optimize`: `save` (worth remembering?), `facts` (the atomic facts it
-states) and `memories` (the user's whole memory after it, as texts). A first line
+states), `memories` (the user's whole memory after it, as texts), `profile` (the core facts
+the user's profile should state after it) and `not_profile` (memories after it that are
+passing details, to be left out of the profile). A first line
 `{"type": "dataset", "name": ..., "description": ...}` is optional.
 """
 
@@ -69,6 +71,11 @@ class Turn:
     save: bool | None = None
     facts: tuple[str, ...] | None = None
     memories: tuple[str, ...] | None = None
+    profile: tuple[str, ...] | None = None
+    not_profile: tuple[str, ...] | None = None
+
+
+LABELS = ("save", "facts", "memories", "profile", "not_profile")
 
 
 @dataclass(frozen=True)
@@ -331,7 +338,7 @@ def _engram_turn(turn: Any, where: str) -> Turn:
     role = _text(turn, "role", where)
     if role not in ("user", "assistant"):
         raise DatasetError(f"{where}: a turn's role is user or assistant, not {role!r}")
-    labels = {name: turn.get(name) for name in ("save", "facts", "memories")}
+    labels = {name: turn.get(name) for name in LABELS}
     if role == "assistant" and any(v is not None for v in labels.values()):
         raise DatasetError(f"{where}: only user turns carry labels")
     save = labels["save"]
@@ -344,6 +351,8 @@ def _engram_turn(turn: Any, where: str) -> Turn:
         save=save,
         facts=_texts(labels["facts"], "facts", where),
         memories=_texts(labels["memories"], "memories", where),
+        profile=_texts(labels["profile"], "profile", where),
+        not_profile=_texts(labels["not_profile"], "not_profile", where),
     )
 
 

@@ -1,5 +1,5 @@
-"""A labelled set (Engram's JSONL with `save`, `facts` and `memories` on user turns) as
-DSPy examples for the three memory programs, and the metrics that score them.
+"""A labelled set (Engram's JSONL with `save`, `facts`, `memories` and `profile` on user
+turns) as DSPy examples for the four memory programs, and the metrics that score them.
 
 - decide_save: every labelled user turn, with the reply after it and what the user's
   memory holds before it; gold: `save`. Metric: accuracy.
@@ -10,6 +10,12 @@ DSPy examples for the three memory programs, and the metrics that score them.
   small ids, the gold facts are the new facts; gold: the memory after it. Metric: the
   resulting memory (the model's operations through the maintain node's own validation,
   applied like the store applies them) against the gold memory, F1 of matched texts.
+- profile: every user turn labelled with `profile`; the user's memory after it is shown
+  with small ids, the profile of the previous such turn as the current profile (each line
+  citing the memory it rests on now: a memory since updated is cited as its new version,
+  as the update_profile node shows it; a deleted one is cited by nothing); gold: the core
+  facts, plus what must stay out (`not_profile`, and every memory the labels show was
+  superseded or deleted before the turn). Metric: `profile_metric`.
 
 Each metric returns `dspy.Prediction(score, feedback)`: GEPA reads the feedback.
 """
@@ -25,20 +31,25 @@ from typing import Any
 import dspy
 
 from engram.apps.eval.datasets import Conversation, Dataset, DatasetError, Turn
-from engram.apps.eval.metrics import apply_planned, match_texts
+from engram.apps.eval.metrics import MATCH_THRESHOLD, apply_planned, match_texts, text_similarity
+from engram.memory.profile import fit
 from engram.nodes.extract import grounded_in_user
-from engram.nodes.maintain import plan_operations
+from engram.nodes.maintain import carries, plan_operations
+from engram.settings import Settings
 from engram.state.contracts import (
     Candidate,
+    CitedLine,
     Fact,
     MemoryOp,
     MemoryRecord,
     NumberedMemory,
     ObservedFact,
+    ProfileLine,
 )
 
 LABELLED = Path(__file__).with_name("data") / "labelled.jsonl"
-STEPS = ("decide_save", "extract", "maintain")
+STEPS = ("decide_save", "extract", "maintain", "profile")
+PROFILE_CHARS: int = Settings.model_fields["profile_chars"].default  # ENGRAM_PROFILE_CHARS
 
 
 @dataclass(frozen=True)
@@ -48,6 +59,11 @@ class LabelledTurn:
     turn: Turn
     reply: str
     before: tuple[tuple[str, datetime], ...]  # the user's memory before the turn, with dates
+    after: tuple[tuple[str, datetime], ...] = ()  # and after it
+    gone: tuple[str, ...] = ()  # memories the labels show superseded or deleted by then
+    # The previous `profile`-labelled turn's profile, each line with the memory text it
+    # rests on now (None: that memory was deleted); empty for the first.
+    current_profile: tuple[tuple[str, str | None], ...] = ()
 
 
 def labelled_turns(dataset: Dataset) -> list[LabelledTurn]:
@@ -65,19 +81,56 @@ def labelled_turns(dataset: Dataset) -> list[LabelledTurn]:
 def _turns_of(conversation: Conversation) -> list[LabelledTurn]:
     found: list[LabelledTurn] = []
     memory: dict[str, datetime] = {}
+    ever: dict[str, None] = {}  # every memory text the labels held, in order
+    profile: list[tuple[str, str | None]] = []  # the last profile label, line -> its memory
     pairs = list(conversation.turns())
     for index, (session, turn) in enumerate(pairs):
         if turn.speaker not in conversation.users:
             continue
         following = pairs[index + 1][1] if index + 1 < len(pairs) else None
         reply = following.text if following and following.speaker not in conversation.users else ""
-        if turn.save is not None or turn.facts is not None:
-            found.append(
-                LabelledTurn(conversation.id, session.at, turn, reply, tuple(memory.items()))
-            )
+        before = tuple(memory.items())
         if turn.memories is not None:
+            replaced = _successors(memory, turn.memories)
+            profile = [(line, replaced.get(m) if m else None) for line, m in profile]
             memory = {text: memory.get(text, session.at) for text in turn.memories}
+            ever.update(dict.fromkeys(turn.memories))
+        if turn.save is not None or turn.facts is not None or turn.profile is not None:
+            found.append(
+                LabelledTurn(
+                    conversation.id,
+                    session.at,
+                    turn,
+                    reply,
+                    before,
+                    tuple(memory.items()),
+                    tuple(t for t in ever if t not in memory),
+                    tuple(profile),
+                )
+            )
+        if turn.profile is not None:
+            profile = [(line, _resting_on(line, memory)) for line in turn.profile]
     return found
+
+
+def _successors(before: dict[str, datetime], after: Sequence[str]) -> dict[str, str | None]:
+    """Each memory of `before` as it is in `after`: itself, else the most similar memory
+    new in `after` (its update), else None (deleted)."""
+    new = [t for t in after if t not in before]
+    found: dict[str, str | None] = {}
+    for text in before:
+        if text in after:
+            found[text] = text
+            continue
+        best = max(new, key=lambda t: text_similarity(text, t), default=None)
+        found[text] = best if best is not None and text_similarity(text, best) > 0 else None
+    return found
+
+
+def _resting_on(line: str, memory: dict[str, datetime]) -> str | None:
+    """The memory a gold profile line states (the most similar one)."""
+    best = max(memory, key=lambda t: text_similarity(line, t), default=None)
+    return best if best is not None and text_similarity(line, best) > 0 else None
 
 
 def _known(before: Sequence[tuple[str, datetime]]) -> list[NumberedMemory]:
@@ -130,6 +183,31 @@ def maintain_examples(turns: Sequence[LabelledTurn]) -> list[dspy.Example]:
     ]
 
 
+def profile_examples(turns: Sequence[LabelledTurn]) -> list[dspy.Example]:
+    found: list[dspy.Example] = []
+    for t in turns:
+        if t.turn.profile is None:
+            continue
+        memories = _known(t.after)
+        ids = {m.text: m.id for m in memories}
+        current = [
+            CitedLine(text=line, memory_ids=[ids[rests]] if rests in ids else [])
+            for line, rests in t.current_profile
+        ]
+        found.append(
+            dspy.Example(
+                current_profile=current,
+                memories=memories,
+                max_chars=PROFILE_CHARS,
+                gold_profile=list(t.turn.profile),
+                leave_out=list(t.turn.not_profile or ()),
+                outdated=list(t.gone),
+                conversation=t.conversation,
+            ).with_inputs("current_profile", "memories", "max_chars")
+        )
+    return found
+
+
 def examples(dataset: Dataset, step: str) -> list[dspy.Example]:
     turns = labelled_turns(dataset)
     if step == "decide_save":
@@ -138,6 +216,8 @@ def examples(dataset: Dataset, step: str) -> list[dspy.Example]:
         return extract_examples(turns)
     if step == "maintain":
         return maintain_examples(turns)
+    if step == "profile":
+        return profile_examples(turns)
     raise ValueError(f"unknown step {step!r}; one of {', '.join(STEPS)}")
 
 
@@ -255,8 +335,177 @@ def maintain_metric(
     return dspy.Prediction(score=result.f1, feedback=" ".join(notes))
 
 
+INVENTED_PENALTY = 0.25  # per line citing an id it was not shown
+OVER_PENALTY = 0.25  # for a profile longer than max_chars
+
+
+@dataclass(frozen=True)
+class ProfileScore:
+    """How a proposed profile meets the labels (see `profile_metric`)."""
+
+    lines: int  # non-empty lines proposed
+    invented: tuple[str, ...]  # lines citing ids that were not shown (the node refuses them)
+    uncited: tuple[str, ...]  # lines citing nothing (the store refuses them)
+    unsupported: tuple[str, ...]  # lines their cited memories do not carry
+    outdated: tuple[str, ...]  # lines stating a superseded or deleted memory
+    passing: tuple[str, ...]  # lines stating a detail that belongs out of the profile
+    covered: tuple[str, ...]  # gold core facts some good line carries
+    missed: tuple[str, ...]  # gold core facts no good line carries
+    chars: int  # the profile's size as the store counts it
+    max_chars: int
+
+    @property
+    def grounding(self) -> float:
+        """The share of lines that rest on shown memories which carry their words."""
+        bad = len(self.invented) + len(self.uncited) + len(self.unsupported)
+        return (self.lines - bad) / self.lines if self.lines else 1.0
+
+    @property
+    def precision(self) -> float:
+        """The share of lines that are grounded and state nothing that belongs out."""
+        bad = len(self.invented) + len(self.uncited) + len(self.unsupported)
+        bad += len(self.outdated) + len(self.passing)
+        return (self.lines - bad) / self.lines if self.lines else 1.0
+
+    @property
+    def coverage(self) -> float:
+        expected = len(self.covered) + len(self.missed)
+        return len(self.covered) / expected if expected else 1.0
+
+    @property
+    def score(self) -> float:
+        """F1 of precision and coverage, less `INVENTED_PENALTY` per line with an invented
+        id and `OVER_PENALTY` past max_chars, within 0..1. An empty profile scores 1.0
+        only when no core fact is expected."""
+        p, c = self.precision, self.coverage
+        f1 = 2 * p * c / (p + c) if p + c else 0.0
+        f1 -= INVENTED_PENALTY * len(self.invented)
+        f1 -= OVER_PENALTY if self.chars > self.max_chars else 0.0
+        return min(1.0, max(0.0, f1))
+
+
+def score_profile(
+    lines: Sequence[CitedLine],
+    memories: Sequence[NumberedMemory],
+    max_chars: int,
+    gold: Sequence[str],
+    leave_out: Sequence[str] = (),
+    outdated: Sequence[str] = (),
+) -> ProfileScore:
+    """Score proposed profile lines with the project's word rules (`carries`,
+    `text_similarity`, both over `memory.keywords.content_words`):
+
+    - a line is grounded when every id it cites was shown, it cites at least one, and the
+      cited memories together carry its words (`nodes.maintain.carries`);
+    - a line states an outdated memory (or a passing detail) when it is at least as close
+      to it as `MATCH_THRESHOLD` and closer to it than to every expected core fact;
+    - a core fact is covered when a good line (grounded, stating nothing to leave out) that
+      fits within max_chars, as the store keeps lines, carries it (a line may state several).
+    """
+    shown = {m.id: m.text for m in memories}
+    texts = [line for line in lines if (line.text or "").strip()]
+    invented, uncited, unsupported, stale, passing = [], [], [], [], []
+    good: list[CitedLine] = []
+    for line in texts:
+        if any(i not in shown for i in line.memory_ids):
+            invented.append(line.text)
+        elif not line.memory_ids:
+            uncited.append(line.text)
+        elif not carries(" ".join(shown[i] for i in line.memory_ids), line.text):
+            unsupported.append(line.text)
+        elif _states(line.text, outdated, gold):
+            stale.append(line.text)
+        elif _states(line.text, leave_out, gold):
+            passing.append(line.text)
+        else:
+            good.append(line)
+    # The store keeps what fits, in order (`memory.profile.fit`); the rest is never shown.
+    kept, _ = fit([ProfileLine(text=g.text, memory_ids=[]) for g in good], [], max_chars)
+    kept_texts = [k.text for k in kept]
+    covered = [f for f in gold if any(carries(k, f) for k in kept_texts)]
+    return ProfileScore(
+        lines=len(texts),
+        invented=tuple(invented),
+        uncited=tuple(uncited),
+        unsupported=tuple(unsupported),
+        outdated=tuple(stale),
+        passing=tuple(passing),
+        covered=tuple(covered),
+        missed=tuple(f for f in gold if f not in covered),
+        chars=sum(len(line.text) + 1 for line in texts),
+        max_chars=max_chars,
+    )
+
+
+def _states(line: str, unwanted: Sequence[str], gold: Sequence[str]) -> bool:
+    if not unwanted:
+        return False
+    closest = max(text_similarity(line, u) for u in unwanted)
+    if closest < MATCH_THRESHOLD:
+        return False
+    return all(text_similarity(line, g) < closest for g in gold)
+
+
+def profile_metric(
+    gold: dspy.Example,
+    pred: dspy.Prediction,
+    trace: Any = None,
+    pred_name: str | None = None,
+    pred_trace: Any = None,
+) -> dspy.Prediction:
+    result = score_profile(
+        list(getattr(pred, "lines", None) or []),
+        gold.memories,
+        gold.max_chars,
+        gold.gold_profile,
+        gold.leave_out,
+        gold.outdated,
+    )
+    notes = [
+        f"Score {result.score:.2f}: {len(result.covered)} of "
+        f"{len(result.covered) + len(result.missed)} core facts, grounding "
+        f"{result.grounding:.2f}, {result.chars} of {result.max_chars} characters."
+    ]
+    if result.missed:
+        notes.append("Core facts missing: " + "; ".join(result.missed) + ".")
+    if result.invented:
+        notes.append(
+            "Lines citing ids that are not among the memories (such a line is refused "
+            "whole; cite only the ids shown): " + "; ".join(result.invented) + "."
+        )
+    if result.uncited:
+        notes.append(
+            "Lines citing no memory (refused; every line gives the ids it rests on): "
+            + "; ".join(result.uncited)
+            + "."
+        )
+    if result.unsupported:
+        notes.append(
+            "Lines that say more than the memories they cite (state only what those "
+            "memories say): " + "; ".join(result.unsupported) + "."
+        )
+    if result.outdated:
+        notes.append(
+            "Lines stating what is no longer true (the memories changed it; revise or drop "
+            "the line): " + "; ".join(result.outdated) + "."
+        )
+    if result.passing:
+        notes.append(
+            "Passing details or one-off events that do not belong in a profile: "
+            + "; ".join(result.passing)
+            + "."
+        )
+    if result.chars > result.max_chars:
+        notes.append(
+            f"Too long: {result.chars} characters for a bound of {result.max_chars}; lines "
+            "past it are dropped, so put the most important first and keep lines short."
+        )
+    return dspy.Prediction(score=result.score, feedback=" ".join(notes))
+
+
 METRICS = {
     "decide_save": decide_save_metric,
     "extract": extract_metric,
     "maintain": maintain_metric,
+    "profile": profile_metric,
 }

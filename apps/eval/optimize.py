@@ -1,12 +1,14 @@
-"""`engram optimize`: compile decide_save, extract and maintain with DSPy's GEPA against a
-labelled set, and save them for `ENGRAM_PROGRAMS` / `build_graph(programs=...)`.
+"""`engram optimize`: compile decide_save, extract, maintain and the profile program
+(update_profile's) with DSPy's GEPA against a labelled set, and save them for
+`ENGRAM_PROGRAMS` / `build_graph(programs=...)`.
 
 Why GEPA (reflective prompt evolution; Agrawal et al. 2025) rather than MIPROv2,
 BootstrapFewShot or COPRO:
 
 - It learns from *why* an output was wrong, not only from a score: the metrics here
   explain every miss ("missed: User moved to Porto"; "the assistant's words are never a
-  source of facts"; "in memory but outdated: ..."), and GEPA's reflection model turns
+  source of facts"; "in memory but outdated: ..."; "lines citing ids that are not among
+  the memories: ..."), and GEPA's reflection model turns
   those explanations into instructions. COPRO and MIPROv2 see scores only.
 - It rewrites instructions and adds no few-shot demos, so the optimized prompts stay as
   short as the built-in ones. The memory steps run after every turn: demos

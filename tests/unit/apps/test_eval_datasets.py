@@ -121,6 +121,10 @@ def test_engram_jsonl(tmp_path: Path) -> None:
             [{**SESSION, "turns": [{"id": "x", "role": "assistant", "text": "hi", "save": True}]}],
             "only user turns carry labels",
         ),
+        (
+            [{**SESSION, "turns": [{"id": "x", "role": "user", "text": "hi", "profile": "x"}]}],
+            "`profile` is a list of non-empty strings",
+        ),
         ([{**SESSION, "turns": [{"id": "x", "role": "bot", "text": "hi"}]}], "role is user or"),
         ([SESSION, SESSION], "appears twice"),
     ],
@@ -147,11 +151,23 @@ def test_the_shipped_labelled_set() -> None:
     data = load_dataset(LABELLED)
     assert data.name == "engram-labelled"
     assert len(data.conversations) == 8
-    assert sum(len(c.questions) for c in data.conversations) == 39
-    assert set(data.categories) == {"single-hop", "multi-hop", "temporal", "knowledge-update"}
+    assert sum(len(c.questions) for c in data.conversations) == 45
+    assert set(data.categories) == {
+        "single-hop",
+        "multi-hop",
+        "temporal",
+        "knowledge-update",
+        "profile",  # the answer rests on a core fact the question does not name
+    }
     user_turns = [t for c in data.conversations for _, t in c.turns() if t.speaker == "user"]
     assert all(t.save is not None and t.facts is not None for t in user_turns)
     assert all(t.save == bool(t.facts) for t in user_turns)
+    # Profile labels name texts of the memory after their turn.
+    profiled = [t for t in user_turns if t.profile is not None]
+    assert len(profiled) == 19
+    for turn in profiled:
+        assert turn.memories is not None
+        assert set(turn.profile or ()) | set(turn.not_profile or ()) <= set(turn.memories)
     # Every kind the issue names is in it.
     texts = " ".join(t.text for t in user_turns)
     for phrase in [

@@ -9,7 +9,13 @@ import dspy
 import pytest
 
 from engram.apps.eval.judge import parse_verdict
-from engram.apps.eval.labelled import decide_save_metric, extract_metric, maintain_metric
+from engram.apps.eval.labelled import (
+    decide_save_metric,
+    extract_metric,
+    maintain_metric,
+    profile_metric,
+    score_profile,
+)
 from engram.apps.eval.metrics import (
     Matched,
     accuracy,
@@ -27,7 +33,7 @@ from engram.apps.eval.metrics import (
     text_similarity,
 )
 from engram.memory.store import PlannedOp
-from engram.state.contracts import Fact, MemoryOp, NumberedMemory
+from engram.state.contracts import CitedLine, Fact, MemoryOp, NumberedMemory
 
 
 def test_j_counts_ungraded_answers_as_not_correct() -> None:
@@ -184,3 +190,126 @@ def test_the_program_metrics_score_and_explain() -> None:
     bogus = dspy.Prediction(operations=[MemoryOp(op="DELETE", id=7)])
     scored = maintain_metric(maintain_gold, bogus)
     assert "unknown id 7" in scored.feedback and scored.score == pytest.approx(0.8)
+
+
+def _memories(*texts: str) -> list[NumberedMemory]:
+    return [
+        NumberedMemory(id=i, text=t, category="other", said=date(2024, 6, 1))
+        for i, t in enumerate(texts, 1)
+    ]
+
+
+PROFILE_GOLD = dspy.Example(
+    current_profile=[CitedLine(text="User lives in Lisbon", memory_ids=[1])],
+    memories=_memories(
+        "User lives in Porto",  # updated from Lisbon: the current line now cites it
+        "User is a nurse at São João hospital",
+        "User's daughter Anika is allergic to cashews",
+        "User ate a pastel de nata on Sunday",
+    ),
+    max_chars=200,
+    gold_profile=[
+        "User lives in Porto",
+        "User is a nurse at São João hospital",
+        "User's daughter Anika is allergic to cashews",
+    ],
+    leave_out=["User ate a pastel de nata on Sunday"],
+    outdated=["User lives in Lisbon"],
+)
+
+
+def _profile(*lines: tuple[str, list[int]]) -> dspy.Prediction:
+    return dspy.Prediction(lines=[CitedLine(text=t, memory_ids=ids) for t, ids in lines])
+
+
+def test_the_profile_metric_rewards_grounded_core_facts() -> None:
+    good = _profile(
+        ("User lives in Porto and works as a nurse at São João hospital", [1, 2]),  # merged
+        ("User's daughter Anika is allergic to cashews", [3]),
+    )
+    scored = profile_metric(PROFILE_GOLD, good)
+    assert (
+        scored.score == 1.0
+        and "3 of 3 core facts, grounding 1.00, 107 of 200 characters" in scored.feedback
+    )
+    # A shorter one is less complete: coverage 2/3, precision 1, F1 0.8.
+    partial = profile_metric(
+        PROFILE_GOLD,
+        _profile(("User lives in Porto", [1]), ("User is a nurse at São João hospital", [2])),
+    )
+    assert partial.score == pytest.approx(0.8)
+    assert "Core facts missing: User's daughter Anika is allergic to cashews." in partial.feedback
+
+
+def test_the_profile_metric_punishes_invented_ids_and_empty_or_long_profiles() -> None:
+    # An invented id: the node refuses the whole line; F1 of precision 2/3 and coverage
+    # 2/3, less the penalty for the invention.
+    invented = _profile(
+        ("User lives in Porto", [1]),
+        ("User is a nurse at São João hospital", [2]),
+        ("User's daughter Anika is allergic to cashews", [9]),
+    )
+    scored = profile_metric(PROFILE_GOLD, invented)
+    assert scored.score == pytest.approx(2 / 3 - 0.25)
+    assert "citing ids that are not among the memories" in scored.feedback
+    # Nothing at all, or lines that cite nothing, cover nothing.
+    assert profile_metric(PROFILE_GOLD, _profile()).score == 0.0
+    assert profile_metric(PROFILE_GOLD, dspy.Prediction(lines=None)).score == 0.0
+    uncited = profile_metric(PROFILE_GOLD, _profile(("User lives in Porto", [])))
+    assert uncited.score == 0.0 and "citing no memory" in uncited.feedback
+    # An empty profile is right only when nothing is expected.
+    nothing = dspy.Example(PROFILE_GOLD, gold_profile=[], leave_out=[], outdated=[])
+    assert profile_metric(nothing, _profile()).score == 1.0
+    # Past max_chars: what does not fit is never shown (the store's `fit`), and a penalty.
+    tight = dspy.Example(PROFILE_GOLD, max_chars=80)
+    long = _profile(
+        ("User's daughter Anika is allergic to cashews", [3]),
+        ("User is a nurse at São João hospital", [2]),  # 45 + 37 > 80: left out
+        ("User lives in Porto", [1]),  # 45 + 20 fits
+    )
+    scored = profile_metric(tight, long)
+    result = score_profile(long.lines, tight.memories, 80, tight.gold_profile)
+    assert result.chars == 102 and result.missed == ("User is a nurse at São João hospital",)
+    assert scored.score == pytest.approx(0.8 - 0.25)  # precision 1, coverage 2/3
+    assert "Too long" in scored.feedback
+
+
+def test_the_profile_metric_refuses_outdated_passing_and_unsupported_lines() -> None:
+    stale = profile_metric(
+        PROFILE_GOLD,
+        _profile(
+            ("User lives in Lisbon", [1]),  # the current profile copied: its memory changed
+            ("User is a nurse at São João hospital", [2]),
+            ("User's daughter Anika is allergic to cashews", [3]),
+        ),
+    )
+    # Its cited memory shares half its words, but the line states the old home.
+    assert (
+        "no longer true (the memories changed it; revise or drop the line): User lives in Lisbon"
+        in stale.feedback
+    )
+    assert stale.score == pytest.approx(2 * (2 / 3) * (2 / 3) / (4 / 3))
+    passing = profile_metric(
+        PROFILE_GOLD,
+        _profile(
+            ("User lives in Porto", [1]),
+            ("User is a nurse at São João hospital", [2]),
+            ("User's daughter Anika is allergic to cashews", [3]),
+            ("User ate a pastel de nata on Sunday", [4]),
+        ),
+    )
+    assert passing.score == pytest.approx(2 * 0.75 / 1.75)  # precision 3/4, coverage 1
+    assert "do not belong in a profile: User ate a pastel de nata" in passing.feedback
+    # A line that states the old fact while citing a memory that shares words with it.
+    moved = dspy.Example(
+        PROFILE_GOLD,
+        memories=_memories("User likes tea more than coffee"),
+        gold_profile=["User likes tea more than coffee"],
+        leave_out=[],
+        outdated=["User loves coffee"],
+    )
+    old = profile_metric(moved, _profile(("User loves coffee", [1])))
+    assert old.score == 0.0 and "drop the line): User loves coffee" in old.feedback
+    unsupported = profile_metric(moved, _profile(("User drinks espresso at work", [1])))
+    assert "say more than the memories they cite" in unsupported.feedback
+    assert profile_metric(moved, _profile(("User prefers tea to coffee", [1]))).score == 1.0

@@ -10,7 +10,7 @@ import dspy
 import pytest
 
 from engram.apps.eval.datasets import load_dataset
-from engram.apps.eval.labelled import LABELLED, examples, labelled_turns
+from engram.apps.eval.labelled import LABELLED, PROFILE_CHARS, examples, labelled_turns
 from engram.apps.eval.optimize import OptimizeOptions, info, optimize_programs, split
 from engram.nodes.programs import MemoryPrograms
 from tests.eval_fakes import adapter_answer, engine_of, scripted_lm, step_of
@@ -80,6 +80,30 @@ def test_examples_follow_the_labels() -> None:
     ]
     assert "User likes tea more than coffee" in tea.gold_memories
     assert "User loves coffee" not in tea.gold_memories
+    # The profile: core facts in, superseded and passing ones named to stay out.
+    profile = examples(dataset, "profile")
+    assert len(profile) == 19 and {e.max_chars for e in profile} == {PROFILE_CHARS}
+    porto = next(
+        e for e in profile if "User lives in Porto, near the Bolhão market" in e.gold_profile
+    )
+    assert porto.outdated == [
+        "User is a nurse at Santa Maria hospital",
+        "User loves coffee",
+        "User lives in Alfama, Lisbon",
+    ]
+    assert porto.leave_out == ["User moved to Porto in June 2024"]
+    # The current profile cites each line's memory as it is now: the old workplace and
+    # home as their updates, as the update_profile node shows them.
+    shown = {m.id: m.text for m in porto.memories}
+    assert [(line.text, [shown[i] for i in line.memory_ids]) for line in porto.current_profile][
+        :2
+    ] == [
+        (
+            "User is a nurse at Santa Maria hospital",
+            ["User is a nurse at São João hospital, in the pediatric ward"],
+        ),
+        ("User lives in Alfama, Lisbon", ["User lives in Porto, near the Bolhão market"]),
+    ]
     # Validation holds out whole conversations.
     train, validation = split(decide, 3)
     assert {e.conversation for e in train}.isdisjoint({e.conversation for e in validation})
@@ -93,3 +117,37 @@ def test_unknown_steps_are_refused() -> None:
     lm = scripted_lm(lambda system, fields: "")
     with pytest.raises(DatasetError, match="unknown step"):
         optimize_programs(dataset, lm, lm, OptimizeOptions(steps=("respond",)))
+
+
+PROFILE_RULE = "Drop every line whose memory changed"
+
+
+def test_gepa_optimizes_the_profile_program() -> None:
+    dataset = load_dataset(LABELLED)
+    gold = {
+        frozenset(m.text for m in e.memories): [
+            {"text": text, "memory_ids": [m.id for m in e.memories if m.text == text]}
+            for text in e.gold_profile
+        ]
+        for e in examples(dataset, "profile")
+    }
+
+    def task(system: str, fields: dict[str, str]) -> str:
+        assert step_of(system) == "profile"
+        memories = frozenset(m["text"] for m in json.loads(fields["memories"]))
+        if PROFILE_RULE in system:
+            return adapter_answer(lines=gold[memories])
+        # Without the rule, it keeps the current profile as it is.
+        return adapter_answer(lines=json.loads(fields["current_profile"]))
+
+    def reflect(system: str, fields: dict[str, str]) -> str:
+        return json.dumps({"new_instruction": f"{PROFILE_RULE}; cite only ids shown."})
+
+    options = OptimizeOptions(steps=("profile",), max_metric_calls=60, threads=1)
+    programs, [result] = optimize_programs(
+        dataset, scripted_lm(task), scripted_lm(reflect), options
+    )
+    assert result.step == "profile" and (result.train, result.validation) == (14, 5)
+    assert result.before < 0.5 and result.after == 1.0
+    assert PROFILE_RULE in programs.profile.signature.instructions
+    assert PROFILE_RULE not in MemoryPrograms().profile.signature.instructions
