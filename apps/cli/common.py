@@ -83,6 +83,19 @@ _MemoriesGroup.app = memories_app
 app.add_typer(memories_app, name="memories")
 
 
+class _ProfileGroup(LazyGroup):
+    module = "engram.apps.cli.profile"
+
+
+profile_app = typer.Typer(
+    cls=_ProfileGroup,
+    no_args_is_help=True,
+    help="Show a user's profile (the core facts always in the chat prompt), its versions, pins.",
+)
+_ProfileGroup.app = profile_app
+app.add_typer(profile_app, name="profile")
+
+
 def escape_controls(text: str) -> str:
     """Control characters (other than newline and tab) written out as `\\x1b`, `\\u009b`:
     stored text reaches the terminal as text, never as a command (clear the screen, set

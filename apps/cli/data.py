@@ -68,7 +68,7 @@ def export_memories(
         Path | None, typer.Option("--output", "-o", help="File to write (default: stdout).")
     ] = None,
 ) -> None:
-    """Export every version of a user's memories as JSON Lines."""
+    """Export every version of a user's memories, and their profile, as JSON Lines."""
     from engram.memory.transfer import export_jsonl
 
     store = open_store()
@@ -87,7 +87,8 @@ def import_memories(
     ],
     as_user: Annotated[str | None, typer.Option("--as-user", help="Import as this user.")] = None,
 ) -> None:
-    """Import an export (all or nothing); re-embeds when the embedding model differs."""
+    """Import an export (all or nothing); re-embeds when the embedding model differs. Its
+    profile is imported for a user who has none."""
     from rich.progress import Progress, TaskID
 
     from engram.memory.transfer import import_jsonl
@@ -112,3 +113,15 @@ def import_memories(
     note = f", {report.re_embedded} re-embedded" if report.re_embedded else ""
     note += f", {report.skipped} already present (kept)" if report.skipped else ""
     out.print(f"imported {report.imported} memory versions for {report.user_id}{note}")
+    profile = report.profile
+    if profile is None:
+        return
+    if profile.result == "kept":
+        out.print(f"profile: {report.user_id}'s own is kept (the file's is not imported)")
+    elif profile.result == "imported":
+        out.print(f"profile: {profile.lines} line(s) and {profile.pinned} pin(s) imported")
+    else:
+        out.print("profile: nothing imported (no line rests on an imported memory)")
+    for dropped in profile.dropped:
+        what = "pin" if dropped.op == "PIN" else "line"
+        err.print(f"  left out {what} {dropped.text!r}: {dropped.reason}")

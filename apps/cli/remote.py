@@ -1,6 +1,6 @@
-"""The memories commands against a running Engram server (`--server URL`), through its
-`/memories` routes: a developer can inspect memories while `langgraph dev` holds the
-embedded store. It offers the store's methods the commands use, with the same results."""
+"""The memories and profile commands against a running Engram server (`--server URL`),
+through its `/memories` routes: a developer can inspect memories while `langgraph dev` holds
+the embedded store. It offers the store's methods the commands use, with the same results."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ import jwt
 from pydantic import TypeAdapter
 
 from engram.settings import Settings
-from engram.state.contracts import AppliedOp, MemoryRecord, MemoryStatus, Source
+from engram.state.contracts import AppliedOp, MemoryRecord, MemoryStatus, Profile, Source
 from engram.state.errors import (
     AccessDeniedError,
     ConfigurationError,
@@ -25,6 +25,7 @@ from engram.state.errors import (
 PAGE = 500  # the routes' largest page
 TIMEOUT_SECONDS = 30.0
 _RECORDS = TypeAdapter(list[MemoryRecord])
+_PROFILES = TypeAdapter(list[Profile])
 
 
 class Memories(Protocol):
@@ -55,6 +56,18 @@ class Memories(Protocol):
     def restore(
         self, user_id: str, memory_id: str, *, source: Source | None = None
     ) -> AppliedOp: ...
+
+    def profile(self, user_id: str, *, as_stored: bool = False) -> Profile: ...
+
+    def profile_history(self, user_id: str) -> list[Profile]: ...
+
+    def restore_profile(
+        self, user_id: str, version_id: str, *, source: Source | None = None
+    ) -> Profile: ...
+
+    def pin(self, user_id: str, memory_id: str, *, source: Source | None = None) -> Profile: ...
+
+    def unpin(self, user_id: str, memory_id: str, *, source: Source | None = None) -> Profile: ...
 
 
 class RemoteMemories:
@@ -112,6 +125,29 @@ class RemoteMemories:
 
     def restore(self, user_id: str, memory_id: str, *, source: Source | None = None) -> AppliedOp:
         return AppliedOp.model_validate(self._call(user_id, "POST", f"{_path(memory_id)}/restore"))
+
+    def profile(self, user_id: str, *, as_stored: bool = False) -> Profile:
+        params = {"as_stored": "true"} if as_stored else {}
+        return Profile.model_validate(
+            self._call(user_id, "GET", "/memories/profile", params=params)
+        )
+
+    def profile_history(self, user_id: str) -> list[Profile]:
+        return _PROFILES.validate_python(self._call(user_id, "GET", "/memories/profile/history"))
+
+    def restore_profile(
+        self, user_id: str, version_id: str, *, source: Source | None = None
+    ) -> Profile:
+        path = f"/memories/profile/restore/{quote(version_id, safe='')}"
+        return Profile.model_validate(self._call(user_id, "POST", path))
+
+    def pin(self, user_id: str, memory_id: str, *, source: Source | None = None) -> Profile:
+        path = f"/memories/profile/pins/{quote(memory_id, safe='')}"
+        return Profile.model_validate(self._call(user_id, "POST", path))
+
+    def unpin(self, user_id: str, memory_id: str, *, source: Source | None = None) -> Profile:
+        path = f"/memories/profile/pins/{quote(memory_id, safe='')}"
+        return Profile.model_validate(self._call(user_id, "DELETE", path))
 
     def _call(self, user_id: str, method: str, path: str, **options: Any) -> Any:
         if user_id.strip() != self.user_id:
