@@ -1,5 +1,5 @@
 """Engram's state graphs: chat (recall → respond → decide_save → extract → retrieve_similar →
-maintain) and ingest (decide_save → extract → retrieve_similar → maintain, see graph.ingest).
+maintain → update_profile) and ingest (the same from decide_save on, see graph.ingest).
 
 On a LangGraph server a chat run ends with the answer: respond → schedule_memory queues the
 memory steps as an ingest run of their own (see `engram.nodes.schedule_memory`). From Python
@@ -29,6 +29,7 @@ from engram.nodes import (
     make_retrieve_similar,
     make_route_after_respond,
     make_schedule_memory,
+    make_update_profile,
     route_after_decide,
     route_after_extract,
     route_after_schedule,
@@ -71,6 +72,7 @@ def build_graph(
         "extract": make_extract(clients, programs.extract),
         "retrieve_similar": make_retrieve_similar(clients),
         "maintain": make_maintain(clients, programs.maintain),
+        "update_profile": make_update_profile(clients, programs.profile),
     }
     types = StateTypes(EngramState)
     for name, node in nodes.items():  # every node checks whose run and thread it is
@@ -81,8 +83,13 @@ def build_graph(
         "respond", make_route_after_respond(clients), ["decide_save", "schedule_memory", END]
     )
     builder.add_conditional_edges("schedule_memory", route_after_schedule, ["decide_save", END])
-    builder.add_conditional_edges("decide_save", route_after_decide, ["extract", END])
-    builder.add_conditional_edges("extract", route_after_extract, ["retrieve_similar", END])
+    builder.add_conditional_edges(
+        "decide_save", route_after_decide, ["extract", "update_profile", END]
+    )
+    builder.add_conditional_edges(
+        "extract", route_after_extract, ["retrieve_similar", "update_profile", END]
+    )
     builder.add_edge("retrieve_similar", "maintain")
-    builder.add_edge("maintain", END)
+    builder.add_edge("maintain", "update_profile")
+    builder.add_edge("update_profile", END)
     return builder

@@ -5,7 +5,7 @@ Mem0's `add()` does), built from the chat graph's nodes.
                  ▼
               extract ──no facts──→ END
                  ▼
-        retrieve_similar → maintain → END
+        retrieve_similar → maintain → update_profile → END
 
 Input (`IngestInput`): `{"messages": [...]}`, user and assistant messages with stable ids,
 optionally `additional_kwargs={"sent_at": ISO 8601}`; any other key is ignored. Context:
@@ -66,6 +66,7 @@ from engram.nodes import (
     make_extract,
     make_maintain,
     make_retrieve_similar,
+    make_update_profile,
     route_after_decide,
     route_after_extract,
 )
@@ -106,15 +107,21 @@ def build_ingest_graph(
         "maintain": batch_maintain(
             make_maintain(clients, programs.maintain, actor="ingest", from_origin=True)
         ),
+        "update_profile": make_update_profile(clients, programs.profile),
     }
     types = StateTypes(IngestState)
     for name, node in nodes.items():
         builder.add_node(name, guarded(node, clients, types, plain_checkpoints=plain_checkpoints))
     builder.add_edge(START, "decide_save")
-    builder.add_conditional_edges("decide_save", route_after_decide, ["extract", END])
-    builder.add_conditional_edges("extract", route_after_extract, ["retrieve_similar", END])
+    builder.add_conditional_edges(
+        "decide_save", route_after_decide, ["extract", "update_profile", END]
+    )
+    builder.add_conditional_edges(
+        "extract", route_after_extract, ["retrieve_similar", "update_profile", END]
+    )
     builder.add_edge("retrieve_similar", "maintain")
-    builder.add_edge("maintain", END)
+    builder.add_edge("maintain", "update_profile")
+    builder.add_edge("update_profile", END)
     return builder
 
 

@@ -768,6 +768,21 @@ class MemoryStore:
         stored = self.versions.get_many(require_user_id(user_id), list(memory_ids))
         return {s.record.id: s.record for s in stored if s.record.status == "active"}
 
+    def current_versions(self, user_id: str, memory_ids: Iterable[str]) -> dict[str, MemoryRecord]:
+        """For each id, the active version of its memory now: itself, or the version an
+        update replaced it with. Ids of deleted, merged-away or unknown memories are left
+        out. (A profile line resting on a memory that changed is shown the new text.)"""
+        user_id = require_user_id(user_id)
+        found: dict[str, MemoryRecord] = {}
+        for memory_id in dict.fromkeys(memory_ids):
+            try:
+                head = self.versions.head(user_id, memory_id).record
+            except MemoryNotFoundError:
+                continue
+            if head.status == "active":
+                found[memory_id] = head
+        return found
+
     def save_profile(
         self,
         user_id: str,

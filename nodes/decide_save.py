@@ -13,6 +13,7 @@ from engram.clients import Clients
 from engram.identity import run_context
 from engram.nodes.common import latest_exchange, with_error
 from engram.nodes.programs import DecideSave, run_memory_step
+from engram.nodes.update_profile import route_after_memory_steps
 from engram.state.context import EngramContext
 from engram.state.contracts import NumberedMemory
 from engram.state.errors import MemoryStepError
@@ -56,4 +57,4 @@ async def route_after_decide(state: EngramState, runtime: Runtime[EngramContext]
         return END
     if state.get("save") or state.get("facts") or state.get("unextracted"):
         return "extract"
-    return END
+    return await route_after_memory_steps(state)

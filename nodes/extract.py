@@ -18,7 +18,6 @@ from typing import Any
 
 from langchain_core.messages import AnyMessage
 from langchain_core.runnables import RunnableConfig
-from langgraph.graph import END
 from langgraph.runtime import Runtime
 
 from engram.clients import Clients
@@ -34,6 +33,7 @@ from engram.nodes.common import (
     with_error,
 )
 from engram.nodes.programs import ExtractFacts, run_memory_step
+from engram.nodes.update_profile import route_after_memory_steps
 from engram.state.context import EngramContext
 from engram.state.contracts import ObservedFact, RejectedOp, Unextracted
 from engram.state.errors import MemoryStepError
@@ -130,7 +130,7 @@ def make_extract(
 async def route_after_extract(state: EngramState) -> str:
     """Retrieve similar memories when there are facts to apply (a coroutine: see
     `route_after_decide`)."""
-    return "retrieve_similar" if state.get("facts") else END
+    return "retrieve_similar" if state.get("facts") else await route_after_memory_steps(state)
 
 
 def grounded_in_user(fact: str, user_text: str) -> bool:

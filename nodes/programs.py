@@ -2,9 +2,9 @@
 
 Inputs are typed (lists of pydantic models, dates), so the adapter sends them as JSON and
 no stored text can pose as prompt structure. The output field names (`save`, `facts`,
-`operations`) are part of the contract.
+`operations`, `lines`) are part of the contract.
 
-Programs are data: `engram optimize` saves the three as one JSON file
+Programs are data: `engram optimize` saves the four as one JSON file
 (`MemoryPrograms.save`), and `ENGRAM_PROGRAMS=path` or `build_graph(programs=
 MemoryPrograms.load(path))` runs them. A file records each program's shape (its fields and
 their types); one written for another shape is refused, never half-applied.
@@ -36,7 +36,7 @@ from engram.nodes.structured_output import (
 )
 from engram.settings import Settings
 from engram.state.context import EngramContext
-from engram.state.contracts import Fact, MemoryOp, NumberedMemory
+from engram.state.contracts import CitedLine, Fact, MemoryOp, NumberedMemory
 from engram.state.errors import ConfigurationError, MemoryStepError
 
 log = logging.getLogger("engram")
@@ -99,6 +99,26 @@ class MaintainMemorySignature(dspy.Signature):
     operations: list[MemoryOp] = dspy.OutputField()
 
 
+class UpdateProfileSignature(dspy.Signature):
+    """Keep the user's profile: a few short lines stating the lasting core facts about the
+    user that a chatbot should always know: who they are, where they live, their work, the
+    people in their life (with names), diet and health, strong preferences, ongoing plans.
+
+    Rewrite the current profile from the memories: keep lines that still hold, revise a
+    line whose memories changed, drop one no memory supports any more, add core facts that
+    are missing. Every line must give the ids of the memories it rests on, and state only
+    what those memories say; never invent ids. Leave out passing details, one-off events and
+    anything that is not about the user. Most important lines first; stay within max_chars
+    in all (what does not fit is found by search when needed)."""
+
+    current_profile: list[CitedLine] = dspy.InputField(
+        desc="The profile as it is, with the ids of the memories each line rests on."
+    )
+    memories: list[NumberedMemory] = dspy.InputField(desc="The user's memories to draw on.")
+    max_chars: int = dspy.InputField(desc="The profile's size bound, in characters.")
+    lines: list[CitedLine] = dspy.OutputField(desc="The new profile, most important first.")
+
+
 class RerankMemoriesSignature(dspy.Signature):
     """Order the user's memories by how much each helps answer the user's message, most
     useful first. List only the memories that help, by their ids; never invent ids."""
@@ -127,6 +147,11 @@ class MaintainMemory(dspy.ChainOfThought):
         super().__init__(MaintainMemorySignature)
 
 
+class UpdateProfile(dspy.Predict):
+    def __init__(self) -> None:
+        super().__init__(UpdateProfileSignature)
+
+
 class RerankMemories(dspy.Predict):
     """Recall's optional reranking (ENGRAM_RERANK=llm); not one of the memory steps, so not
     part of `MemoryPrograms` (nor optimized or saved with them)."""
@@ -137,6 +162,9 @@ class RerankMemories(dspy.Predict):
 
 PROGRAMS_FORMAT = "engram-programs"
 PROGRAMS_VERSION = 1
+# Programs added after files of this version were written: such a file loads, and these
+# run as built in (optimize again to tune them too).
+ADDED_SINCE_VERSION_1 = frozenset({"profile"})
 
 
 @dataclass
@@ -146,6 +174,7 @@ class MemoryPrograms:
     decide_save: DecideSave = field(default_factory=DecideSave)
     extract: ExtractFacts = field(default_factory=ExtractFacts)
     maintain: MaintainMemory = field(default_factory=MaintainMemory)
+    profile: UpdateProfile = field(default_factory=UpdateProfile)
 
     def programs(self) -> dict[str, dspy.Module]:
         return {f.name: getattr(self, f.name) for f in fields(self)}
@@ -156,7 +185,7 @@ class MemoryPrograms:
         return cls.load(settings.programs) if settings.programs else cls()
 
     def save(self, path: Path, info: dict[str, Any] | None = None) -> None:
-        """Write the three programs (instructions, demos, field descriptions) and their
+        """Write the programs (instructions, demos, field descriptions) and their
         shapes as one JSON file; `info` records how they were made (optimizer, scores)."""
         document = {
             "format": PROGRAMS_FORMAT,
@@ -182,6 +211,8 @@ class MemoryPrograms:
         saved = document["programs"]
         for name, program in loaded.programs().items():
             entry = saved.get(name)
+            if entry is None and name in ADDED_SINCE_VERSION_1:
+                continue  # a file from before this program existed: its built-in version
             if not isinstance(entry, dict) or "state" not in entry:
                 raise ConfigurationError(f"{path}: no saved {name} program in the file")
             difference = shape_difference(entry.get("shape"), program_shape(program))

@@ -1,6 +1,8 @@
 """recall: embed the latest user message (with a little context) and fetch the user's
-top-k active memories. Embedding and vector search only; no LLM call, unless reranking is
-on (ENGRAM_RERANK=llm): then the memory model reorders a wider set of candidates first.
+top-k active memories, and the user's profile (`engram.memory.profile`; the memories it
+states are not recalled again). Embedding and vector search only; no LLM call, unless
+reranking is on (ENGRAM_RERANK=llm): then the memory model reorders a wider set of
+candidates first.
 
 Recall is time-aware: a message that refers to a time (`engram.memory.timeframe`) narrows recall
 to what the user said then ("what did I tell you last week?") or boosts it ("where did I
@@ -22,7 +24,7 @@ from engram.memory.timeframe import TimeReference, time_reference
 from engram.nodes.common import endpoint_errors, latest_exchange, message_time
 from engram.nodes.programs import RerankMemories, run_memory_step
 from engram.state.context import EngramContext
-from engram.state.contracts import MemoryRecord, NumberedMemory
+from engram.state.contracts import MemoryRecord, NumberedMemory, Profile
 from engram.state.errors import InvalidInputError, MemoryStepError
 from engram.state.graph_state import TURN_RESET, EngramState
 
@@ -53,18 +55,34 @@ def make_recall(clients: Clients) -> Callable[..., Awaitable[dict[str, Any]]]:
         reference = time_reference(user_message.text, now)
         floor = clients.settings.recall_floor  # nothing irrelevant in the prompt
 
-        def search() -> list[MemoryRecord]:  # one worker thread: opening the store blocks too
-            store = clients.store()  # its errors are its own, not the embedding endpoint's
-            with endpoint_errors("embedding model", clients.settings.openai_base_url):
-                return recall_memories(
-                    store, context.user_id, query, fetch, reference=reference, floor=floor
-                )
+        with_profile = clients.settings.profile == "on"
 
-        recalled = await asyncio.to_thread(search)
+        def search() -> tuple[Profile | None, list[MemoryRecord]]:  # one worker thread
+            store = clients.store()  # its errors are its own, not the embedding endpoint's
+            profile = store.profile(context.user_id) if with_profile else None
+            stated = profile.cited() if profile else set()
+            with endpoint_errors("embedding model", clients.settings.openai_base_url):
+                found = recall_memories(
+                    store,
+                    context.user_id,
+                    query,
+                    fetch + len(stated),
+                    reference=reference,
+                    floor=floor,
+                )
+            # what the profile already says is not repeated in the prompt
+            return profile, [m for m in found if m.id not in stated][:fetch]
+
+        profile, recalled = await asyncio.to_thread(search)
         error = None
         if rerank and len(recalled) > 1:
             recalled, error = await reranked(clients, program, context, user_message.text, recalled)
-        update = {"user_id": context.user_id, "recalled": recalled[:top_k], "memory_error": error}
+        update = {
+            "user_id": context.user_id,
+            "profile": profile,
+            "recalled": recalled[:top_k],
+            "memory_error": error,
+        }
         return {**TURN_RESET, **update}
 
     program = RerankMemories()

@@ -1,7 +1,7 @@
 """respond: the chat model answers from a bounded window of recent messages plus the
-recalled memories. The prompt never grows with the length of the conversation, and
-neither does the state: after the answer, messages no step needs any more move to the
-run's store (`engram.memory.conversations`)."""
+user's profile and the recalled memories. The prompt never grows with the length of the
+conversation, and neither does the state: after the answer, messages no step needs any
+more move to the run's store (`engram.memory.conversations`)."""
 
 from __future__ import annotations
 
@@ -16,14 +16,18 @@ from engram.identity import run_context
 from engram.memory.conversations import trim_history
 from engram.nodes.common import endpoint_errors, turn_date
 from engram.state.context import EngramContext
-from engram.state.contracts import MemoryRecord
+from engram.state.contracts import MemoryRecord, Profile
 from engram.state.graph_state import EngramState
 
 SYSTEM_PROMPT = """You are a helpful assistant with long-term memory of this user.
-Today is {today}. What you remember about the user (with the date they told you):
+Today is {today}.
+{profile}What you remember about the user (with the date they told you):
 {memories}
 Use these memories when they help; do not list them unprompted. If a memory seems outdated,
 ask. Never claim to remember things that are not listed here or in the conversation."""
+PROFILE_SECTION = """The user's profile (core facts; keep them in mind in every answer):
+{lines}
+"""
 
 
 def make_respond(clients: Clients) -> Callable[..., Awaitable[dict[str, Any]]]:
@@ -35,6 +39,7 @@ def make_respond(clients: Clients) -> Callable[..., Awaitable[dict[str, Any]]]:
         prompt = build_prompt(
             messages,
             state.get("recalled", []),
+            profile=state.get("profile"),
             window=settings.history_window,
             max_chars=settings.max_message_chars,
         )
@@ -58,8 +63,10 @@ def build_prompt(
     *,
     window: int,
     max_chars: int,
+    profile: Profile | None = None,
 ) -> list[BaseMessage]:
-    """System prompt with memories + the last `window` messages, each cut to `max_chars`."""
+    """System prompt with the profile and memories + the last `window` messages, each cut
+    to `max_chars`."""
     recent = trim_messages(
         list(messages),
         max_tokens=window,
@@ -72,7 +79,9 @@ def build_prompt(
         for m in recent
     ]
     system = SYSTEM_PROMPT.format(
-        today=turn_date(messages).isoformat(), memories=render_memories(memories)
+        today=turn_date(messages).isoformat(),
+        profile=render_profile(profile),
+        memories=render_memories(memories),
     )
     return [SystemMessage(system), *bounded]
 
@@ -81,6 +90,15 @@ def count_messages(messages: Sequence[BaseMessage]) -> int:
     """The window counts messages. (Not `len` itself: trim_messages reads its counter's
     signature on every call, and a builtin's is parsed from text, about 0.2 ms a turn.)"""
     return len(messages)
+
+
+def render_profile(profile: Profile | None) -> str:
+    """The profile's section of the system prompt; empty without lines. One line each,
+    whitespace collapsed (the store bounds the lines' total size)."""
+    if profile is None or not profile.lines:
+        return ""
+    lines = "\n".join(f"- {' '.join(line.text.split())}" for line in profile.lines)
+    return PROFILE_SECTION.format(lines=lines)
 
 
 def render_memories(memories: Sequence[MemoryRecord]) -> str:

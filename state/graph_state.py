@@ -16,6 +16,7 @@ from engram.state.contracts import (
     Candidate,
     MemoryRecord,
     ObservedFact,
+    Profile,
     RejectedOp,
     Unextracted,
 )
@@ -58,23 +59,29 @@ class ChatOutput(MemoryStepsOutput, total=False):
     `memory_run`)."""
 
     messages: Annotated[list[AnyMessage], add_messages]
+    profile: Profile | None  # the user's profile as the answer's prompt held it
     recalled: list[MemoryRecord]
     memory_run: MemoryRun | None
 
 
 class EngramState(ChatOutput, total=False):
-    """`facts` and `unextracted` outlive a turn on purpose: work the memory steps could not
-    finish is carried to the next turn (or `engram memories retry`) instead of being lost.
+    """`facts`, `unextracted` and `profile_pending` outlive a turn on purpose: work the
+    memory steps could not finish is carried to the next turn (or `engram memories retry`)
+    instead of being lost.
 
     `rejected` adds up over the nodes of a turn (each node returns only its own); the
     turn's first step resets it with `Overwrite` (see `TURN_RESET`)."""
 
     candidates: list[Candidate] | None  # None: not retrieved this turn
+    # Changes gathered for the profile since its last update; an update is due at
+    # `nodes.update_profile.PROFILE_BATCH` (a failed one leaves it due: the next run retries).
+    profile_pending: int
 
 
 # Per-turn fields start empty each turn; `facts` and `unextracted` carry over on purpose.
 # `rejected` has a reducer (nodes add to it), so its reset must bypass it: `Overwrite`.
 TURN_RESET: dict[str, Any] = {
+    "profile": None,
     "recalled": [],
     "save": None,
     "extracted": [],

@@ -42,6 +42,10 @@ def isolated_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[No
     for name in ENV_VARS:
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("ENGRAM_DATA_DIR", str(tmp_path / "engram-data"))
+    # Tests script the memory model's answers call by call; the profile's program is one
+    # more call after memory changes, so it is on only where a test turns it on (the
+    # profile's own suites), not in the scripts of every other step.
+    monkeypatch.setenv("ENGRAM_PROFILE", "off")
     monkeypatch.chdir(tmp_path)
     get_settings.cache_clear()
     yield

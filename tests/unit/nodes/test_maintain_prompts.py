@@ -17,7 +17,7 @@ from engram.nodes.programs import (
     PromptReusingAdapter,
     run_program,
 )
-from engram.state.contracts import Fact, NumberedMemory
+from engram.state.contracts import CitedLine, Fact, NumberedMemory
 from tests.helpers import save, scripted_lm
 
 MEMORY = NumberedMemory(
@@ -32,6 +32,9 @@ INPUTS: dict[str, Any] = {
     "message_time": datetime.datetime(2025, 3, 1, 9, 30, tzinfo=datetime.UTC),
     "new_facts": [Fact(text="User moved to Oslo", category="location")],
     "today": datetime.date(2025, 3, 1),
+    "current_profile": [CitedLine(text="Lives in Oslo.", memory_ids=[1])],
+    "memories": [MEMORY],
+    "max_chars": 800,
 }
 
 

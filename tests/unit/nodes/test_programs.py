@@ -50,7 +50,7 @@ def test_programs_survive_a_save_and_load(tmp_path: Path) -> None:
     changed_programs().save(path, info={"optimizer": "test"})
     document = json.loads(path.read_text())
     assert document["format"] == "engram-programs" and document["info"] == {"optimizer": "test"}
-    assert set(document["programs"]) == {"decide_save", "extract", "maintain"}
+    assert set(document["programs"]) == {"decide_save", "extract", "maintain", "profile"}
 
     loaded = MemoryPrograms.load(path)
     assert loaded.decide_save.signature.instructions == NEW_RULE
@@ -59,6 +59,21 @@ def test_programs_survive_a_save_and_load(tmp_path: Path) -> None:
     assert operations.json_schema_extra["desc"] == "One operation per new fact."
     # Untouched parts keep the built-in text.
     assert loaded.extract.signature.instructions == MemoryPrograms().extract.signature.instructions
+
+
+def test_a_programs_file_from_before_the_profile_program_still_loads(tmp_path: Path) -> None:
+    path = tmp_path / "programs.json"
+    changed_programs().save(path)
+    document = json.loads(path.read_text())
+    del document["programs"]["profile"]  # as files written before it existed
+    path.write_text(json.dumps(document))
+    loaded = MemoryPrograms.load(path)
+    assert loaded.decide_save.signature.instructions == NEW_RULE
+    assert loaded.profile.signature.instructions == MemoryPrograms().profile.signature.instructions
+    del document["programs"]["maintain"]  # but one of the original three is required
+    path.write_text(json.dumps(document))
+    with pytest.raises(ConfigurationError, match="no saved maintain program"):
+        MemoryPrograms.load(path)
 
 
 def answer_all(system: str, fields: dict[str, str]) -> str:
