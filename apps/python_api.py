@@ -36,6 +36,7 @@ from engram.state.contracts import (
     MemoryRecord,
     MemoryStatus,
     ObservedFact,
+    Profile,
     RejectedOp,
     Source,
 )
@@ -175,14 +176,39 @@ class AsyncMemory:
             lambda: self.store.restore(user_id, memory_id, source=_source())
         )
 
+    async def profile(self, *, user_id: str, as_stored: bool = False) -> Profile:
+        """The user's profile as the chatbot sees it: the lines whose memories are all
+        active (each with the memory ids it rests on) and the pinned memories; `version_id`
+        is None when there is none yet. `as_stored`: the current version as written."""
+        return await self._off_loop(lambda: self.store.profile(user_id, as_stored=as_stored))
+
+    async def profile_history(self, *, user_id: str) -> builtins.list[Profile]:
+        """Every version of the user's profile, oldest first, each with what made it."""
+        return await self._off_loop(lambda: self.store.profile_history(user_id))
+
+    async def restore_profile(self, version_id: str, *, user_id: str) -> Profile:
+        """Make an earlier version of the profile the current one (a new version); returns
+        it as written. `MemoryNotFoundError` when the user has no such version."""
+        return await self._off_loop(
+            lambda: self.store.restore_profile(user_id, version_id, source=_source())
+        )
+
+    async def pin(self, memory_id: str, *, user_id: str) -> Profile:
+        """Pin an active memory: it always appears in the profile. Returns the profile."""
+        return await self._off_loop(lambda: self.store.pin(user_id, memory_id, source=_source()))
+
+    async def unpin(self, memory_id: str, *, user_id: str) -> Profile:
+        """Unpin a memory: it stays in the profile only while a line rests on it."""
+        return await self._off_loop(lambda: self.store.unpin(user_id, memory_id, source=_source()))
+
     async def forget(self, *, user_id: str) -> int:
-        """Erase every version of every memory of the user; returns how many. It cannot be
-        undone (`export` first if in doubt)."""
+        """Erase every version of every memory of the user, and their profile; returns how
+        many memory versions. It cannot be undone (`export` first if in doubt)."""
         return await self._off_loop(lambda: self.store.forget(user_id))
 
     async def export(self, file: str | Path | TextIO, *, user_id: str) -> int:
-        """Write every version of the user's memories to `file` (a path or a text stream)
-        in `engram export`'s format; returns how many versions."""
+        """Write every version of the user's memories, and their profile, to `file` (a path
+        or a text stream) in `engram export`'s format; returns how many versions."""
         from engram.memory.transfer import export_jsonl
 
         def write() -> int:
@@ -201,7 +227,8 @@ class AsyncMemory:
         self, file: str | Path | Iterable[str], *, as_user: str | None = None
     ) -> ImportReport:
         """Import an export (a path, or its lines), all or nothing, optionally as another
-        user. Memories the store already has are kept as they are."""
+        user. Memories the store already has are kept as they are; the file's profile is
+        imported for a user who has none (`ImportReport.profile` says what became of it)."""
         from engram.memory.transfer import import_jsonl
 
         def read() -> ImportReport:
@@ -278,6 +305,21 @@ class Memory:
 
     def restore(self, memory_id: str, *, user_id: str) -> AppliedOp:
         return self._run(self.aio.restore(memory_id, user_id=user_id))
+
+    def profile(self, *, user_id: str, as_stored: bool = False) -> Profile:
+        return self._run(self.aio.profile(user_id=user_id, as_stored=as_stored))
+
+    def profile_history(self, *, user_id: str) -> builtins.list[Profile]:
+        return self._run(self.aio.profile_history(user_id=user_id))
+
+    def restore_profile(self, version_id: str, *, user_id: str) -> Profile:
+        return self._run(self.aio.restore_profile(version_id, user_id=user_id))
+
+    def pin(self, memory_id: str, *, user_id: str) -> Profile:
+        return self._run(self.aio.pin(memory_id, user_id=user_id))
+
+    def unpin(self, memory_id: str, *, user_id: str) -> Profile:
+        return self._run(self.aio.unpin(memory_id, user_id=user_id))
 
     def forget(self, *, user_id: str) -> int:
         return self._run(self.aio.forget(user_id=user_id))

@@ -39,6 +39,7 @@ if TYPE_CHECKING:
         RejectedOp,
         checkpoint_serde,
     )
+    from engram.state.contracts import Profile, ProfileLine
     from engram.state.errors import (
         AccessDeniedError,
         ConfigurationError,
@@ -83,6 +84,7 @@ _EXPORTS = {
         ],
         "engram.state",
     ),
+    **dict.fromkeys(["Profile", "ProfileLine"], "engram.state.contracts"),
     **dict.fromkeys(
         [
             "AccessDeniedError",
@@ -129,6 +131,8 @@ __all__ = [
     "MemoryStepError",
     "MemoryStore",
     "ObservedFact",
+    "Profile",
+    "ProfileLine",
     "RejectedOp",
     "Settings",
     "StoreConflictError",
