@@ -81,7 +81,8 @@ def fit(
     lines: Sequence[ProfileLine], pinned: Sequence[str], max_chars: int
 ) -> tuple[list[ProfileLine], list[ProfileLine]]:
     """(kept, left out): lines that rest on a pinned memory first, then the others in
-    their order, while the whole stays within `max_chars`; repeated texts once."""
+    their order, while the lines as the prompt shows them ("- text", one per line,
+    `Profile.chars`) stay within `max_chars`; repeated texts once."""
     pins = set(pinned)
     ordered = [line for line in lines if pins & set(line.memory_ids)]
     ordered += [line for line in lines if not pins & set(line.memory_ids)]
@@ -94,12 +95,17 @@ def fit(
         if key in seen:
             continue
         seen.add(key)
-        if used + len(line.text) + 1 > max_chars:
+        if used + shown_chars(line.text) > max_chars:
             left.append(line)
             continue
         kept.append(line)
-        used += len(line.text) + 1
+        used += shown_chars(line.text)
     return kept, left
+
+
+def shown_chars(text: str) -> int:
+    """A line's characters in the prompt: "- ", its text, a newline."""
+    return len(text) + 3
 
 
 def grounded(profile: Profile, active: Mapping[str, MemoryRecord], max_chars: int) -> Profile:

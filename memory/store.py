@@ -63,6 +63,7 @@ from engram.memory.profile import (
     grounded,
     pinned_lines,
     profile_key,
+    shown_chars,
 )
 from engram.memory.retrieval import (
     MAX_CANDIDATES,
@@ -851,7 +852,7 @@ class MemoryStore:
                 return self.profile(user_id)
             pins = [*current.pinned, record.id]
             texts = self.active(user_id, pins)
-            if sum(len(r.text) + 1 for r in texts.values()) > self.profile_chars:
+            if sum(shown_chars(r.text) for r in texts.values()) > self.profile_chars:
                 raise InvalidInputError(
                     f"the pinned memories would not fit the profile's {self.profile_chars} "
                     "characters (ENGRAM_PROFILE_CHARS); unpin one first"

@@ -160,7 +160,8 @@ class Profile(BaseModel):
         return {i for line in self.lines for i in line.memory_ids} | set(self.pinned)
 
     def chars(self) -> int:
-        return sum(len(line.text) + 1 for line in self.lines)
+        """The lines' characters as the prompt shows them ("- text", one per line)."""
+        return sum(len(line.text) + 3 for line in self.lines)
 
 
 class CitedLine(BaseModel):

@@ -15,7 +15,7 @@ from engram.graph import build_graph, checkpoint_serde
 from engram.memory.store import MemoryStore
 from engram.nodes.update_profile import PROFILE_BATCH
 from engram.settings import Settings
-from engram.state.contracts import ProfileLine, Source
+from engram.state.contracts import Profile, ProfileLine, Source
 from tests.eval_fakes import MemoryEchoChat
 from tests.helpers import facts, ops, save, scripted_lm, thread_values, turn
 
@@ -56,6 +56,8 @@ async def test_the_first_core_fact_builds_the_profile_and_the_next_answer_sees_i
     veg = store.memories("alice")[0]
     assert store.profile("alice").lines[0].memory_ids == [veg.id]
     assert first["profile"] is not None and first["profile"].lines[0].text == "Vegetarian."
+    kept = (await thread_values(graph))["profile"]  # the checkpoint holds the contract
+    assert isinstance(kept, Profile) and kept.lines[0].text == "Vegetarian."
     history = store.profile_history("alice")
     assert history[0].events[0].source.actor == "profile"
     assert history[0].events[0].source.thread_id == "thread-1"
@@ -222,7 +224,7 @@ async def test_the_system_prompt_holds_the_profile_within_its_bound(store: Memor
     system = chat.prompts[-1]
     section = system.split("The user's profile")[1].split("What you remember")[0]
     stated = [line for line in section.splitlines() if line.startswith("- ")]
-    assert stated and sum(len(line) - 1 for line in stated) <= 200
+    assert stated and sum(len(line) + 1 for line in stated) <= 200
 
 
 @pytest.mark.parametrize("setting", ["off"])
