@@ -53,6 +53,7 @@ from engram.nodes.programs import (
 from engram.nodes.respond import PROFILE_SECTION, render_profile
 from engram.nodes.update_profile import PROFILE_CATEGORIES
 from engram.settings import Settings
+from engram.state.context import EngramContext
 from engram.state.contracts import CitedLine, Fact, MemoryOp
 
 DATA = Path(__file__).with_name("data") / "longmem.jsonl"
@@ -155,7 +156,7 @@ async def replay(users: int) -> None:
                 result = await graph.ainvoke(
                     {"messages": [message]},
                     config={"configurable": {"thread_id": f"{user}-{row['session']}"}},
-                    context={"user_id": user},
+                    context=EngramContext(user_id=user),
                 )
                 seconds.append(time.perf_counter() - started)
                 profile_chars.append(len(render_profile(result.get("profile"))))
