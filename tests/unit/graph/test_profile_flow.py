@@ -8,10 +8,11 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from langchain_core.messages import AIMessage, HumanMessage
 from langgraph.checkpoint.memory import InMemorySaver
 
 from engram.clients import Clients
-from engram.graph import build_graph, checkpoint_serde
+from engram.graph import build_graph, build_ingest_graph, checkpoint_serde
 from engram.memory.store import MemoryStore
 from engram.nodes.update_profile import PROFILE_BATCH
 from engram.settings import Settings
@@ -244,3 +245,32 @@ async def test_profile_off_calls_nothing_and_prompts_nothing(
     assert calls(lm) == 3 and result["profile"] is None
     assert "The user's profile" not in chat.prompts[-1]
     assert len(store.profile_history("alice")) == 1
+
+
+async def test_the_ingest_graph_keeps_the_profile_too(store: MemoryStore) -> None:
+    """On a LangGraph server the memory steps run as ingest runs: the profile follows."""
+    lm = scripted_lm(
+        save(),
+        facts(("User's daughter is called Lea", "relationships")),
+        ops({"op": "ADD", "text": "User's daughter is called Lea", "category": "relationships"}),
+        profile(("Daughter: Lea.", [1])),
+    )
+    clients = Clients(
+        Settings(llm_attempts=1, profile="on"),
+        store=store,
+        chat_model=MemoryEchoChat(prompts=[]),
+        memory_lm=lm,
+    )
+    graph = build_ingest_graph(clients).compile(checkpointer=InMemorySaver())
+    await graph.ainvoke(
+        {
+            "messages": [
+                HumanMessage("My daughter is called Lea", id="u1"),
+                AIMessage("Lovely name!", id="a1"),
+            ]
+        },
+        config={"configurable": {"thread_id": "memory-thread"}},
+        context={"user_id": "alice"},
+    )
+    assert lines(store) == ["Daughter: Lea."]
+    assert store.profile("alice").lines[0].memory_ids == [store.memories("alice")[0].id]
