@@ -1,4 +1,4 @@
-"""`/mcp`: the token's user's memories as tools for agents (Claude Code, Cursor, any MCP
+"""`/mcp`: the token's user's memories and profile as tools for agents (Claude Code, Cursor, any MCP
 client), served by the LangGraph server itself through Engram's HTTP app (`routes.app`).
 
 Why not LangGraph's built-in `/mcp`: it offers each graph as one tool whose input is the
@@ -59,7 +59,7 @@ from engram.identity import on_aegra, user_id_of
 from engram.memory.payload import MAX_MEMORY_CHARS
 from engram.memory.store import MemoryStore
 from engram.settings import get_settings
-from engram.state.contracts import AppliedOp, MemoryRecord, Source
+from engram.state.contracts import AppliedOp, MemoryRecord, Profile, Source
 from engram.state.errors import (
     AccessDeniedError,
     ConfigurationError,
@@ -162,6 +162,10 @@ class MemoryIdArgs(Arguments):
     )
 
 
+class NoArgs(Arguments):
+    pass
+
+
 class ChatArgs(Arguments):
     message: str = Field(min_length=1, description="What the user says.")
     thread_id: UUID | None = Field(
@@ -224,6 +228,22 @@ class Remembered(BaseModel):
     changes: list[Change] = Field(description="What changed in the memories, or why not.")
     refused: list[Refused] = Field(default_factory=list)
     problem: str | None = Field(default=None, description="Why some of it was not done.")
+
+
+class ProfileLineView(BaseModel):
+    text: str
+    memory_ids: list[str] = Field(description="The memories it rests on.")
+
+
+class ProfileView(BaseModel):
+    lines: list[ProfileLineView] = Field(description="Lasting core facts, pinned ones first.")
+    pinned: list[str] = Field(description="Memory ids that always appear.")
+    version_id: str | None = Field(default=None, description="Absent: no profile yet.")
+    updated_at: datetime | None = None
+
+    @classmethod
+    def of(cls, profile: Profile) -> ProfileView:
+        return cls.model_validate(profile.model_dump(include=set(cls.model_fields)))
 
 
 class Answer(BaseModel):
@@ -334,6 +354,25 @@ async def restore_memory(caller: Caller, args: MemoryIdArgs) -> Change:
     store = await _store()
     return Change.of(
         await asyncio.to_thread(store.restore, caller.user_id, args.id, source=MCP_SOURCE)
+    )
+
+
+async def get_profile(caller: Caller, args: NoArgs) -> ProfileView:
+    store = await _store()
+    return ProfileView.of(await asyncio.to_thread(store.profile, caller.user_id))
+
+
+async def pin_memory(caller: Caller, args: MemoryIdArgs) -> ProfileView:
+    store = await _store()
+    return ProfileView.of(
+        await asyncio.to_thread(store.pin, caller.user_id, args.id, source=MCP_SOURCE)
+    )
+
+
+async def unpin_memory(caller: Caller, args: MemoryIdArgs) -> ProfileView:
+    store = await _store()
+    return ProfileView.of(
+        await asyncio.to_thread(store.unpin, caller.user_id, args.id, source=MCP_SOURCE)
     )
 
 
@@ -489,6 +528,38 @@ TOOLS: dict[str, ToolSpec] = {
             read_only_hint=False,
             destructive_hint=False,
             idempotent_hint=True,
+            open_world_hint=False,
+        ),
+    ),
+    "get_profile": ToolSpec(
+        get_profile,
+        NoArgs,
+        ProfileView,
+        "The user's profile: the lasting core facts about them, each line with the memory ids "
+        "it rests on, and the pinned memories. Read it first for who the user is.",
+        READS,
+    ),
+    "pin_memory": ToolSpec(
+        pin_memory,
+        MemoryIdArgs,
+        ProfileView,
+        "Pin an active memory so it always appears in the user's profile; returns the profile.",
+        types.ToolAnnotations(
+            read_only_hint=False,
+            destructive_hint=False,
+            idempotent_hint=True,
+            open_world_hint=False,
+        ),
+    ),
+    "unpin_memory": ToolSpec(
+        unpin_memory,
+        MemoryIdArgs,
+        ProfileView,
+        "Unpin a memory: it stays in the profile only while a profile line rests on it.",
+        types.ToolAnnotations(
+            read_only_hint=False,
+            destructive_hint=False,
+            idempotent_hint=False,
             open_world_hint=False,
         ),
     ),

@@ -22,7 +22,17 @@ from mcp.types import CallToolResult, TextContent
 from tests.fake_openai import FakeOpenAI
 from tests.servers import MCP_HEADERS, DevServer, bearer, client_for, langgraph_dev
 
-TOOLS = {"remember", "search_memories", "list_memories", "forget_memory", "restore_memory", "chat"}
+TOOLS = {
+    "remember",
+    "search_memories",
+    "list_memories",
+    "forget_memory",
+    "restore_memory",
+    "get_profile",
+    "pin_memory",
+    "unpin_memory",
+    "chat",
+}
 RECORD_FIELDS = {"id", "text", "category", "observed_at", "updated_at", "score"}
 SCHEMA_LIMIT = 1000  # characters of each tool's input (and output) schema
 

@@ -396,5 +396,9 @@ async def test_the_routes_are_in_the_servers_openapi_schema(http: httpx.AsyncCli
         "/memories/{memory_id}": {"get", "patch", "delete"},
         "/memories/{memory_id}/history": {"get"},
         "/memories/{memory_id}/restore": {"post"},
+        "/memories/profile": {"get"},
+        "/memories/profile/history": {"get"},
+        "/memories/profile/restore/{version_id}": {"post"},
+        "/memories/profile/pins/{memory_id}": {"post", "delete"},
     }
     assert "/threads/search" in spec["paths"]  # LangGraph's own routes are still there
