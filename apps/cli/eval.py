@@ -106,6 +106,13 @@ def run(
     programs: Annotated[
         Path | None, typer.Option(help="Memory programs file (default: ENGRAM_PROGRAMS).")
     ] = None,
+    profile: Annotated[
+        str | None,
+        typer.Option(
+            help="The user's profile: on, off, or both (two runs, reported side by side). "
+            "Default: ENGRAM_PROFILE."
+        ),
+    ] = None,
     report_format: ReportFormat = "md",
     plots: Plots = True,
 ) -> None:
@@ -114,35 +121,58 @@ def run(
     Rerun the same command to resume an interrupted run."""
     import asyncio
 
-    from engram.apps.eval.harness import RunOptions, build_models, run_evaluation
+    from engram.apps.eval.compare import compare as side_by_side
+    from engram.apps.eval.compare import write_side_by_side
+    from engram.apps.eval.harness import PROFILE_RUNS, RunOptions, build_models, run_evaluation
     from engram.apps.eval.report import write_report
     from engram.clients import default_store
     from engram.nodes.programs import MemoryPrograms
 
     fmt = _format(report_format)
+    if profile not in (None, "on", "off", "both"):
+        raise typer.BadParameter("use on, off or both", param_hint="--profile")
     settings = get_settings()
     settings.llm_credentials()  # one clear line when no model is configured
     data = _dataset(dataset, limit, questions)
     target = out_dir or eval_dir(settings, data.name)
-    store = default_store(settings.model_copy(update={"data_dir": target / "data"}))
     chosen = MemoryPrograms.load(programs) if programs else MemoryPrograms.configured(settings)
     models = build_models(settings, judge_model)
-    with _bars() as progress:
-        results = asyncio.run(
-            run_evaluation(
-                data,
-                settings,
-                RunOptions(out=target, concurrency=concurrency, top_k=top_k),
-                models=models,
-                store=store,
-                programs=chosen,
-                progress=_RunBars(progress),
+    runs = (
+        {setting: target / sub for setting, sub in PROFILE_RUNS.items()}
+        if profile == "both"
+        else {profile or settings.profile: target}
+    )
+    done: dict[str, dict[str, Any]] = {}
+    for setting, where in runs.items():
+        these = settings.model_copy(update={"profile": setting})
+        store = default_store(these.model_copy(update={"data_dir": where / "data"}))
+        with _bars() as progress:
+            if len(runs) > 1:
+                err.print(f"profile {setting}: {where}")
+            done[f"profile {setting}"] = results = asyncio.run(
+                run_evaluation(
+                    data,
+                    these,
+                    RunOptions(out=where, concurrency=concurrency, top_k=top_k),
+                    models=models,
+                    store=store,
+                    programs=chosen,
+                    progress=_RunBars(progress),
+                )
             )
-        )
-    report = write_report(results, target, fmt, plots)
-    _print_run(results)
-    out.print(f"report: {report}")
-    out.print(f"results: {target / 'results.json'}")
+        report = write_report(results, where, fmt, plots)
+        if len(runs) == 1:
+            _print_run(results)
+            out.print(f"report: {report}")
+            out.print(f"results: {where / 'results.json'}")
+    if len(runs) > 1:
+        report = write_side_by_side(done, target, fmt, f"{data.name}: the profile off and on")
+        table = Table("measure", *done, "on - off")
+        for row in side_by_side(*done.values()):
+            table.add_row(row.name, row.a, row.b, row.delta)
+        out.print(table)
+        out.print(f"report: {report}")
+        out.print(f"results: {', '.join(str(w / 'results.json') for w in runs.values())}")
 
 
 def _print_run(results: dict[str, Any]) -> None:
@@ -156,6 +186,12 @@ def _print_run(results: dict[str, Any]) -> None:
     for k, value in summary["evidence_recall"]["at"].items():
         table.add_row(f"evidence recall@{k} (%)", percent(value))
     table.add_row("memories per conversation", number(summary["memories_per_conversation"], 1))
+    profile = summary["profile"]
+    table.add_row(
+        f"profile ({profile['setting']}): characters per answer",
+        number(profile["chars_per_answer"], 1),
+    )
+    table.add_row("profile calls per saving turn", number(profile["calls_per_saving_turn"], 3))
     tokens = summary["tokens"]
     for name in ("memory", "chat", "judge"):
         table.add_row(

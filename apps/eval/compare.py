@@ -12,7 +12,18 @@ from pathlib import Path
 from typing import Any, Literal
 
 from engram.apps.eval.datasets import DatasetError
-from engram.apps.eval.report import number, percent, seconds
+from engram.apps.eval.report import (
+    Block,
+    Format,
+    Heading,
+    Paragraph,
+    Table,
+    number,
+    percent,
+    render_html,
+    render_markdown,
+    seconds,
+)
 
 Kind = Literal["percent", "number", "seconds"]
 
@@ -70,6 +81,15 @@ def measures(results: dict[str, Any]) -> list[Measure]:
         Measure(f"LLM calls ({name})", calls, "number")
         for name, calls in summary["llm_calls"].items()
     ]
+    profile = summary.get("profile")
+    if profile is not None:
+        found += [
+            Measure("evidence in the prompt", summary.get("evidence_in_prompt"), "percent"),
+            Measure("prompt chars per answer", summary.get("prompt_chars_per_answer"), "number"),
+            Measure("profile chars per answer", profile["chars_per_answer"], "number"),
+            Measure("profile calls per saving turn", profile["calls_per_saving_turn"], "number"),
+            Measure("profile tokens", profile["tokens"], "number"),
+        ]
     for node, stats in summary["latency"].items():
         found += [
             Measure(f"{node} p50", stats["p50"], "seconds"),
@@ -124,3 +144,27 @@ def _delta(value: float | None, kind: Kind) -> str:
     if kind == "seconds":
         return f"{sign}{value * 1000:.0f} ms"
     return f"{sign}{value:,.3g}"
+
+
+def write_side_by_side(
+    runs: dict[str, dict[str, Any]], out_dir: Path, fmt: Format = "md", title: str = ""
+) -> Path:
+    """`report.<fmt>` in `out_dir`: two runs' measures side by side (`engram eval run
+    --profile both`: the profile off and on), the second minus the first last."""
+    (first, a), (second, b) = runs.items()
+    rows = compare(a, b)
+    blocks: list[Block] = [
+        Heading(title or f"{label(a)}: {first} and {second}"),
+        Paragraph(
+            f"The same evaluation twice, {first} and {second}; each run's own report is in "
+            "its directory. J by category shows where the difference is."
+        ),
+        Table(
+            ["measure", first, second, f"{second} - {first}"],
+            [[r.name, r.a, r.b, r.delta] for r in rows],
+        ),
+    ]
+    out_dir.mkdir(parents=True, exist_ok=True)
+    path = out_dir / f"report.{fmt}"
+    path.write_text(render_markdown(blocks) if fmt == "md" else render_html(blocks), "utf-8")
+    return path

@@ -11,6 +11,13 @@ For each conversation of a dataset:
    speakers, recall runs for both users and each memory is shown with whose it is.
 3. Judge: a judge model grades each answer against the gold answer (`judge`).
 
+The user's profile follows the settings (ENGRAM_PROFILE, `Settings.profile`): on, the
+ingest graph's update_profile node keeps it and recall puts it in every answer's prompt;
+off, neither. `engram eval run --profile both` runs the whole evaluation once each way
+(`PROFILE_RUNS`) and reports them side by side (`compare.write_side_by_side`). Each run
+records what the profile cost: its characters in each answer's prompt and the profile
+program's calls per saving turn (a user turn whose facts were extracted).
+
 Everything lands in an output directory: the store and the ingest threads, `run.json`
 (what was run), `progress.jsonl` (one line per finished session or question: a rerun
 skips them, so an interrupted run resumes where it stopped; a session interrupted midway is
@@ -51,13 +58,16 @@ from engram.graph.ingest import build_ingest_graph
 from engram.identity import run_context
 from engram.memory.store import MemoryStore
 from engram.nodes import MemoryPrograms, make_recall, make_respond
+from engram.nodes.respond import render_profile
 from engram.settings import Settings
 from engram.state import EngramContext, EngramState
-from engram.state.contracts import MemoryRecord
+from engram.state.contracts import MemoryRecord, Profile, ProfileLine
 from engram.state.errors import ConfigurationError
 
 RESULTS = "results.json"
 RECALL_CUTOFFS = (1, 3, 5, 10, 20)
+PROFILE_NODE = "update_profile"
+PROFILE_RUNS = {"off": "profile-off", "on": "profile-on"}  # `--profile both`: subdirectories
 
 
 @dataclass(frozen=True)
@@ -174,6 +184,8 @@ def _manifest(
         "retrieval": store.retrieval.mode,
         "top_k": options.top_k or settings.top_k,
         "recall_floor": settings.recall_floor,
+        "profile": settings.profile,
+        "profile_chars": settings.profile_chars,
         "programs": hashlib.sha256(programs_state.encode()).hexdigest()[:16],
     }
 
@@ -269,7 +281,16 @@ async def run_evaluation(
                     group.create_task(
                         limited(
                             partial(
-                                _ask, conv, question, qa, settings, models, top_k, journal, progress
+                                _ask,
+                                conv,
+                                question,
+                                qa,
+                                settings,
+                                models,
+                                top_k,
+                                journal,
+                                progress,
+                                store,
                             )
                         )
                     )
@@ -310,7 +331,7 @@ async def _ingest(
             if progress is not None:
                 progress.advance("session")
             continue
-        tracker = RunTracker()
+        tracker = RunTracker(lm)
         meter.take()
         started = time.perf_counter()
         result = await graph.ainvoke(
@@ -319,6 +340,7 @@ async def _ingest(
             context={"user_id": user_id},
         )
         applied = Counter(op.result for op in result.get("applied") or [])
+        extracted = result.get("extracted") or []
         await journal.add(
             {
                 "kind": "session",
@@ -327,11 +349,17 @@ async def _ingest(
                 "session": session.number,
                 "turns": len(session.turns),
                 "user_turns": sum(1 for t in session.turns if t.speaker == speaker),
-                "extracted": len(result.get("extracted") or []),
+                "extracted": len(extracted),
+                # user turns whose facts were extracted: the turns a chat saves after
+                "saving_turns": len(
+                    {i for fact in extracted for i in fact.message_ids}
+                    & {t.id for t in session.turns if t.speaker == speaker}
+                ),
                 "applied": dict(applied),
                 "rejected": len(result.get("rejected") or []),
                 "memory_error": result.get("memory_error"),
                 "memory_llm": meter.take().as_dict(),
+                "memory_llm_by_node": {n: u.as_dict() for n, u in tracker.lm_by_node.items()},
                 "nodes": tracker.nodes,
                 "seconds": time.perf_counter() - started,
             }
@@ -376,6 +404,7 @@ def _recall_all(
         context = run_context(runtime)
         update: dict[str, Any] = {}
         merged: list[MemoryRecord] = []
+        lines: list[ProfileLine] = []
         for user_id, speaker in users.items():
             mine = runtime.override(context=context.model_copy(update={"user_id": user_id}))
             update = await recall(state, mine)
@@ -383,8 +412,16 @@ def _recall_all(
                 m if len(users) == 1 else m.model_copy(update={"text": whose(m.text, speaker)})
                 for m in update["recalled"]
             ]
+            profile: Profile | None = update.get("profile")
+            lines += [
+                line
+                if len(users) == 1
+                else line.model_copy(update={"text": whose(line.text, speaker)})
+                for line in (profile.lines if profile else [])
+            ]
         merged.sort(key=lambda m: m.score or 0, reverse=True)
-        return {**update, "user_id": context.user_id, "recalled": merged}
+        profile = Profile(user_id=context.user_id, lines=lines) if lines else None
+        return {**update, "user_id": context.user_id, "recalled": merged, "profile": profile}
 
     recall_all.__name__ = "recall"
     return recall_all
@@ -405,6 +442,7 @@ async def _ask(
     top_k: int,
     journal: Journal,
     progress: RunProgress | None,
+    store: MemoryStore,
 ) -> None:
     assert question.answer is not None
     tracker = RunTracker()
@@ -417,6 +455,10 @@ async def _ask(
         context={"user_id": user_id_for(conv, conv.users[0]), "top_k": top_k},
     )
     answer = result["messages"][-1].text
+    profile: Profile | None = result.get("profile")
+    profile_sources = (
+        await asyncio.to_thread(_profile_sources, store, conv) if profile is not None else []
+    )
     judge_lm = models.judge_lm.copy()
     verdict = await grade(
         JudgeAnswer(),
@@ -450,6 +492,10 @@ async def _ask(
                 }
                 for m in recalled
             ],
+            "profile": [line.text for line in profile.lines] if profile else [],
+            "profile_chars": len(render_profile(profile)),  # what it adds to the prompt
+            "profile_sources": profile_sources,
+            "prompt_chars": tracker.chat_prompt_chars,
             "nodes": tracker.nodes,
             "chat": tracker.chat.as_dict(),
             "judge_llm": lm_usage(judge_lm.history).as_dict(),
@@ -457,6 +503,17 @@ async def _ask(
     )
     if progress is not None:
         progress.advance("question")
+
+
+def _profile_sources(store: MemoryStore, conv: Conversation) -> list[list[str]]:
+    """The turns the memories of the speakers' profiles came from (their message ids).
+    The profiles are as recall read them: nothing changes them while questions are asked."""
+    found: list[list[str]] = []
+    for speaker in conv.users:
+        user_id = user_id_for(conv, speaker)
+        cited = store.profile(user_id).cited()
+        found += [m.source.message_ids for m in store.active(user_id, cited).values()]
+    return found
 
 
 # -- the summary ---------------------------------------------------------------------------
@@ -476,8 +533,13 @@ def summarize(
         chat.add(Usage.of(record.get("chat")))
         judge.add(Usage.of(record.get("judge_llm")))
     applied: Counter[str] = Counter()
+    by_node: dict[str, Usage] = {}
     for record in sessions:
         applied.update(record.get("applied") or {})
+        for node, used in (record.get("memory_llm_by_node") or {}).items():
+            by_node.setdefault(node, Usage()).add(Usage.of(used))
+    profile_llm = by_node.get(PROFILE_NODE, Usage())
+    saving_turns = sum(r.get("saving_turns", 0) for r in sessions)
     # A session is ingested once per remembered speaker; a turn is counted once.
     turns = sum({(r["conversation"], r["session"]): r["turns"] for r in sessions}.values())
     verdicts = [r.get("correct") for r in questions]
@@ -527,6 +589,27 @@ def summarize(
             "answer": (chat.prompt + chat.completion) / len(questions) if questions else None,
         },
         "llm_calls": {"memory": memory.calls, "chat": chat.calls, "judge": judge.calls},
+        "memory_llm_by_node": {node: used.as_dict() for node, used in by_node.items()},
+        # evidence anywhere in the answer's prompt: the profile's memories or the recalled
+        "evidence_in_prompt": mean(
+            recall_at(
+                r["evidence"],
+                [*r.get("profile_sources", []), *[m["sources"] for m in r["recalled"]]],
+                len(r.get("profile_sources", [])) + len(r["recalled"]),
+            )
+            for r in with_evidence
+        ),
+        "prompt_chars_per_answer": mean(r.get("prompt_chars") for r in questions),
+        "profile": {
+            "setting": manifest.get("profile", "off"),
+            "max_chars": manifest.get("profile_chars"),
+            "chars_per_answer": mean(r.get("profile_chars", 0) for r in questions),
+            "answers_with_profile": sum(1 for r in questions if r.get("profile")),
+            "calls": profile_llm.calls,
+            "tokens": profile_llm.prompt + profile_llm.completion,
+            "saving_turns": saving_turns,
+            "calls_per_saving_turn": profile_llm.calls / saving_turns if saving_turns else None,
+        },
         "latency": latency_summary(
             (node, seconds) for r in [*sessions, *questions] for node, seconds in r.get("nodes", [])
         ),

@@ -166,6 +166,7 @@ def run_blocks(results: dict[str, Any], figures: dict[str, str]) -> list[Block]:
     ]
     blocks += _figure(figures, "tokens_per_turn", "Tokens per ingested turn, per session")
     blocks += _figure(figures, "recall_at_k", "Evidence recall@k of the recalled memories")
+    blocks += profile_blocks(summary)
     ingest = summary["ingest"]
     applied = ", ".join(f"{n} {what}" for what, n in sorted(ingest["applied"].items())) or "none"
     blocks += [
@@ -200,6 +201,50 @@ def run_blocks(results: dict[str, Any], figures: dict[str, str]) -> list[Block]:
                         "wrong" if q.get("correct") is False else "ungraded",
                     ]
                     for q in wrong[:WRONG_SHOWN]
+                ],
+            ),
+        ]
+    return blocks
+
+
+def profile_blocks(summary: dict[str, Any]) -> list[Block]:
+    """The profile's cost and reach, and the memory model's calls per node."""
+    profile = summary.get("profile")
+    if profile is None:  # results of a run from before the profile
+        return []
+    by_node = summary.get("memory_llm_by_node") or {}
+    blocks: list[Block] = [
+        Heading(f"Profile ({profile['setting']})"),
+        Table(
+            ["measure", "value"],
+            [
+                ["profile characters added per answer", number(profile["chars_per_answer"], 1)],
+                ["answers with a profile in the prompt", str(profile["answers_with_profile"])],
+                ["prompt characters per answer", number(summary.get("prompt_chars_per_answer"))],
+                [
+                    "profile program calls per saving turn",
+                    number(profile["calls_per_saving_turn"], 3),
+                ],
+                [
+                    "profile program calls / saving turns",
+                    f"{profile['calls']} / {profile['saving_turns']}",
+                ],
+                ["profile program tokens", number(profile["tokens"])],
+                [
+                    "evidence in the prompt, profile or recalled (%)",
+                    percent(summary.get("evidence_in_prompt")),
+                ],
+            ],
+        ),
+    ]
+    if by_node:
+        blocks += [
+            Heading("Memory model calls per node"),
+            Table(
+                ["node", "calls", "prompt tokens", "completion tokens"],
+                [
+                    [node, str(u["calls"]), number(u["prompt"]), number(u["completion"])]
+                    for node, u in by_node.items()
                 ],
             ),
         ]

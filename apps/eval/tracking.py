@@ -72,16 +72,22 @@ class LMMeter:
 
 
 class RunTracker(BaseCallbackHandler):
-    """One graph invocation: (node, seconds) for every node that ran, and the chat
-    model's calls and tokens (`usage_metadata`)."""
+    """One graph invocation: (node, seconds) for every node that ran, the chat model's
+    calls, tokens (`usage_metadata`) and prompt characters, and, given the DSPy LM the
+    memory steps call (`lm`), that LM's usage per node. The last is exact because one
+    invocation runs its nodes one after another and its LM is its own."""
 
     run_inline = True  # called on the event loop, not in a thread pool
 
-    def __init__(self) -> None:
+    def __init__(self, lm: dspy.BaseLM | None = None) -> None:
         super().__init__()
         self.nodes: list[tuple[str, float]] = []
         self.chat = Usage()
+        self.chat_prompt_chars = 0
+        self.lm = lm
+        self.lm_by_node: dict[str, Usage] = {}
         self._started: dict[UUID, tuple[str, float]] = {}
+        self._history: dict[UUID, int] = {}
 
     def on_chain_start(
         self,
@@ -95,6 +101,8 @@ class RunTracker(BaseCallbackHandler):
         node = (metadata or {}).get("langgraph_node")
         if node is not None and kwargs.get("name") == node:  # the node itself, not its parts
             self._started[run_id] = (str(node), time.perf_counter())
+            if self.lm is not None:
+                self._history[run_id] = len(self.lm.history)
 
     def on_chain_end(self, outputs: Any, *, run_id: UUID, **kwargs: Any) -> None:
         self._finish(run_id)
@@ -106,9 +114,16 @@ class RunTracker(BaseCallbackHandler):
         started = self._started.pop(run_id, None)
         if started is not None:
             self.nodes.append((started[0], time.perf_counter() - started[1]))
+        seen = self._history.pop(run_id, None)
+        if started is not None and seen is not None and self.lm is not None:
+            used = lm_usage(self.lm.history[seen:])
+            if used.calls:
+                self.lm_by_node.setdefault(started[0], Usage()).add(used)
 
     def on_chat_model_start(self, serialized: Any, messages: Any, **kwargs: Any) -> None:
         self.chat.calls += 1
+        for batch in messages or []:
+            self.chat_prompt_chars += sum(len(getattr(m, "text", "") or "") for m in batch)
 
     def on_llm_end(self, response: LLMResult, **kwargs: Any) -> None:
         usage = None

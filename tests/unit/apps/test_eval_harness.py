@@ -45,6 +45,11 @@ def memory_model(system: str, fields: dict[str, str]) -> str:
     if step == "extract":
         fact = FACTS.get(fields["user_message"])
         return adapter_answer(facts=[{"text": fact, "category": "personal"}] if fact else [])
+    if step == "profile":  # every memory, each its own line
+        memories = json.loads(fields["memories"])
+        return adapter_answer(
+            lines=[{"text": m["text"], "memory_ids": [m["id"]]} for m in memories]
+        )
     assert step == "maintain"
     existing = json.loads(fields["existing_memories"])
     operations = []
@@ -80,7 +85,7 @@ def models(chat: MemoryEchoChat | None = None, judge: str = "scripted-judge") ->
     )
 
 
-SETTINGS = Settings(llm_attempts=2, llm_backoff=0, top_k=3)
+SETTINGS = Settings(llm_attempts=2, llm_backoff=0, top_k=3, profile="off")
 
 
 async def test_a_run_end_to_end(store: MemoryStore, tmp_path: Path) -> None:
@@ -138,6 +143,28 @@ async def test_a_run_end_to_end(store: MemoryStore, tmp_path: Path) -> None:
     turns = 4 + 2 + 2  # every turn once, though each is ingested for both speakers
     memory_tokens = sum(p + c for p, c in memory_engine.usage)
     assert summary["tokens_per_turn"]["memory"] == pytest.approx(memory_tokens / turns)
+    # The same calls, per node that made them.
+    by_node = summary["memory_llm_by_node"]
+    assert {n: u["calls"] for n, u in by_node.items()} == {
+        "decide_save": 8,
+        "extract": 6,
+        "maintain": 6,
+    }
+    assert sum(u["prompt"] for u in by_node.values()) == summary["tokens"]["memory"]["prompt"]
+    # No profile: no program call, nothing added to a prompt.
+    assert summary["profile"] == {
+        "setting": "off",
+        "max_chars": 800,
+        "chars_per_answer": 0.0,
+        "answers_with_profile": 0,
+        "calls": 0,
+        "tokens": 0,
+        "saving_turns": 6,
+        "calls_per_saving_turn": 0.0,
+    }
+    # The answers' prompts: the system message and the question.
+    asked = sum(len(q["question"]) for q in results["questions"])
+    assert summary["prompt_chars_per_answer"] == (sum(map(len, chat.prompts)) + asked) / 6
 
     # Every node ran and was timed.
     latency = summary["latency"]
@@ -146,6 +173,7 @@ async def test_a_run_end_to_end(store: MemoryStore, tmp_path: Path) -> None:
         "extract": 6,
         "retrieve_similar": 6,
         "maintain": 6,
+        "update_profile": 6,  # runs after maintain, and does nothing: the profile is off
         "recall": 6,
         "respond": 6,
     }
@@ -239,3 +267,164 @@ def test_the_judge_is_a_chain_of_thought_over_the_gold_answer() -> None:
     with dspy.context(lm=lm):
         verdict = judge(question="Where?", gold_answer="Porto", generated_answer="In Porto")
     assert verdict.verdict == "CORRECT"
+
+
+# -- the profile, on and off ---------------------------------------------------------------
+
+LENA = [
+    {
+        "type": "session",
+        "conversation": "lena",
+        "date": "2024-05-01T19:00:00+02:00",
+        "turns": [
+            {"id": "l1", "role": "user", "text": "I'm vegan, and I live in Ghent."},
+            {"id": "l2", "role": "assistant", "text": "Ghent has great food!"},
+            {"id": "l3", "role": "user", "text": "My son Milo loves dinosaurs."},
+            {"id": "l4", "role": "assistant", "text": "Who doesn't!"},
+            {"id": "l5", "role": "user", "text": "I ran a 10k in the rain this morning."},
+            {"id": "l6", "role": "assistant", "text": "Well done!"},
+        ],
+    },
+    {
+        "type": "question",
+        "conversation": "lena",
+        "id": "lena-q1",
+        "question": "What should I cook tonight?",
+        "answer": "vegan",
+        "evidence": ["l1"],
+        "category": "profile",
+    },
+    {
+        "type": "question",
+        "conversation": "lena",
+        "id": "lena-q2",
+        "question": "Any idea for a present?",
+        "answer": "Milo dinosaurs",
+        "evidence": ["l3"],
+        "category": "profile",
+    },
+]
+LENA_FACTS = {
+    "I'm vegan, and I live in Ghent.": [
+        ("User is vegan", "health"),
+        ("User lives in Ghent", "location"),
+    ],
+    "My son Milo loves dinosaurs.": [("User's son Milo loves dinosaurs", "relationships")],
+    "I ran a 10k in the rain this morning.": [("User ran a 10k in the rain", "other")],
+}
+
+
+def profile_memory_model(system: str, fields: dict[str, str]) -> str:
+    """Saves and adds what LENA_FACTS says; the profile states every memory in a profile
+    category, citing it."""
+    step = step_of(system)
+    if step == "decide_save":
+        return adapter_answer(save=str(fields["user_message"] in LENA_FACTS))
+    if step == "extract":
+        facts = LENA_FACTS.get(fields["user_message"], [])
+        return adapter_answer(facts=[{"text": t, "category": c} for t, c in facts])
+    if step == "maintain":
+        operations = [
+            {"op": "ADD", "text": f["text"], "category": f["category"]}
+            for f in json.loads(fields["new_facts"])
+        ]
+        return adapter_answer(reasoning="scripted", operations=operations)
+    assert step == "profile"
+    lines = [
+        {"text": m["text"], "memory_ids": [m["id"]]}
+        for m in json.loads(fields["memories"])
+        if m["category"] != "other"
+    ]
+    return adapter_answer(lines=lines)
+
+
+class EveryLineChat(MemoryEchoChat):
+    """Answers with every line of its system prompt's lists (profile and memories)."""
+
+    def _generate(self, messages: list[Any], *args: Any, **kwargs: Any) -> Any:
+        result = super()._generate(messages, *args, **kwargs)
+        lines = [line[2:] for line in messages[0].text.splitlines() if line.startswith("- ")]
+        result.generations[0].message.content = "; ".join(lines) or "I don't know"
+        return result
+
+
+async def test_the_profile_on_and_off_side_by_side(
+    store: MemoryStore, local_embeddings: Any, tmp_path: Path
+) -> None:
+    from engram.apps.eval.compare import write_side_by_side
+    from engram.nodes.respond import render_profile
+    from engram.state.contracts import Profile, ProfileLine
+    from tests.helpers import make_store
+
+    (tmp_path / "lena.jsonl").write_text("\n".join(json.dumps(row) for row in LENA), "utf-8")
+    data = load_dataset(tmp_path / "lena.jsonl")
+    runs: dict[str, dict[str, Any]] = {}
+    chats: dict[str, EveryLineChat] = {}
+    for setting in ("off", "on"):
+        chats[setting] = EveryLineChat()
+        used = Models(
+            chat=chats[setting],
+            memory_lm=scripted_lm(profile_memory_model),
+            judge_lm=scripted_lm(judge_model),
+            names={"chat": "lines", "memory": "scripted", "judge": "scripted"},
+        )
+        # top 1: recall alone shows one memory, the profile all core facts
+        settings = Settings(llm_attempts=1, llm_backoff=0, top_k=1, profile=setting)
+        own = store if setting == "off" else make_store("edge", local_embeddings, tmp_path / "on")
+        runs[f"profile {setting}"] = await run_evaluation(
+            data, settings, RunOptions(out=tmp_path / setting), models=used, store=own
+        )
+        if own is not store:
+            own.engine.close()
+    off, on = (runs[k]["summary"] for k in ("profile off", "profile on"))
+
+    # Off: no profile program call, nothing added; recall's one memory answers one question.
+    assert off["profile"]["calls"] == 0 and off["profile"]["chars_per_answer"] == 0
+    assert off["latency"]["update_profile"]["n"] == 1  # it ran, and did nothing
+    assert not any("profile" in p for p in chats["off"].prompts)
+    # On: one program call after the session's changes; three saving turns.
+    profile = on["profile"]
+    assert (profile["calls"], profile["saving_turns"]) == (1, 3)
+    assert profile["calls_per_saving_turn"] == pytest.approx(1 / 3)
+    assert on["memory_llm_by_node"]["update_profile"]["calls"] == 1
+    assert profile["tokens"] == sum(
+        on["memory_llm_by_node"]["update_profile"][k] for k in ("prompt", "completion")
+    )
+    # The profile in every answer's prompt, and exactly its characters added per answer.
+    core = ["User is vegan", "User lives in Ghent", "User's son Milo loves dinosaurs"]
+    shown = render_profile(
+        Profile(user_id="x", lines=[ProfileLine(text=t, memory_ids=["m"]) for t in core])
+    )
+    assert profile["answers_with_profile"] == 2
+    assert profile["chars_per_answer"] == len(shown)
+    assert all(shown in p for p in chats["on"].prompts)
+    # With it, both answers are right: the core facts are in the prompt, whatever recall found.
+    assert on["j_by_category"]["profile"] == {"j": 1.0, "n": 2}
+    assert on["evidence_in_prompt"] == 1.0
+    assert off["j"] is not None and off["j"] < on["j"]
+    assert off["evidence_in_prompt"] < 1.0
+
+    page = write_side_by_side(runs, tmp_path / "both", "md").read_text()
+    assert "| measure | profile off | profile on | profile on - profile off |" in page
+    assert f"| profile chars per answer | 0 | {len(shown)} | +{len(shown)} |" in page
+    assert "| J profile | " in page and "| profile calls per saving turn | 0 | 0.333 |" in page
+    report = write_report(runs["profile on"], tmp_path / "on", "md", plots=False).read_text()
+    assert "## Profile (on)" in report and "| update_profile | 1 |" in report
+
+
+async def test_each_speakers_profile_is_told_about_them(store: MemoryStore, tmp_path: Path) -> None:
+    chat = MemoryEchoChat()
+    settings = SETTINGS.model_copy(update={"profile": "on"})
+    results = await run_evaluation(
+        tiny(tmp_path), settings, RunOptions(out=tmp_path / "run"), models=models(chat), store=store
+    )
+    porto = next(p for p in chat.prompts if "Ana lives in Porto" in p)
+    profile = porto.split("The user's profile")[1].split("What you remember")[0]
+    assert "- Ana lives in Porto\n" in profile and "- Ben is learning the cello\n" in profile
+    asked = {q["question"]: q for q in results["questions"]}
+    assert asked["Where does Ana live?"]["profile"][:1] == ["Ana lives in Porto"]
+    # Every profile memory's turns count as evidence in the prompt.
+    assert (
+        results["summary"]["evidence_in_prompt"] >= results["summary"]["evidence_recall"]["at"]["1"]
+    )
+    assert results["summary"]["profile"]["calls"] > 0
