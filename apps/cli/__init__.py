@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pydantic import ValidationError
 
-# They register their commands; `memories` loads when used (common.LazyGroup), so
+# They register their commands; `memories` and `profile` load when used (common.LazyGroup), so
 # `engram --help` and `engram chat` start without the graph and its clients.
 from engram.apps.cli import chat, data, dev, eval, server  # noqa: F401
 from engram.apps.cli.common import app, err
