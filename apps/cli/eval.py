@@ -143,14 +143,15 @@ def run(
         else {profile or settings.profile: target}
     )
     done: dict[str, dict[str, Any]] = {}
-    for setting, where in runs.items():
-        these = settings.model_copy(update={"profile": setting})
-        store = default_store(these.model_copy(update={"data_dir": where / "data"}))
-        with _bars() as progress:
+
+    async def run_each() -> None:  # one event loop: the models' clients live on it
+        for setting, where in runs.items():
+            these = settings.model_copy(update={"profile": setting})
+            store = default_store(these.model_copy(update={"data_dir": where / "data"}))
             if len(runs) > 1:
                 err.print(f"profile {setting}: {where}")
-            done[f"profile {setting}"] = results = asyncio.run(
-                run_evaluation(
+            with _bars() as progress:
+                done[f"profile {setting}"] = await run_evaluation(
                     data,
                     these,
                     RunOptions(out=where, concurrency=concurrency, top_k=top_k),
@@ -159,7 +160,9 @@ def run(
                     programs=chosen,
                     progress=_RunBars(progress),
                 )
-            )
+
+    asyncio.run(run_each())
+    for results, where in zip(done.values(), runs.values(), strict=True):
         report = write_report(results, where, fmt, plots)
         if len(runs) == 1:
             _print_run(results)

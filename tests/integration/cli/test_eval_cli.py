@@ -10,7 +10,7 @@ from pathlib import Path
 
 from engram.nodes.programs import MemoryPrograms
 from tests.eval_fakes import TINY_LOCOMO, write_locomo
-from tests.fake_openai import FakeOpenAI, RecordedRequest, chat_adapter_answer
+from tests.fake_openai import FakeOpenAI, RecordedRequest, chat_adapter_answer, facts_answer
 from tests.helpers import engram_env, run_engram
 
 
@@ -50,7 +50,9 @@ def test_retrieval_and_compare_need_no_llm(tmp_path: Path) -> None:
 
 def answer_from_memories(request: RecordedRequest) -> str | None:
     """The judge grades by the gold words; the chat model answers with its first memory;
-    GEPA's reflection proposes an instruction (JSON, as DSPy's proposer asks)."""
+    GEPA's reflection proposes an instruction (JSON, as DSPy's proposer asks); extract
+    turns every message into a fact of a profile category; the profile states every
+    memory."""
     system = request.system_prompt
     if "`verdict`" in system:
         fields = request.inputs
@@ -59,6 +61,14 @@ def answer_from_memories(request: RecordedRequest) -> str | None:
         return chat_adapter_answer(reasoning="checked", verdict="CORRECT" if right else "WRONG")
     if "new_instruction" in system:
         return json.dumps({"new_instruction": "Save lasting facts about the user only."})
+    if request.step == "extract":  # what the user said, as a fact that may be in a profile
+        said = request.inputs.get("user_message", "").strip()
+        return facts_answer((f"User said: {said}", "personal"))
+    if "`lines`" in system:  # the profile program: every memory, each its own line
+        memories = json.loads(request.inputs["memories"])
+        return chat_adapter_answer(
+            lines=[{"text": m["text"], "memory_ids": [m["id"]]} for m in memories]
+        )
     if request.step == "chat":
         lines = [line[2:] for line in system.splitlines() if line.startswith("- ")]
         return lines[0] if lines else "I don't know"
@@ -94,6 +104,30 @@ def test_run_against_an_openai_compatible_server(tmp_path: Path) -> None:
         again = run_engram(env, "eval", "run", str(dataset), "--out", str(out), "--no-plots")
         assert again.returncode == 0, again.stderr
         assert [s for s in fake.steps() if s != "embeddings"] == []
+
+
+def test_the_profile_off_and_on_side_by_side(tmp_path: Path) -> None:
+    dataset = write_locomo(tmp_path / "tiny.json", TINY_LOCOMO)
+    out = tmp_path / "both"
+    with FakeOpenAI(responder=answer_from_memories) as fake:
+        env = engram_env(tmp_path, OPENAI_BASE_URL=fake.url, OPENAI_API_KEY="test-key")
+        done = run_engram(
+            env, "eval", "run", str(dataset), "--out", str(out), "--no-plots", "--profile", "both"
+        )
+        assert done.returncode == 0, done.stderr
+    off = json.loads((out / "profile-off" / "results.json").read_text())["summary"]
+    on = json.loads((out / "profile-on" / "results.json").read_text())["summary"]
+    assert (off["profile"]["setting"], on["profile"]["setting"]) == ("off", "on")
+    assert off["profile"]["calls"] == 0 and off["profile"]["chars_per_answer"] == 0
+    assert on["profile"]["calls"] > 0 and on["profile"]["chars_per_answer"] > 0
+    assert "update_profile" in on["memory_llm_by_node"]
+    assert on["ingest"]["memory_errors"] == 0
+    assert "profile chars per answer" in done.stdout and "on - off" in done.stdout
+    report = (out / "report.md").read_text()
+    assert "| measure | profile off | profile on |" in report
+    assert (out / "profile-on" / "report.md").exists()
+    refused = run_engram(env, "eval", "run", str(dataset), "--profile", "maybe")
+    assert refused.returncode != 0 and "on, off or both" in refused.stderr
 
 
 def test_optimize_writes_programs_the_graph_loads(tmp_path: Path) -> None:
