@@ -151,3 +151,42 @@ def test_gepa_optimizes_the_profile_program() -> None:
     assert result.before < 0.5 and result.after == 1.0
     assert PROFILE_RULE in programs.profile.signature.instructions
     assert PROFILE_RULE not in MemoryPrograms().profile.signature.instructions
+
+
+def test_the_profile_metric_scores_what_the_program_parsed() -> None:
+    """Through the program (DummyLM answers, parsed into CitedLine), the shipped examples
+    score the right lines 1.0 and the failures GEPA must learn away below it."""
+    from engram.apps.eval.labelled import profile_metric
+    from tests.helpers import scripted_lm as dummy_lm
+
+    example = next(
+        e
+        for e in examples(load_dataset(LABELLED), "profile")
+        if "User's daughter Anika is six years old" in e.gold_profile
+    )
+    ids = {m.text: m.id for m in example.memories}
+
+    def cite(*texts: str) -> list[dict[str, object]]:
+        return [{"text": t, "memory_ids": [ids[t]]} for t in texts]
+
+    anika, cashews, arjun = example.gold_profile
+    answers = {
+        "right": cite(anika, cashews, arjun),
+        "empty": [],
+        "invented": [*cite(anika, cashews), {"text": arjun, "memory_ids": [42]}],
+        "stale": [
+            {"text": "User's daughter Anika is five years old", "memory_ids": [ids[anika]]},
+            *cite(cashews, arjun),
+        ],
+        "passing": cite(anika, cashews, arjun, *example.leave_out),
+        "long": [{"text": f"{anika}, {cashews.lower()} " * 20, "memory_ids": [ids[anika]]}],
+    }
+    scores = {}
+    for name, lines in answers.items():
+        with dspy.context(lm=dummy_lm({"lines": lines})):
+            prediction = MemoryPrograms().profile(**example.inputs())
+        scores[name] = profile_metric(example, prediction).score
+    assert scores["right"] == 1.0
+    assert scores["empty"] == 0.0
+    assert all(scores[n] < 1.0 for n in ("invented", "stale", "passing", "long"))
+    assert scores["invented"] < scores["stale"] < scores["right"]
