@@ -34,9 +34,9 @@ import time
 import uuid
 import zlib
 from collections import OrderedDict
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from datetime import datetime
+from datetime import date, datetime, timedelta
 from functools import partial
 from typing import TypeVar
 
@@ -74,7 +74,7 @@ from engram.memory.retrieval import (
     keyword_scores,
     searches,
 )
-from engram.memory.versions import Conflict, Versions, new_version, now_utc
+from engram.memory.versions import Conflict, Validity, Versions, new_version, now_utc
 from engram.state.context import validate_user_id
 from engram.state.contracts import (
     AppliedOp,
@@ -128,6 +128,8 @@ class PlannedOp:
     observed_at: datetime | None = None
     source: Source = field(default_factory=Source)
     detail: str | None = None  # why the operation exists, when not obvious
+    valid_from: date | None = None
+    valid_until: date | None = None  # None on an UPDATE: the memory's own is kept
 
 
 @dataclass
@@ -165,6 +167,7 @@ class MemoryStore:
         vector_key: bytes | None = None,
         retrieval: Retrieval | None = None,
         profile_chars: int = 800,
+        ttl_days: Mapping[str, int] | None = None,
         on_progress: Callable[[str, int, int], None] | None = None,
     ) -> None:
         if isinstance(engine, QdrantClient):
@@ -186,6 +189,9 @@ class MemoryStore:
         self.versions = Versions(self.engine, self.writer_id)
         self.profiles = ProfileVersions(self.engine, self.versions, self.dims)
         self.profile_chars = profile_chars  # the profile's size bound (ENGRAM_PROFILE_CHARS)
+        # Days a memory of these categories stays true after it was last said, unless
+        # said otherwise (ENGRAM_TTL): restating it renews it (`_validity`).
+        self.ttl_days = dict(ttl_days or {})
         # Erasures per user (`forget`): a write prepared before one (its embeddings are made
         # outside the user's lock) must not land after it.
         self._erasures: dict[str, int] = {}
@@ -242,13 +248,29 @@ class MemoryStore:
         *,
         min_score: float | None = None,
         observed: TimeRange | None = None,
+        valid_on: date | None = None,
+        as_of: datetime | None = None,
     ) -> list[MemoryRecord]:
         """The user's `k` active memories most relevant to `query`, best first; with
         `min_score`, only those that score at least that (the relevance floor); with
-        `observed`, only those the user said within that time range."""
+        `observed`, only those the user said within that time range; with `valid_on`, only
+        those still true that day (not past their `valid_until`). With `as_of`, among what
+        the store held as true at that moment instead (`held_at`): nothing is changed."""
         user_id = require_user_id(user_id)
+        where = Where(
+            user_id=user_id,
+            status="active",
+            category=category,
+            observed=observed,
+            valid_on=valid_on,
+        )
+        if as_of is not None:
+            held = [r.id for r in self.held_at(user_id, as_of) if category in (None, r.category)]
+            if not held:
+                return []
+            where = replace(where, status=None, ids=held, valid_on=None)
         dense = [self.embeddings.embed_query(query)]
-        return self._search(user_id, [query], dense, k, category, min_score, observed)[0]
+        return self._search(where, [query], dense, k, min_score)[0]
 
     def search_many(
         self,
@@ -267,19 +289,18 @@ class MemoryStore:
         if not queries:
             return []
         dense = self._document_vectors(queries)
-        return self._search(user_id, queries, dense, k, category, min_score, observed)
+        where = Where(user_id=user_id, status="active", category=category, observed=observed)
+        return self._search(where, queries, dense, k, min_score)
 
     def _search(
         self,
-        user_id: str,
+        where: Where,
         queries: list[str],
         dense: list[list[float]],
         k: int,
-        category: str | None,
         min_score: float | None,
-        observed: TimeRange | None,
     ) -> list[list[MemoryRecord]]:
-        where = Where(user_id=user_id, status="active", category=category, observed=observed)
+        user_id = where.user_id
         room = k + 2  # for versions hidden by an interrupted update
         ranked: list[list[tuple[MemoryRecord, float]]] = []
         shown: set[str] = set()
@@ -290,6 +311,9 @@ class MemoryStore:
                 continue  # a winner changed while it was read
             ranked = found
             records = [r for rows in ranked for r, _ in rows]
+            if where.status != "active":  # an as-of search: versions as they were
+                shown = {r.id for r in records}
+                break
             shown = self.versions.without_replaced(user_id, records)
             if last or shown == {r.id for r in records}:
                 break  # else an update finished meanwhile, and its new version may rank
@@ -351,7 +375,9 @@ class MemoryStore:
         winners = list(dict.fromkeys(p.id for row in rows for p, _ in row))
         read = [record_from_point(p) for p in self.engine.retrieve(winners)]
         # Status is all a search filters on that a version's changes can touch.
-        current = {r.id: r for r in read if (r.user_id, r.status) == (where.user_id, where.status)}
+        current = {
+            r.id: r for r in read if r.user_id == where.user_id and where.status in (None, r.status)
+        }
         if len(current) < len(winners) and not last:
             return None
         return [[(current[p.id], score) for p, score in row if p.id in current] for row in rows]
@@ -380,15 +406,37 @@ class MemoryStore:
         return self.versions.get(require_user_id(user_id), memory_id).record
 
     def memories(
-        self, user_id: str, *, status: MemoryStatus | None = "active", category: str | None = None
+        self,
+        user_id: str,
+        *,
+        status: MemoryStatus | None = "active",
+        category: str | None = None,
+        as_of: datetime | None = None,
     ) -> list[MemoryRecord]:
-        """The user's memories (all pages, no cap), oldest first; `status=None` for all."""
+        """The user's memories (all pages, no cap), oldest first; `status=None` for all.
+        With `as_of`: what the store held as true at that moment (`held_at`)."""
         user_id = require_user_id(user_id)
+        if as_of is not None:
+            return [r for r in self.held_at(user_id, as_of) if category in (None, r.category)]
         where = Where(user_id=user_id, status=status, category=category)
         records = [record_from_point(p) for p in self.engine.scroll(where)]
         if len(self.versions.without_replaced(user_id, records)) != len(records):
             records = [record_from_point(p) for p in self.engine.scroll(where)]  # repaired
         return sorted(records, key=lambda r: (r.created_at, r.id))
+
+    def held_at(self, user_id: str, moment: datetime) -> list[MemoryRecord]:
+        """The versions the store held as true at `moment`, oldest first: written by then,
+        active then (their events replayed up to it: superseded, deleted, restored), and
+        not past their `valid_until` on that day. What the chatbot knew when it said
+        something; a read only. A forgotten user's past is gone with them."""
+        if moment.tzinfo is None:
+            raise InvalidInputError("an as-of time needs its UTC offset (e.g. ...+00:00)")
+        user_id = require_user_id(user_id)
+        records = [record_from_point(p) for p in self.engine.scroll(Where(user_id=user_id))]
+        held = [
+            r for r in records if status_at(r, moment) == "active" and not r.is_past(moment.date())
+        ]
+        return sorted(held, key=lambda r: (r.created_at, r.id))
 
     def count(self, user_id: str, *, status: MemoryStatus | None = None) -> int:
         return self.engine.count(Where(user_id=require_user_id(user_id), status=status))
@@ -548,7 +596,7 @@ class MemoryStore:
     def _apply_one(self, user_id: str, op: PlannedOp, vectors: dict[str, list[float]]) -> AppliedOp:
         at = now_utc()
         if op.op == "NOOP":
-            return AppliedOp(op="NOOP", ref=op.ref, memory_id=op.target_id, result="unchanged")
+            return self._restated(user_id, op, at)
         if op.op == "ADD":
             return self._add(user_id, op, at, vectors)
         if op.target_id is None:
@@ -596,13 +644,15 @@ class MemoryStore:
             return added.model_copy(
                 update={"op": "UPDATE", "detail": f"its target was {gone} meanwhile"}
             )
-        if text_hash(text) == text_hash(record.text) and category == record.category:
+        validity = self._validity(op, category, op.observed_at or at, record)
+        unchanged = text_hash(text) == text_hash(record.text) and category == record.category
+        if unchanged and validity == (record.valid_from, record.valid_until):
             return AppliedOp(
                 op="UPDATE", ref=op.ref, memory_id=record.id, text=record.text, result="unchanged"
             )
         if _older(op, record):
             return self._keep_newer(head, op, text, category, at, vectors)
-        duplicate = self.versions.active_duplicate(user_id, text)
+        duplicate = None if unchanged else self.versions.active_duplicate(user_id, text)
         if duplicate is not None and duplicate.id != record.id:
             event = MemoryEvent(
                 op="SUPERSEDED", at=at, source=op.source, detail=f"merged into {duplicate.id}"
@@ -619,13 +669,108 @@ class MemoryStore:
             head,
             text,
             category,
-            vectors[text],
+            vectors[text] if text in vectors else self.versions.vector(record.id),
             at=at,
             operation="UPDATE",
             source=op.source,
             observed_at=op.observed_at or at,
+            validity=validity,
+            detail=_validity_change(record, validity) if unchanged else None,
         )
         return AppliedOp(op="UPDATE", ref=op.ref, memory_id=new_id, text=text, result="updated")
+
+    def _validity(
+        self, op: PlannedOp, category: str, observed: datetime, previous: MemoryRecord | None
+    ) -> Validity:
+        """A new version's validity: what the operation says; else, in a category with a
+        time to live, that many days from when it was said (so saying it again renews it);
+        else the previous version's."""
+        start = op.valid_from or (previous.valid_from if previous else None)
+        end = op.valid_until
+        ttl = self.ttl_days.get(category)
+        if end is None and ttl is not None:
+            end = observed.date() + timedelta(days=ttl)
+        elif end is None and previous is not None:
+            end = previous.valid_until
+        if start is not None and end is not None and end < start:
+            raise InvalidInputError(f"valid until {end} is before valid from {start}")
+        return start, end
+
+    def _restated(self, user_id: str, op: PlannedOp, at: datetime) -> AppliedOp:
+        """A NOOP: the fact is already known. Restating a memory of a category with a time
+        to live renews it (a new version with the later end); nothing else changes."""
+        unchanged = AppliedOp(op="NOOP", ref=op.ref, memory_id=op.target_id, result="unchanged")
+        if op.target_id is None or not self.ttl_days:
+            return unchanged
+        head = self.versions.head(user_id, op.target_id)
+        record = head.record
+        ttl = self.ttl_days.get(record.category)
+        if ttl is None or record.status != "active" or op.observed_at is None:
+            return unchanged
+        renewed = op.observed_at.date() + timedelta(days=ttl)
+        if record.valid_until is not None and renewed <= record.valid_until:
+            return unchanged
+        new_id = self.versions.replace(
+            head,
+            record.text,
+            record.category,
+            self.versions.vector(record.id),
+            at=at,
+            operation="UPDATE",
+            source=op.source,
+            observed_at=op.observed_at,
+            validity=(record.valid_from, renewed),
+            detail=f"said again: true until {renewed}",
+        )
+        return AppliedOp(
+            op="NOOP",
+            ref=op.ref,
+            memory_id=new_id,
+            text=record.text,
+            result="updated",
+            detail=f"said again: true until {renewed}",
+        )
+
+    def set_validity(
+        self,
+        user_id: str,
+        memory_id: str,
+        valid_from: date | None,
+        valid_until: date | None,
+        *,
+        source: Source | None = None,
+    ) -> AppliedOp:
+        """Set (or, with None, clear) when a memory is true, by hand: a new version with
+        the same text, the old one kept in its history."""
+        user_id = require_user_id(user_id)
+        if valid_from is not None and valid_until is not None and valid_until < valid_from:
+            raise InvalidInputError(f"valid until {valid_until} is before valid from {valid_from}")
+
+        def attempt() -> AppliedOp:
+            head = self.versions.head(user_id, memory_id)
+            record = head.record
+            if record.status != "active":
+                raise InvalidInputError(f"memory {record.id} is {record.status}; restore it first")
+            if (record.valid_from, record.valid_until) == (valid_from, valid_until):
+                return AppliedOp(
+                    op="UPDATE", memory_id=record.id, text=record.text, result="unchanged"
+                )
+            new_id = self.versions.replace(
+                head,
+                record.text,
+                record.category,
+                self.versions.vector(record.id),
+                at=now_utc(),
+                operation="UPDATE",
+                source=source or Source(actor="api"),
+                observed_at=record.observed_at,
+                validity=(valid_from, valid_until),
+                detail=_validity_change(record, (valid_from, valid_until)),
+            )
+            return AppliedOp(op="UPDATE", memory_id=new_id, text=record.text, result="updated")
+
+        with self.write_lock(user_id):
+            return self._retrying(attempt)
 
     def _keep_newer(
         self,
@@ -690,14 +835,16 @@ class MemoryStore:
                 text=duplicate.text,
                 result="duplicate",
             )
+        category = clean_category(op.category)
         record = new_version(
             user_id,
             text,
-            clean_category(op.category),
+            category,
             at=at,
             operation="ADD",
             source=op.source,
             observed_at=op.observed_at or at,
+            validity=self._validity(op, category, op.observed_at or at, None),
         )
         self.versions.insert(record, vectors[text])
         kept = self.versions.settle_duplicates(
@@ -942,6 +1089,38 @@ def _unsupported(line: ProfileLine, active: dict[str, MemoryRecord]) -> str | No
     if missing:
         return f"rests on {', '.join(missing)}: not an active memory of this user"
     return None
+
+
+_STATUS_AFTER: dict[str, MemoryStatus] = {
+    "SUPERSEDED": "superseded",
+    "DELETE": "deleted",
+    "RESTORE": "active",
+}
+
+
+def status_at(record: MemoryRecord, moment: datetime) -> MemoryStatus | None:
+    """A version's status at `moment`, replaying its events (None: not written yet). The
+    first event wrote the version; a version stored retired from the start (an older
+    statement kept in a memory's history) never was active."""
+    if record.created_at > moment:
+        return None
+    moves = [e for e in record.events[1:] if e.op in _STATUS_AFTER]
+    if record.status != "active" and not moves:
+        return record.status
+    status: MemoryStatus = "active"
+    for event in sorted(moves, key=lambda e: e.at):
+        if event.at > moment:
+            break
+        status = _STATUS_AFTER[event.op]
+    return status
+
+
+def _validity_change(record: MemoryRecord, validity: Validity) -> str:
+    def shown(span: Validity) -> str:
+        start, end = span
+        return f"{start or 'said'} to {end or 'open'}"
+
+    return f"true {shown(validity)} (was {shown((record.valid_from, record.valid_until))})"
 
 
 def _older(op: PlannedOp, record: MemoryRecord) -> bool:

@@ -327,3 +327,17 @@ _PATTERNS: list[tuple[re.Pattern[str], Resolver]] = [
         _year_reference,
     ),
 ]
+
+
+_PAST = re.compile(
+    r"\b(used to|any ?more|no longer|previously|formerly|back then|in the past|before|"
+    r"when did|did i|was i|were we|where did)\b",
+    re.IGNORECASE,
+)
+
+
+def asks_about_the_past(text: str, now: datetime) -> bool:
+    """Whether a message asks about what was true before ("when did I live in Paris?",
+    "what did I do last summer?"): then memories no longer true are worth recalling too,
+    shown as past."""
+    return bool(_PAST.search(text)) or time_reference(text, now) is not None

@@ -13,7 +13,7 @@ DELETE, RESTORE, duplicates, searches).
 from __future__ import annotations
 
 import uuid
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 
 from engram.memory.engines.base import Engine, Where
 from engram.memory.payload import (
@@ -26,6 +26,8 @@ from engram.memory.payload import (
 )
 from engram.state.contracts import EventName, MemoryEvent, MemoryRecord, MemoryStatus, Source
 from engram.state.errors import MemoryNotFoundError
+
+Validity = tuple[date | None, date | None]  # (valid_from, valid_until) of a version
 
 # An update claims the version it replaces, then writes the successor. A claim whose
 # successor never appeared within this time was left by a crash and is dropped.
@@ -184,6 +186,7 @@ class Versions:
         source: Source,
         observed_at: datetime,
         detail: str | None = None,
+        validity: Validity = (None, None),
     ) -> str:
         """Write a new version of `head`'s memory and retire `head`, safely against crashes
         and concurrent writers.
@@ -213,6 +216,7 @@ class Versions:
             supersedes=record.id,
             detail=detail,
             point_id=new_id,
+            validity=validity,
         )
         self.insert(new, vector)
         event = MemoryEvent(op="SUPERSEDED", at=at, source=source)
@@ -278,6 +282,7 @@ def new_version(
     supersedes: str | None = None,
     detail: str | None = None,
     point_id: str | None = None,
+    validity: Validity = (None, None),
 ) -> MemoryRecord:
     new_id = point_id or str(uuid.uuid4())
     return MemoryRecord(
@@ -293,6 +298,8 @@ def new_version(
         source=source,
         lineage_id=lineage_id or new_id,
         events=[MemoryEvent(op=operation, at=at, source=source, detail=detail)],
+        valid_from=validity[0],
+        valid_until=validity[1],
     )
 
 

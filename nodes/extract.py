@@ -105,6 +105,8 @@ def make_extract(
                             text=text,
                             category=known_category(fact.category),
                             observed_at=item.observed_at,
+                            valid_from=fact.valid_from,
+                            valid_until=fact.valid_until,
                             thread_id=thread_id,
                             message_ids=[m.id for m in (user_message, reply) if m and m.id],
                         )

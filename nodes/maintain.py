@@ -162,6 +162,9 @@ def plan_operations(
                 category=_category(op.category, target, fact),
                 observed_at=fact.observed_at if fact else None,
                 source=_source(facts, fact, actor),
+                valid_from=op.valid_from or (fact.valid_from if fact and not target else None),
+                valid_until=op.valid_until
+                or (fact.valid_until if fact and op.op == "ADD" else None),
             )
         )
     planned += [
@@ -172,6 +175,8 @@ def plan_operations(
             observed_at=f.observed_at,
             source=_source(facts, f, actor),
             detail="kept: no operation of the model kept this fact",
+            valid_from=f.valid_from,
+            valid_until=f.valid_until,
         )
         for f in facts
         if not any(carries(text, f.text) for text in carried_texts)

@@ -66,7 +66,11 @@ class ExtractFactsSignature(dspy.Signature):
     user's own words. Resolve relative dates ("yesterday", "next Friday") to absolute dates
     using the message time (the user's local time). Pick a short lowercase category,
     preferably one of: preferences, personal, work, health, relationships, plans, location,
-    other. Return an empty list when there is nothing."""
+    other. When the user says how long something holds, give its dates: "I'm in Tokyo until
+    Friday" is valid until that Friday; "my exam is next Monday" is an event valid from and
+    until that Monday; "I used to play the violin" is no longer true (valid until the message
+    date, or the end the user gives). Leave both null for lasting facts. Return an empty
+    list when there is nothing."""
 
     user_message: str = dspy.InputField()
     assistant_context: str = dspy.InputField(desc="The assistant's reply; not a fact source.")
@@ -84,10 +88,13 @@ class MaintainMemorySignature(dspy.Signature):
     - ADD: the fact is new; give its text and category (id null).
     - UPDATE: the fact refines or changes an existing memory; give that memory's id and
       the complete new text (merge the old and new information).
-    - DELETE: the fact contradicts an existing memory that is no longer true; give its id.
-      When the fact replaces the old one ("moved to Berlin" vs "lives in Paris"), prefer
-      UPDATE; if you DELETE, also ADD the new fact.
+    - DELETE: the fact shows an existing memory was never true, or the user takes it
+      back; give its id. If you DELETE, also ADD the new fact.
     - NOOP: the fact is already known; give the id of the memory that holds it.
+    When a new fact ends an old one that was true until now ("moved to Berlin" vs "lives in
+    Paris", a new job), keep the old one as history: UPDATE it with its own text and
+    valid_until the day it stopped, and ADD the new fact. Give a fact's dates (valid_from,
+    valid_until) on its ADD or UPDATE when it has them.
     Never invent ids, never change memories unrelated to the new facts. A fact that no
     ADD, UPDATE or NOOP accounts for is added as it is."""
 
@@ -165,6 +172,8 @@ PROGRAMS_VERSION = 1
 # Programs added after files of this version were written: such a file loads, and these
 # run as built in (optimize again to tune them too).
 ADDED_SINCE_VERSION_1 = frozenset({"profile"})
+# Fields added to the programs' models since then (optional, so older demos still parse).
+ADDED_MODEL_FIELDS = ("valid_from", "valid_until")
 
 
 @dataclass
@@ -215,7 +224,10 @@ class MemoryPrograms:
                 continue  # a file from before this program existed: its built-in version
             if not isinstance(entry, dict) or "state" not in entry:
                 raise ConfigurationError(f"{path}: no saved {name} program in the file")
-            difference = shape_difference(entry.get("shape"), program_shape(program))
+            shape = program_shape(program)
+            difference = shape_difference(entry.get("shape"), shape)
+            if difference and shape_difference(entry.get("shape"), _before_added(shape)) is None:
+                difference = None  # written before the validity dates: it still fits
             if difference:
                 raise ConfigurationError(
                     f"{path} holds a {name} program of another shape ({difference}); it was "
@@ -255,6 +267,17 @@ def _read_programs_file(path: Path) -> dict[str, Any]:
     if not isinstance(document.get("programs"), dict):
         raise ConfigurationError(f"{path} holds no programs")
     return document
+
+
+def _before_added(shape: Any) -> Any:
+    """A program shape as it was before `ADDED_MODEL_FIELDS`."""
+    if isinstance(shape, dict):
+        return {key: _before_added(value) for key, value in shape.items()}
+    if isinstance(shape, str):
+        for name in ADDED_MODEL_FIELDS:
+            shape = shape.replace(f", {name}", "")
+        return shape
+    return shape
 
 
 def _sets_an_lm(state: Any) -> bool:

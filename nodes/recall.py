@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
+from datetime import date
 from typing import Any
 
 from langchain_core.messages import AIMessage, HumanMessage
@@ -20,7 +21,7 @@ from langgraph.runtime import Runtime
 from engram.clients import Clients
 from engram.identity import run_context
 from engram.memory.store import MemoryStore
-from engram.memory.timeframe import TimeReference, time_reference
+from engram.memory.timeframe import TimeReference, asks_about_the_past, time_reference
 from engram.nodes.common import endpoint_errors, latest_exchange, message_time
 from engram.nodes.programs import RerankMemories, run_memory_step
 from engram.state.context import EngramContext
@@ -54,6 +55,8 @@ def make_recall(clients: Clients) -> Callable[..., Awaitable[dict[str, Any]]]:
         fetch = min(max(RERANK_FACTOR * top_k, RERANK_MIN), RERANK_MAX) if rerank else top_k
         reference = time_reference(user_message.text, now)
         floor = clients.settings.recall_floor  # nothing irrelevant in the prompt
+        # What is no longer true is left out, unless the message asks about the past.
+        valid_on = None if asks_about_the_past(user_message.text, now) else now.date()
 
         with_profile = clients.settings.profile == "on"
 
@@ -69,6 +72,7 @@ def make_recall(clients: Clients) -> Callable[..., Awaitable[dict[str, Any]]]:
                     fetch + len(stated),
                     reference=reference,
                     floor=floor,
+                    valid_on=valid_on,
                 )
             # what the profile already says is not repeated in the prompt
             return profile, [m for m in found if m.id not in stated][:fetch]
@@ -120,6 +124,7 @@ def recall_memories(
     *,
     reference: TimeReference | None,
     floor: float | None,
+    valid_on: date | None = None,
 ) -> list[MemoryRecord]:
     """The user's `k` memories for a message, best first.
 
@@ -127,14 +132,17 @@ def recall_memories(
     what the user said at a time: the most relevant of those said then, without the floor
     (the time is what makes them relevant; none said then means none). Any other time
     reference: relevant memories said then gain `TIME_BOOST`, so they rank above equally
-    relevant ones from other times and can enter the top k from below it.
+    relevant ones from other times and can enter the top k from below it. With `valid_on`,
+    only memories still true that day.
     """
     if reference is None:
-        return store.search(user_id, query, k, min_score=floor)
+        return store.search(user_id, query, k, min_score=floor, valid_on=valid_on)
     if reference.said:
-        return store.search(user_id, query, k, observed=reference.span)
-    anytime = store.search(user_id, query, k, min_score=floor)
-    then = store.search(user_id, query, k, min_score=floor, observed=reference.span)
+        return store.search(user_id, query, k, observed=reference.span, valid_on=valid_on)
+    anytime = store.search(user_id, query, k, min_score=floor, valid_on=valid_on)
+    then = store.search(
+        user_id, query, k, min_score=floor, observed=reference.span, valid_on=valid_on
+    )
     merged = {m.id: m for m in [*anytime, *then]}.values()
     boosted = [
         m.model_copy(update={"score": (m.score or 0) + TIME_BOOST})

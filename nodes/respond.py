@@ -6,6 +6,7 @@ more move to the run's store (`engram.memory.conversations`)."""
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Sequence
+from datetime import date
 from typing import Any
 
 from langchain_core.messages import AnyMessage, BaseMessage, SystemMessage, trim_messages
@@ -81,7 +82,7 @@ def build_prompt(
     system = SYSTEM_PROMPT.format(
         today=turn_date(messages).isoformat(),
         profile=render_profile(profile),
-        memories=render_memories(memories),
+        memories=render_memories(memories, turn_date(messages)),
     )
     return [SystemMessage(system), *bounded]
 
@@ -101,12 +102,23 @@ def render_profile(profile: Profile | None) -> str:
     return PROFILE_SECTION.format(lines=lines)
 
 
-def render_memories(memories: Sequence[MemoryRecord]) -> str:
-    """One line per memory, with its category and when the user said it. Whitespace in a
-    text is collapsed, so a stored newline cannot start a line of its own."""
+def render_memories(memories: Sequence[MemoryRecord], today: date) -> str:
+    """One line per memory, with its category, when the user said it and, when it has
+    them, when it is true (a past one says so). Whitespace in a text is collapsed, so a
+    stored newline cannot start a line of its own."""
     if not memories:
         return "none"
     return "\n".join(
-        f"- {' '.join(m.text.split())} ({m.category}; said {m.observed_at:%Y-%m-%d})"
+        f"- {' '.join(m.text.split())} ({m.category}; said {m.observed_at:%Y-%m-%d}"
+        f"{validity_note(m, today)})"
         for m in memories
     )
+
+
+def validity_note(memory: MemoryRecord, today: date) -> str:
+    start, end = memory.valid_from, memory.valid_until
+    if end is not None and end < today:
+        return f"; no longer true: it held until {end}"
+    if start is not None and start > today:
+        return f"; from {start}" + (f" until {end}" if end else "")
+    return f"; true until {end}" if end is not None else ""

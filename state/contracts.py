@@ -13,10 +13,22 @@ EventName = Literal["ADD", "UPDATE", "DELETE", "RESTORE", "SUPERSEDED", "IMPORT"
 
 
 class Fact(BaseModel):
-    """An atomic, self-contained statement about the user (DSPy extract output item)."""
+    """An atomic, self-contained statement about the user (DSPy extract output item), with
+    the dates it holds between when the user said them (`valid_from`, `valid_until`)."""
 
     text: str
     category: str
+    # Left out of what a model is shown when unset, so a lasting fact costs no prompt.
+    valid_from: date | None = Field(
+        default=None,
+        description="The first day it is true, when said; else null.",
+        exclude_if=lambda value: value is None,
+    )
+    valid_until: date | None = Field(
+        default=None,
+        description="The last day it is true, when said or implied; else null.",
+        exclude_if=lambda value: value is None,
+    )
 
 
 class ObservedFact(Fact):
@@ -37,6 +49,12 @@ class MemoryOp(BaseModel):
     id: int | None = None
     text: str | None = None
     category: str | None = None
+    valid_from: date | None = None
+    valid_until: date | None = Field(
+        default=None,
+        description="The last day it is true: set it on an UPDATE of an old memory a new "
+        "fact ends (with its own text), rather than deleting it.",
+    )
 
 
 class Source(BaseModel):
@@ -73,6 +91,13 @@ class MemoryRecord(BaseModel):
     lineage_id: str
     events: list[MemoryEvent] = Field(default_factory=list)
     score: float | None = None
+    # When it is true for the user (None: from when it was said, with no end). A memory
+    # whose `valid_until` has passed is past: kept, shown with its dates, not current.
+    valid_from: date | None = None
+    valid_until: date | None = None
+
+    def is_past(self, today: date) -> bool:
+        return self.valid_until is not None and self.valid_until < today
 
 
 class NumberedMemory(BaseModel):
@@ -84,11 +109,18 @@ class NumberedMemory(BaseModel):
     text: str
     category: str
     said: date
+    valid_from: date | None = Field(default=None, exclude_if=lambda value: value is None)
+    valid_until: date | None = Field(default=None, exclude_if=lambda value: value is None)
 
     @classmethod
     def of(cls, id: int, memory: MemoryRecord) -> NumberedMemory:
         return cls(
-            id=id, text=memory.text, category=memory.category, said=memory.observed_at.date()
+            id=id,
+            text=memory.text,
+            category=memory.category,
+            said=memory.observed_at.date(),
+            valid_from=memory.valid_from,
+            valid_until=memory.valid_until,
         )
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import date, datetime
 from typing import Any, Protocol
 
 DENSE = "dense"
@@ -23,7 +23,7 @@ METADATA_KEY = "metadata"
 # each user's points are stored together. Datetime indexes serve date-range filters.
 KEYWORD_FIELDS = ("status", "category", "lineage_id", "text_hash")
 INTEGER_FIELDS = ("revision",)
-DATETIME_FIELDS = ("created_at", "updated_at", "observed_at")
+DATETIME_FIELDS = ("created_at", "updated_at", "observed_at", "valid_until")
 
 
 @dataclass(frozen=True)
@@ -72,6 +72,8 @@ class Where:
     text_hashes: Sequence[str] | None = None
     revision: int | None = None
     observed: TimeRange | None = None  # `observed_at` within this range
+    # Only versions still true on this day: no `valid_until`, or one not before it.
+    valid_on: date | None = None
 
     def matches(self) -> dict[str, str | int | list[str]]:
         """The metadata fields to match, by name (ids are separate: they are not payload)."""

@@ -37,7 +37,7 @@ SCREEN_FACTOR = 2  # hits a status-screened search fetches, per hit asked (`Edge
 # search pool costs more than sharing its work saves (benchmarks/README.md, "Settings chosen
 # by measurement"). Given at every open (Edge writes it to the shard's config).
 SEARCH_THREADS = 1
-_STATUS_ONLY = edge.PayloadSelector.Include([f"{METADATA_KEY}.status"])
+_SCREENED = edge.PayloadSelector.Include([f"{METADATA_KEY}.status", f"{METADATA_KEY}.valid_until"])
 
 
 class StoreInUseError(RuntimeError):
@@ -166,14 +166,15 @@ class EdgeEngine:
 
     def query(self, queries: Sequence[Query]) -> list[list[Point]]:
         """The searches in one batch. A lean dense search filtered on status is sent
-        without that condition, for `SCREEN_FACTOR` times its hits with only their status,
-        and keeps the matching ones: Edge checks a second indexed condition point by point,
-        slowly on points written since the shard was opened (their index entries lie
-        scattered in memory: 2.4 against 1.0 ms at a user's 10k points, caches cold; about
-        equal once reopened). Ranked by the same score, the kept hits are exactly the best
-        `limit` matches whenever that many are among them; otherwise (retired versions
-        crowd the top) the search runs again as asked. (With whole payloads, twice the hits
-        would cost more than the condition saves.)
+        without that condition (nor the validity day), for `SCREEN_FACTOR` times its hits
+        with only their status and end of validity, and keeps the matching ones: Edge
+        checks a second indexed condition point by point, slowly on points written since
+        the shard was opened (their index entries lie scattered in memory: 2.4 against
+        1.0 ms at a user's 10k points, caches cold; about equal once reopened). Ranked by
+        the same score, the kept hits are exactly the best `limit` matches whenever that
+        many are among them; otherwise (retired versions crowd the top) the search runs
+        again as asked. (With whole payloads, twice the hits would cost more than the
+        condition saves.)
         """
         if not queries:
             return []
@@ -184,10 +185,9 @@ class EdgeEngine:
             if not _screened(query):
                 found.append([_point(hit, hit.score) for hit in hits])
                 continue
-            status = query.where.status
             # Screened on the raw hits: only the kept ones are converted (ids cost a UUID each).
             kept = [
-                h for h in hits if (h.payload or {}).get(METADATA_KEY, {}).get("status") == status
+                h for h in hits if _passes(query.where, (h.payload or {}).get(METADATA_KEY, {}))
             ]
             if len(kept) < query.limit and len(hits) == query.limit * SCREEN_FACTOR:
                 again.append(index)
@@ -238,7 +238,23 @@ def _filter(where: Where) -> edge.Filter:
                 key=f"{METADATA_KEY}.observed_at", range=edge.RangeDateTime(gte=start, lt=end)
             )
         )
+    if where.valid_on is not None:
+        key = f"{METADATA_KEY}.valid_until"
+        open_ended = edge.IsEmptyCondition(key)
+        not_ended = edge.FieldCondition(
+            key=key, range=edge.RangeDateTime(gte=where.valid_on.isoformat())
+        )
+        must.append(edge.Filter(should=[open_ended, not_ended]))
     return edge.Filter(must=must)
+
+
+def _passes(where: Where, metadata: dict[str, Any]) -> bool:
+    """Whether a screened hit meets the conditions left out of its search: the status,
+    and the validity day (ISO dates compare as text)."""
+    if metadata.get("status") != where.status:
+        return False
+    until = metadata.get("valid_until")
+    return where.valid_on is None or until is None or until >= where.valid_on.isoformat()
 
 
 def _screened(query: Query) -> bool:
@@ -252,8 +268,8 @@ def _request(query: Query, *, screen: bool = True) -> edge.QueryRequest:
         return edge.QueryRequest(
             limit=query.limit * SCREEN_FACTOR,
             query=edge.Query.Nearest(query.dense, using=DENSE),
-            filter=_filter(replace(query.where, status=None)),
-            with_payload=_STATUS_ONLY,
+            filter=_filter(replace(query.where, status=None, valid_on=None)),
+            with_payload=_SCREENED,
         )
     flt = _filter(query.where)
     if query.keywords is not None:

@@ -309,6 +309,13 @@ def _filter(where: Where) -> models.Filter:
                 range=models.DatetimeRange(gte=observed.start, lt=observed.end),
             )
         )
+    if where.valid_on is not None:
+        key = f"{METADATA_KEY}.valid_until"
+        open_ended = models.IsEmptyCondition(is_empty=models.PayloadField(key=key))
+        not_ended = models.FieldCondition(
+            key=key, range=models.DatetimeRange(gte=where.valid_on.isoformat())
+        )
+        must.append(models.Filter(should=[open_ended, not_ended]))
     return models.Filter(must=must)
 
 

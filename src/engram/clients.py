@@ -250,6 +250,7 @@ def default_store(settings: Settings | None = None) -> MemoryStore:
                 vector_key=vector_key(settings),
                 retrieval=Retrieval(mode=settings.retrieval),
                 profile_chars=settings.profile_chars,
+                ttl_days=settings.ttl,
             )
             with _lock:
                 _stores[key] = store

@@ -65,6 +65,9 @@ class Settings(BaseSettings):
     # after memory changes); off: no profile program call and no profile in the prompt.
     profile: Literal["on", "off"] = "on"
     profile_chars: int = Field(default=800, ge=50, le=8000)
+    # Days memories of a category stay true after they were last said, unless the user
+    # said otherwise: "plans=90,travel=30". Expired memories are kept, not recalled as current.
+    ttl: Annotated[dict[str, int], NoDecode] = Field(default_factory=dict)
     # Optimized memory programs (`engram optimize`); unset: the built-in ones.
     programs: Path | None = None
 
@@ -101,6 +104,20 @@ class Settings(BaseSettings):
         if isinstance(value, str):
             return [name.strip() for name in value.split(",") if name.strip()]
         return value
+
+    @field_validator("ttl", mode="before")
+    @classmethod
+    def _category_days(cls, value: object) -> object:
+        """ "plans=90, travel=30" -> {"plans": 90, "travel": 30}; a bad entry is refused."""
+        if not isinstance(value, str):
+            return value
+        days: dict[str, int] = {}
+        for entry in filter(None, (part.strip() for part in value.split(","))):
+            category, _, number = entry.partition("=")
+            if not category.strip() or not number.strip().isdigit() or int(number) < 1:
+                raise ValueError(f"ENGRAM_TTL entry {entry!r}: write category=days, e.g. plans=90")
+            days[category.strip().casefold()] = int(number)
+        return days
 
     @property
     def permitted_models(self) -> frozenset[str]:

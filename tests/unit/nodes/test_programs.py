@@ -143,7 +143,7 @@ def test_a_changed_field_type_is_named(tmp_path: Path) -> None:
     shape = document["programs"]["extract"]["shape"]["self"]
     shape["outputs"]["facts"] = "list[str]"
     path.write_text(json.dumps(document))
-    with pytest.raises(ConfigurationError, match=r"facts is now list\[Fact\{text, category\}\]"):
+    with pytest.raises(ConfigurationError, match=r"facts is now list\[Fact\{text, category, valid"):
         MemoryPrograms.load(path)
 
 
@@ -185,13 +185,15 @@ def test_shapes_name_fields_and_types() -> None:
     assert shape == {
         "predict": {
             "inputs": {
-                "new_facts": "list[Fact{text, category}]",
-                "existing_memories": "list[NumberedMemory{id, text, category, said}]",
+                "new_facts": "list[Fact{text, category, valid_from, valid_until}]",
+                "existing_memories": (
+                    "list[NumberedMemory{id, text, category, said, valid_from, valid_until}]"
+                ),
                 "today": "date",
             },
             "outputs": {
                 "reasoning": "str",
-                "operations": "list[MemoryOp{op, id, text, category}]",
+                "operations": "list[MemoryOp{op, id, text, category, valid_from, valid_until}]",
             },
         }
     }
@@ -229,3 +231,13 @@ async def test_a_memory_model_that_hangs_times_out_on_each_attempt() -> None:
     assert time.perf_counter() - began < 5  # 2 x 0.2 s, not the model's 30 s
     # each attempt ran in the caller's own task: a timeout costs no task per call
     assert lm.tasks == [asyncio.current_task()] * 2
+
+
+def test_a_programs_file_from_before_the_validity_dates_still_loads(tmp_path: Path) -> None:
+    path = tmp_path / "programs.json"
+    changed_programs().save(path)
+    document = json.loads(path.read_text())
+    old = json.dumps(document["programs"]).replace(", valid_from", "").replace(", valid_until", "")
+    document["programs"] = json.loads(old)  # the shapes files had before those fields
+    path.write_text(json.dumps(document))
+    assert MemoryPrograms.load(path).decide_save.signature.instructions == NEW_RULE

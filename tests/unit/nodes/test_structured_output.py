@@ -83,7 +83,10 @@ def test_the_schema_is_the_signatures_in_each_form() -> None:
     schema = output_schema(ExtractFactsSignature)
     assert "$ref" not in str(schema) and "$defs" not in schema
     fact = schema["properties"]["facts"]["items"]
-    assert fact["required"] == ["text", "category"] and fact["additionalProperties"] is False
+    assert (
+        fact["required"] == ["text", "category", "valid_from", "valid_until"]
+        and fact["additionalProperties"] is False
+    )
     with FakeOpenAI() as fake:
         extract(fake, "json_schema")
         extract(fake, "json_object")

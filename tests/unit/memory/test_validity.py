@@ -1,0 +1,167 @@
+"""When memories are true (design: the time model): validity dates, expiry that keeps
+history, time to live renewed by restating, and "as of" reads from the versions' events
+— on both engines."""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from langchain_core.embeddings import Embeddings
+
+from engram.memory.store import MemoryStore, PlannedOp, now_utc
+from engram.state.contracts import Source
+from engram.state.errors import InvalidInputError
+from tests.helpers import make_store
+
+
+@pytest.fixture
+def store(kind: str, local_embeddings: Embeddings, tmp_path: Path) -> Any:
+    opened = make_store(kind, local_embeddings, tmp_path, ttl_days={"plans": 90})
+    yield opened
+    opened.engine.close()
+
+
+def said(day: str) -> datetime:
+    return datetime.fromisoformat(f"{day}T10:00:00+00:00")
+
+
+def add(store: MemoryStore, text: str, category: str = "personal", **fields: Any) -> str:
+    report = store.apply("alice", [PlannedOp("ADD", text=text, category=category, **fields)])
+    assert not report.rejected, report.rejected
+    memory_id = report.applied[0].memory_id
+    assert memory_id
+    return memory_id
+
+
+def texts(found: list[Any]) -> list[str]:
+    return [m.text for m in found]
+
+
+def test_until_friday_is_current_through_friday_and_past_after(store: MemoryStore) -> None:
+    friday = date(2026, 3, 13)
+    tokyo = add(store, "User is in Tokyo", observed_at=said("2026-03-09"), valid_until=friday)
+    add(store, "User lives in Lisbon", "location", observed_at=said("2026-01-02"))
+    query = "Where is the user?"
+    assert "User is in Tokyo" in texts(store.search("alice", query, 5, valid_on=friday))
+    after = store.search("alice", query, 5, valid_on=friday + timedelta(days=1))
+    assert texts(after) == ["User lives in Lisbon"]
+    # kept: an unfiltered search and the history still hold it, with its dates
+    assert "User is in Tokyo" in texts(store.search("alice", query, 5))
+    [version] = store.history("alice", tokyo)
+    assert (version.status, version.valid_until) == ("active", friday)
+    assert version.is_past(friday + timedelta(days=1)) and not version.is_past(friday)
+
+
+def test_a_superseding_fact_closes_the_old_ones_validity(store: MemoryStore) -> None:
+    paris = add(store, "User lives in Paris", "location", observed_at=said("2024-01-01"))
+    moved = date(2026, 2, 28)
+    report = store.apply(
+        "alice",
+        [
+            PlannedOp(
+                "UPDATE",
+                target_id=paris,
+                text="User lives in Paris",
+                observed_at=said("2026-03-01"),
+                valid_until=moved,
+            ),
+            PlannedOp("ADD", text="User lives in Berlin", category="location"),
+        ],
+    )
+    assert [a.result for a in report.applied] == ["updated", "added"]
+    today = date(2026, 3, 2)
+    assert texts(store.search("alice", "Where does the user live?", 5, valid_on=today)) == [
+        "User lives in Berlin"
+    ]
+    history = store.history("alice", paris)
+    assert [(v.status, v.valid_until) for v in history] == [
+        ("superseded", None),
+        ("active", moved),
+    ]
+    assert "was said to open" in (history[1].events[0].detail or "")
+
+
+def test_an_as_of_read_before_and_after_an_update_returns_each_text(store: MemoryStore) -> None:
+    coffee = add(store, "User drinks coffee every morning", "preferences")
+    before = now_utc()
+    store.update("alice", coffee, "User drinks tea every morning")
+    after = now_utc()
+    assert texts(store.memories("alice", as_of=before)) == ["User drinks coffee every morning"]
+    assert texts(store.memories("alice", as_of=after)) == ["User drinks tea every morning"]
+    morning = "What does the user drink in the morning?"
+    assert texts(store.search("alice", morning, 3, as_of=before)) == [
+        "User drinks coffee every morning"
+    ]
+    assert texts(store.search("alice", morning, 3, as_of=after)) == [
+        "User drinks tea every morning"
+    ]
+    # a delete and a restore replay too; nothing before the first write
+    store.delete("alice", store.memories("alice")[0].id)
+    deleted = now_utc()
+    store.restore("alice", store.memories("alice", status="deleted")[0].id)
+    assert store.memories("alice", as_of=deleted) == []
+    assert texts(store.memories("alice", as_of=now_utc())) == ["User drinks tea every morning"]
+    assert store.memories("alice", as_of=datetime(2000, 1, 1, tzinfo=UTC)) == []
+    # reads only: nothing was written by them
+    assert len(store.memories("alice", status=None)) == 2
+    with pytest.raises(InvalidInputError, match="UTC offset"):
+        store.memories("alice", as_of=datetime(2026, 1, 1))
+
+
+def test_as_of_leaves_out_what_had_expired_by_then(store: MemoryStore) -> None:
+    add(store, "User has an exam", observed_at=said("2026-01-05"), valid_until=date(2026, 1, 12))
+    assert texts(store.memories("alice", as_of=said("2026-01-12"))) == []  # written later
+    assert store.held_at("alice", now_utc() + timedelta(days=1)) == []  # past on that day
+    assert store.held_at("bob", now_utc()) == []
+
+
+def test_a_time_to_live_expires_a_category_and_restating_renews_it(store: MemoryStore) -> None:
+    trip = add(store, "User plans a trip to Peru", "plans", observed_at=said("2026-01-10"))
+    assert store.get("alice", trip).valid_until == date(2026, 4, 10)
+    lasting = add(store, "User is allergic to cats", "health", observed_at=said("2026-01-10"))
+    assert store.get("alice", lasting).valid_until is None
+    report = store.apply(
+        "alice", [PlannedOp("NOOP", target_id=trip, observed_at=said("2026-03-01"))]
+    )
+    [renewed] = report.applied
+    assert renewed.result == "updated" and "true until 2026-05-30" in (renewed.detail or "")
+    current = store.get("alice", renewed.memory_id or "")
+    assert (current.text, current.valid_until) == ("User plans a trip to Peru", date(2026, 5, 30))
+    # restating it earlier than its end changes nothing
+    again = store.apply(
+        "alice", [PlannedOp("NOOP", target_id=current.id, observed_at=said("2026-01-20"))]
+    )
+    assert again.applied[0].result == "unchanged"
+    # an end the user gave wins over the time to live
+    given = add(store, "User plans to paint the flat", "plans", valid_until=date(2027, 1, 1))
+    assert store.get("alice", given).valid_until == date(2027, 1, 1)
+
+
+def test_validity_is_set_and_cleared_by_hand_as_new_versions(store: MemoryStore) -> None:
+    job = add(store, "User works at Acme", "work")
+    set_ = store.set_validity("alice", job, date(2025, 1, 1), date(2026, 6, 30))
+    assert set_.result == "updated"
+    current = store.get("alice", set_.memory_id or "")
+    assert (current.valid_from, current.valid_until) == (date(2025, 1, 1), date(2026, 6, 30))
+    cleared = store.set_validity("alice", current.id, None, None, source=Source(actor="cli"))
+    assert store.get("alice", cleared.memory_id or "").valid_until is None
+    assert len(store.history("alice", job)) == 3
+    with pytest.raises(InvalidInputError, match="before valid from"):
+        store.set_validity("alice", job, date(2026, 1, 2), date(2026, 1, 1))
+
+
+def test_expired_memories_crowding_the_top_do_not_shorten_a_search(store: MemoryStore) -> None:
+    for n in range(12):
+        add(
+            store,
+            f"User visited museum number {n} in Rome",
+            observed_at=said("2025-05-01"),
+            valid_until=date(2025, 5, 2),
+        )
+    add(store, "User enjoys museums", "preferences")
+    add(store, "User likes Roman history", "preferences")
+    found = store.search("alice", "museum visit in Rome", 2, valid_on=date(2026, 1, 1))
+    assert sorted(texts(found)) == ["User enjoys museums", "User likes Roman history"]
