@@ -897,24 +897,33 @@ class MemoryStore:
 
     # -- profile -------------------------------------------------------------------------
 
-    def profile(self, user_id: str, *, as_stored: bool = False) -> Profile:
-        """The user's profile as the chatbot sees it: the lines whose memories are all still
-        active, with the pinned memories, within the size bound (`memory.profile.grounded`).
-        `as_stored`: the current version as written, lines awaiting revision included."""
+    def profile(self, user_id: str, *, as_stored: bool = False, on: date | None = None) -> Profile:
+        """The user's profile as the chatbot sees it on day `on` (default: today, UTC): the
+        lines whose memories are all still active and true, with the pinned memories,
+        within the size bound (`memory.profile.grounded`). `as_stored`: the current version
+        as written, lines awaiting revision included."""
         user_id = require_user_id(user_id)
         stored = self.profiles.current(user_id)
         if as_stored:
             return stored
-        return grounded(stored, self.active(user_id, stored.cited()), self.profile_chars)
+        return grounded(stored, self.active(user_id, stored.cited(), on=on), self.profile_chars)
 
     def profile_history(self, user_id: str) -> list[Profile]:
         """Every version of the user's profile, oldest first, each with what made it."""
         return self.profiles.history(require_user_id(user_id))
 
-    def active(self, user_id: str, memory_ids: Iterable[str]) -> dict[str, MemoryRecord]:
-        """Those of `memory_ids` that are active memories of the user, by id."""
+    def active(
+        self, user_id: str, memory_ids: Iterable[str], *, on: date | None = None
+    ) -> dict[str, MemoryRecord]:
+        """Those of `memory_ids` that are active memories of the user and still true on day
+        `on` (default: today, UTC; a past memory is kept, not current), by id."""
+        today = on or now_utc().date()
         stored = self.versions.get_many(require_user_id(user_id), list(memory_ids))
-        return {s.record.id: s.record for s in stored if s.record.status == "active"}
+        return {
+            s.record.id: s.record
+            for s in stored
+            if s.record.status == "active" and not s.record.is_past(today)
+        }
 
     def current_versions(self, user_id: str, memory_ids: Iterable[str]) -> dict[str, MemoryRecord]:
         """For each id, the active version of its memory now: itself, or the version an

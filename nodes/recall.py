@@ -62,7 +62,7 @@ def make_recall(clients: Clients) -> Callable[..., Awaitable[dict[str, Any]]]:
 
         def search() -> tuple[Profile | None, list[MemoryRecord]]:  # one worker thread
             store = clients.store()  # its errors are its own, not the embedding endpoint's
-            profile = store.profile(context.user_id) if with_profile else None
+            profile = store.profile(context.user_id, on=now.date()) if with_profile else None
             stated = profile.cited() if profile else set()
             with endpoint_errors("embedding model", clients.settings.openai_base_url):
                 found = recall_memories(

@@ -22,7 +22,7 @@ from langgraph.runtime import Runtime
 
 from engram.clients import Clients
 from engram.identity import run_context
-from engram.memory.store import MemoryStore, ProfileReport
+from engram.memory.store import MemoryStore, ProfileReport, now_utc
 from engram.nodes.common import endpoint_errors, with_error
 from engram.nodes.programs import UpdateProfile, run_memory_step
 from engram.state.context import EngramContext
@@ -141,13 +141,20 @@ def profile_inputs(
 ) -> tuple[list[CitedLine], list[MemoryRecord]]:
     """What the program sees: the current lines, citing by small ids the memories they rest
     on as those are now (a line about a memory since updated cites the new text; one about
-    a deleted memory cites nothing, for the program to drop), and the memories to draw on:
+    a deleted or no longer true memory cites nothing, for the program to drop), and the
+    current memories to draw on:
     the profile's own first, then pinned ones, then the newest in profile categories, then
     the newest others, `PROFILE_MEMORIES` in all."""
-    now = store.current_versions(user_id, current.cited())
+    today = now_utc().date()
+    now = {
+        i: m
+        for i, m in store.current_versions(user_id, current.cited()).items()
+        if not m.is_past(today)
+    }
     own = [now[i] for i in [*(i for line in current.lines for i in line.memory_ids)] if i in now]
     pinned = [now[i] for i in current.pinned if i in now]
-    newest = sorted(store.memories(user_id), key=lambda m: m.observed_at, reverse=True)
+    current_memories = [m for m in store.memories(user_id) if not m.is_past(today)]
+    newest = sorted(current_memories, key=lambda m: m.observed_at, reverse=True)
     core = [m for m in newest if m.category in PROFILE_CATEGORIES]
     rest = [m for m in newest if m.category not in PROFILE_CATEGORIES]
     shown = list({m.id: m for m in [*own, *pinned, *core, *rest]}.values())[:PROFILE_MEMORIES]

@@ -93,3 +93,23 @@ async def test_a_move_closes_the_old_home_and_keeps_it_answerable(store: MemoryS
     assert [m.text for m in now["recalled"]] == ["User lives in Berlin"]
     then = await say(graph, "When did I live in Paris?", "2026-03-05")
     assert "User lives in Paris" in [m.text for m in then["recalled"]]
+
+
+async def test_restating_a_plan_renews_its_time_to_live(store: MemoryStore) -> None:
+    store.ttl_days = {"plans": 90}
+    said = datetime(2026, 1, 10, 9, tzinfo=UTC)
+    store.apply(
+        "alice",
+        [PlannedOp("ADD", text="User plans a trip to Peru", category="plans", observed_at=said)],
+    )
+    assert store.memories("alice")[0].valid_until == date(2026, 4, 10)
+    lm = scripted_lm(
+        save(),
+        {"facts": [{"text": "User plans a trip to Peru", "category": "plans"}]},
+        ops({"op": "NOOP", "id": 1}),
+    )
+    graph, _ = graph_of(store, lm)
+    result = await say(graph, "Still planning that Peru trip!", "2026-03-01")
+    assert [(a.op, a.result) for a in result["applied"]] == [("NOOP", "updated")]
+    [memory] = store.memories("alice")
+    assert (memory.text, memory.valid_until) == ("User plans a trip to Peru", date(2026, 5, 30))

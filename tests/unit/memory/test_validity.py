@@ -12,7 +12,7 @@ import pytest
 from langchain_core.embeddings import Embeddings
 
 from engram.memory.store import MemoryStore, PlannedOp, now_utc
-from engram.state.contracts import Source
+from engram.state.contracts import ProfileLine, Source
 from engram.state.errors import InvalidInputError
 from tests.helpers import make_store
 
@@ -165,3 +165,21 @@ def test_expired_memories_crowding_the_top_do_not_shorten_a_search(store: Memory
     add(store, "User likes Roman history", "preferences")
     found = store.search("alice", "museum visit in Rome", 2, valid_on=date(2026, 1, 1))
     assert sorted(texts(found)) == ["User enjoys museums", "User likes Roman history"]
+
+
+def test_the_profile_never_states_what_is_no_longer_true(store: MemoryStore) -> None:
+    friday = now_utc().date() + timedelta(days=4)
+    trip = add(store, "User is in Tokyo", "location", valid_until=friday)
+    home = add(store, "User lives in Lisbon", "location")
+    gone = add(store, "User was in Oslo", "location", valid_until=date(2020, 1, 1))
+    lines = [
+        ProfileLine(text="In Tokyo this week.", memory_ids=[trip]),
+        ProfileLine(text="Lives in Lisbon.", memory_ids=[home]),
+        ProfileLine(text="In Oslo.", memory_ids=[gone]),
+    ]
+    report = store.save_profile("alice", lines, source=Source(actor="profile"))
+    assert [r.text for r in report.refused] == ["In Oslo."]  # past already: refused
+    on_friday = store.profile("alice", on=friday)
+    after = store.profile("alice", on=friday + timedelta(days=1))
+    assert [line.text for line in on_friday.lines] == ["In Tokyo this week.", "Lives in Lisbon."]
+    assert [line.text for line in after.lines] == ["Lives in Lisbon."]
