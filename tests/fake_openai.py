@@ -8,12 +8,14 @@ Every chat request is classified as one of Engram's steps by the output-field ma
 DSPy's adapters put in the system prompt:
 
 - ``decide_save`` (``[[ ## save ## ]]``), ``extract`` (``[[ ## facts ## ]]``),
-  ``maintain`` (``[[ ## operations ## ]]``), anything else is ``chat``;
+  ``maintain`` (``[[ ## operations ## ]]``), ``profile`` (``[[ ## lines ## ]]``), anything
+  else is ``chat``;
 - embedding requests are the step ``embeddings``.
 
 Replies come, in this order, from: a persistent override set with `fail`/`hang`/`always`,
 the step's queue (`queue`), the optional `responder` callable, then the default answer for
-the step (save=True; one fact echoing the user; ADD every new fact; an echo for chat).
+the step (save=True; one fact echoing the user; ADD every new fact; a profile line per
+memory shown, up to five; an echo for chat).
 Every request is recorded in `requests`.
 
     with FakeOpenAI() as fake:
@@ -41,8 +43,9 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Literal
 
-STEPS = ("decide_save", "extract", "maintain", "chat", "embeddings")
+STEPS = ("decide_save", "extract", "maintain", "profile", "chat", "embeddings")
 DSPY_MARKERS = (  # most specific first: the maintain prompt names no other output field
+    ("profile", "lines"),
     ("maintain", "operations"),
     ("extract", "facts"),
     ("decide_save", "save"),
@@ -179,6 +182,10 @@ def operations_answer(*operations: dict[str, Any], reasoning: str = "scripted") 
     return chat_adapter_answer(reasoning=reasoning, operations=list(operations))
 
 
+def profile_answer(*lines: tuple[str, list[int]]) -> str:
+    return chat_adapter_answer(lines=[{"text": t, "memory_ids": ids} for t, ids in lines])
+
+
 def add_op(text: str, category: str = "other") -> dict[str, Any]:
     return {"op": "ADD", "id": None, "text": text, "category": category}
 
@@ -198,6 +205,12 @@ def default_answer(request: RecordedRequest) -> str:
             if match:
                 new_facts.append(add_op(match.group(1), match.group(2) or "other"))
         return operations_answer(*new_facts, reasoning="Every new fact is new: ADD it.")
+    if request.step == "profile":
+        try:
+            shown = json.loads(inputs.get("memories", "[]"))
+        except json.JSONDecodeError:
+            shown = []
+        return profile_answer(*((m["text"], [m["id"]]) for m in shown[:5]))
     return f"Fake reply to: {request.last_user_text.strip()[:200]}"
 
 

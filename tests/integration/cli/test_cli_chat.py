@@ -191,3 +191,24 @@ def test_a_malformed_answer_is_reported_once_and_v_shows_the_attempts(
     details = verbose.stdout + verbose.stderr
     assert details.count("extract attempt 1/2 failed") == 1
     assert details.count("extract attempt 2/2 failed") == 1
+
+
+def test_with_the_profile_on_a_diet_reaches_an_unrelated_question(
+    fake: FakeOpenAI, tmp_path: Path
+) -> None:
+    env = chat_env(fake.url, tmp_path, ENGRAM_PROFILE="on")
+    fake.queue("extract", facts_answer(("User is vegetarian", "health")))
+    first = run_engram(env, "chat", "--user", "alice", typed="I'm vegetarian\n/quit\n")
+    assert first.returncode == 0, first.stderr
+    assert len(fake.requests_for("profile")) == 1  # the first core fact builds the profile
+    shown = run_engram(env, "profile", "show", "--user", "alice", "--json")
+    assert '"text": "User is vegetarian"' in shown.stdout
+
+    fake.queue("decide_save", chat_adapter_answer(save="False"))
+    second = run_engram(
+        env, "chat", "--user", "alice", typed="Can you suggest a dinner for tonight?\n/quit\n"
+    )
+    assert second.returncode == 0, second.stderr
+    system = fake.requests_for("chat")[-1].system_prompt
+    assert "The user's profile" in system and "- User is vegetarian" in system
+    assert len(fake.requests_for("profile")) == 1  # a turn that changed nothing: no call
