@@ -65,11 +65,12 @@ from engram.state.contracts import (
 from engram.state.errors import ImportFormatError, InvalidInputError, StoreConflictError
 
 FORMAT = "engram-export"
-# 2 adds `vector_mac`, 3 `ids_mac`, 4 the header's `profile`. Older files still import:
-# their vectors are re-embedded, their ids derived (see `import_jsonl`), and without a
-# profile the importing user's is left as it is.
-VERSION = 4
-READABLE_VERSIONS = (1, 2, 3, 4)
+# 2 adds `vector_mac`, 3 `ids_mac`, 4 the header's `profile`, 5 the versions' `valid_from`
+# and `valid_until`. Older files still import: their vectors are re-embedded, their ids
+# derived (see `import_jsonl`), without a profile the importing user's is left as it is, and
+# without validity dates their memories are true from when they were said, with no end.
+VERSION = 5
+READABLE_VERSIONS = (1, 2, 3, 4, 5)
 
 # Bounds on one line, checked before it is kept. The largest line Engram writes (a
 # 3,072-dimension vector is about 70 KB of JSON, a 2,000-character text, a few events) is
@@ -421,6 +422,10 @@ def _valid_memory(memory: ExportedMemory) -> ExportedMemory:
     for name, value in times.items():
         if value.tzinfo is None:
             raise ValueError(f"{name}: {value.isoformat()} has no time zone (add e.g. +00:00)")
+    if memory.valid_from and memory.valid_until and memory.valid_until < memory.valid_from:
+        raise ValueError(
+            f"valid_until: {memory.valid_until} is before valid_from {memory.valid_from}"
+        )
     try:
         text = clean_memory_text(memory.text)
     except InvalidInputError as error:

@@ -5,13 +5,14 @@ from __future__ import annotations
 import io
 import json
 import uuid
+from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
 from langchain_core.embeddings import DeterministicFakeEmbedding, Embeddings
 
-from engram.memory.store import MemoryStore
+from engram.memory.store import MemoryStore, PlannedOp
 from engram.memory.transfer import derived_id, export_jsonl, import_jsonl
 from engram.state.contracts import Source
 from engram.state.errors import ImportFormatError, MemoryNotFoundError
@@ -433,3 +434,72 @@ def test_export_header_describes_the_file(store: MemoryStore) -> None:
     header = json.loads(exported(store).splitlines()[0])
     assert header["format"] == "engram-export" and header["count"] == 3
     assert header["embedding"] == "local:all-MiniLM-L6-v2:384"
+
+
+def with_validity(store: MemoryStore) -> tuple[str, str]:
+    """Alice's memories with dates: a trip added with its end, a job given dates by hand
+    (the version before it has none)."""
+    report = store.apply(
+        "alice",
+        [
+            PlannedOp(
+                "ADD",
+                text="User is in Tokyo",
+                category="travel",
+                valid_from=date(2026, 3, 9),
+                valid_until=date(2026, 3, 13),
+            )
+        ],
+    )
+    tokyo = report.applied[0].memory_id or ""
+    job = store.add("alice", "User works at Acme", "work").memory_id or ""
+    dated = store.set_validity("alice", job, date(2025, 1, 1), date(2026, 6, 30))
+    return tokyo, dated.memory_id or ""
+
+
+def test_validity_dates_survive_a_round_trip(store: MemoryStore) -> None:
+    tokyo, job = with_validity(store)
+    before = snapshot(store, "alice")
+    moment = datetime.now(UTC)
+    held_before = [m.id for m in store.memories("alice", as_of=moment)]
+    text = exported(store)
+    assert json.loads(text.splitlines()[0])["version"] == 5
+    store.forget("alice")
+
+    import_jsonl(store, io.StringIO(text))
+    assert without_import_events(snapshot(store, "alice")) == before
+    dates = {(m.valid_from, m.valid_until) for m in store.memories("alice", status=None)}
+    assert dates == {
+        (date(2026, 3, 9), date(2026, 3, 13)),
+        (date(2025, 1, 1), date(2026, 6, 30)),
+        (None, None),  # the job's first version
+    }
+    # as-of reads replay the imported versions' events as they were
+    assert [m.id for m in store.memories("alice", as_of=moment)] == held_before
+    assert store.get("alice", tokyo).valid_until == date(2026, 3, 13)
+    assert store.get("alice", job).valid_from == date(2025, 1, 1)
+
+
+def test_a_file_from_before_validity_imports_with_the_dates_unset(store: MemoryStore) -> None:
+    populated(store)
+    lines = lines_of(exported(store))
+    store.forget("alice")
+    lines[0]["version"] = 4
+    for line in lines[1:]:
+        del line["valid_from"], line["valid_until"]
+    report = import_jsonl(store, file_of(lines))
+    assert report.imported == 3
+    records = store.memories("alice", status=None)
+    assert {(m.valid_from, m.valid_until) for m in records} == {(None, None)}
+    assert [m.text for m in store.memories("alice")] == ["User lives in Berlin"]
+
+
+def test_an_end_before_the_start_is_refused_with_its_line(store: MemoryStore) -> None:
+    with_validity(store)
+    lines = lines_of(exported(store))
+    store.forget("alice")
+    lines[1]["valid_until"] = "2020-01-01"
+    lines[1]["valid_from"] = "2021-01-01"
+    with pytest.raises(ImportFormatError, match=r"line 2: valid_until: 2020-01-01 is before"):
+        import_jsonl(store, file_of(lines))
+    assert store.count("alice") == 0

@@ -63,7 +63,7 @@ def file_of(rows: list[dict[str, Any]]) -> io.StringIO:
 def test_the_export_carries_the_current_profile_as_stored(store: MemoryStore) -> None:
     ids = alice_with_a_profile(store)
     header = lines_of(exported(store))[0]
-    assert header["version"] == 4
+    assert header["version"] == 5
     profile = header["profile"]
     assert profile["version_id"] == store.profile("alice").version_id
     assert [entry["text"] for entry in profile["lines"]] == [
