@@ -21,7 +21,7 @@ import uuid
 import weakref
 from collections.abc import Coroutine, Iterable, Sequence
 from contextlib import suppress
-from datetime import datetime
+from datetime import date, datetime
 from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, TextIO, TypeVar
@@ -52,6 +52,7 @@ if TYPE_CHECKING:
 T = TypeVar("T")
 Messages = str | Sequence[BaseMessage | dict[str, Any] | tuple[str, str] | str]
 Which = Literal["active", "superseded", "deleted", "all"]
+AsOf = datetime | date | str  # a time with its UTC offset, or a day (its end, UTC)
 PYTHON_SOURCE_ACTOR = "python"
 
 
@@ -133,25 +134,45 @@ class AsyncMemory:
         )
 
     async def search(
-        self, query: str, *, user_id: str, k: int = 5, category: str | None = None
+        self,
+        query: str,
+        *,
+        user_id: str,
+        k: int = 5,
+        category: str | None = None,
+        as_of: AsOf | None = None,
     ) -> builtins.list[MemoryRecord]:
-        """The user's `k` active memories most relevant to `query`, best first, scored."""
+        """The user's `k` active memories most relevant to `query`, best first, scored
+        (past ones too: see `valid_until`). `as_of`: among what the store held as true at
+        that moment (a datetime with its time zone, or a date: the end of that day, UTC)."""
         if not query.strip():
             raise InvalidInputError("the query is empty")
-        return await self._off_loop(lambda: self.store.search(user_id, query, k, category))
+        moment = _moment(as_of)
+        return await self._off_loop(
+            lambda: self.store.search(user_id, query, k, category, as_of=moment)
+        )
 
     async def get(self, memory_id: str, *, user_id: str) -> MemoryRecord:
         """One memory version; `MemoryNotFoundError` when the user has none with this id."""
         return await self._off_loop(lambda: self.store.get(user_id, memory_id))
 
     async def list(
-        self, *, user_id: str, status: Which = "active", category: str | None = None
+        self,
+        *,
+        user_id: str,
+        status: Which = "active",
+        category: str | None = None,
+        as_of: AsOf | None = None,
     ) -> builtins.list[MemoryRecord]:
         """All of the user's memories (no cap), oldest first; `status="all"` for every
-        version, superseded and deleted ones included."""
+        version, superseded and deleted ones included. `as_of`: the versions active and
+        still true at that moment instead (as `search`); a read only."""
         chosen: MemoryStatus | None = None if status == "all" else status
+        moment = _moment(as_of)
+        if moment is not None and chosen != "active":
+            raise InvalidInputError("as_of lists what was active then; leave status out")
         return await self._off_loop(
-            lambda: self.store.memories(user_id, status=chosen, category=category)
+            lambda: self.store.memories(user_id, status=chosen, category=category, as_of=moment)
         )
 
     async def history(self, memory_id: str, *, user_id: str) -> builtins.list[MemoryRecord]:
@@ -164,6 +185,23 @@ class AsyncMemory:
         """A new version with this text; the old one stays in the history."""
         return await self._off_loop(
             lambda: self.store.update(user_id, memory_id, text, category, source=_source())
+        )
+
+    async def set_validity(
+        self,
+        memory_id: str,
+        *,
+        user_id: str,
+        valid_from: date | None = None,
+        valid_until: date | None = None,
+    ) -> AppliedOp:
+        """Set when the memory is true: both ends (None leaves that end open, so neither
+        clears them). A new version with the same text; the old one stays in the history.
+        Past its `valid_until` a memory is kept but no longer recalled as current."""
+        return await self._off_loop(
+            lambda: self.store.set_validity(
+                user_id, memory_id, valid_from, valid_until, source=_source()
+            )
         )
 
     async def delete(self, memory_id: str, *, user_id: str) -> AppliedOp:
@@ -280,17 +318,32 @@ class Memory:
         )
 
     def search(
-        self, query: str, *, user_id: str, k: int = 5, category: str | None = None
+        self,
+        query: str,
+        *,
+        user_id: str,
+        k: int = 5,
+        category: str | None = None,
+        as_of: AsOf | None = None,
     ) -> builtins.list[MemoryRecord]:
-        return self._run(self.aio.search(query, user_id=user_id, k=k, category=category))
+        return self._run(
+            self.aio.search(query, user_id=user_id, k=k, category=category, as_of=as_of)
+        )
 
     def get(self, memory_id: str, *, user_id: str) -> MemoryRecord:
         return self._run(self.aio.get(memory_id, user_id=user_id))
 
     def list(
-        self, *, user_id: str, status: Which = "active", category: str | None = None
+        self,
+        *,
+        user_id: str,
+        status: Which = "active",
+        category: str | None = None,
+        as_of: AsOf | None = None,
     ) -> builtins.list[MemoryRecord]:
-        return self._run(self.aio.list(user_id=user_id, status=status, category=category))
+        return self._run(
+            self.aio.list(user_id=user_id, status=status, category=category, as_of=as_of)
+        )
 
     def history(self, memory_id: str, *, user_id: str) -> builtins.list[MemoryRecord]:
         return self._run(self.aio.history(memory_id, user_id=user_id))
@@ -299,6 +352,20 @@ class Memory:
         self, memory_id: str, text: str, *, user_id: str, category: str | None = None
     ) -> AppliedOp:
         return self._run(self.aio.update(memory_id, text, user_id=user_id, category=category))
+
+    def set_validity(
+        self,
+        memory_id: str,
+        *,
+        user_id: str,
+        valid_from: date | None = None,
+        valid_until: date | None = None,
+    ) -> AppliedOp:
+        return self._run(
+            self.aio.set_validity(
+                memory_id, user_id=user_id, valid_from=valid_from, valid_until=valid_until
+            )
+        )
 
     def delete(self, memory_id: str, *, user_id: str) -> AppliedOp:
         return self._run(self.aio.delete(memory_id, user_id=user_id))
@@ -398,6 +465,12 @@ def _as_messages(messages: Messages, sent_at: datetime | None) -> list[BaseMessa
             update["additional_kwargs"] = {**message.additional_kwargs, "sent_at": stamp}
         prepared.append(message.model_copy(update=update) if update else message)
     return prepared
+
+
+def _moment(as_of: AsOf | None) -> datetime | None:
+    from engram.memory.timeframe import as_of_moment
+
+    return None if as_of is None else as_of_moment(as_of)
 
 
 def _source() -> Source:

@@ -16,9 +16,10 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, date, datetime, time, timedelta
 
 from engram.memory.engines.base import TimeRange
+from engram.state.errors import InvalidInputError
 
 MONTHS = {
     name: number
@@ -341,3 +342,25 @@ def asks_about_the_past(text: str, now: datetime) -> bool:
     "what did I do last summer?"): then memories no longer true are worth recalling too,
     shown as past."""
     return bool(_PAST.search(text)) or time_reference(text, now) is not None
+
+
+def as_of_moment(value: str | date | datetime) -> datetime:
+    """The moment an "as of" read looks at: a time with its UTC offset as given; a day
+    (a `date`, or "2026-03-01") the end of that day in UTC, so that what the store held
+    by that evening counts. A time without its offset is refused: it names no moment."""
+    if isinstance(value, str):
+        text = value.strip()
+        try:
+            value = date.fromisoformat(text) if len(text) == 10 else datetime.fromisoformat(text)
+        except ValueError:
+            raise InvalidInputError(
+                f"as of {value!r}: give a day (2026-03-01) or an ISO time with its UTC "
+                "offset (2026-03-01T12:00:00+00:00)"
+            ) from None
+    if isinstance(value, datetime):
+        if value.tzinfo is None:
+            raise InvalidInputError(
+                f"as of {value.isoformat()}: add its UTC offset (e.g. +00:00), or give a day"
+            )
+        return value
+    return datetime.combine(value, time.max, tzinfo=UTC)

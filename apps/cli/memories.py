@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import Sequence
+from datetime import UTC, date, datetime
 from typing import Annotated
 
 import typer
@@ -27,6 +28,7 @@ from engram.apps.cli.common import (
 )
 from engram.apps.cli.remote import Memories, RemoteMemories, server_token
 from engram.memory.store import require_user_id
+from engram.memory.timeframe import as_of_moment
 from engram.settings import Settings, get_settings
 from engram.state.contracts import AppliedOp, MemoryRecord, MemoryStatus, Source
 from engram.state.errors import InvalidInputError, MemoryNotFoundError
@@ -48,6 +50,14 @@ Token = Annotated[
         help="Token for --server (default: minted from the secret).",
     ),
 ]
+AsOf = Annotated[
+    str | None,
+    typer.Option(
+        "--as-of",
+        help="What was held as true then: a day (2026-03-01, its end in UTC) or an ISO "
+        "time with its UTC offset (2026-03-01T12:00:00+00:00). Changes nothing.",
+    ),
+]
 
 
 def open_memories(user_id: str, server: str | None, token: str | None) -> Memories:
@@ -58,35 +68,63 @@ def open_memories(user_id: str, server: str | None, token: str | None) -> Memori
 
 
 def _print_records(
-    store: Memories, user_id: str, records: Sequence[MemoryRecord], as_json: bool, title: str
+    store: Memories,
+    user_id: str,
+    records: Sequence[MemoryRecord],
+    as_json: bool,
+    title: str,
+    today: date | None = None,
 ) -> None:
+    """A table of memories. The `true` column shows validity dates when any memory has
+    them; a memory whose `valid_until` has passed (by `today`, default the current day in
+    UTC) is marked `(past)` there and dimmed."""
     if as_json:
         out.print_json(json.dumps([r.model_dump(mode="json") for r in records]))
         return
     if not records:
         out.print(f"{title}: none")
         return
+    today = today or datetime.now(UTC).date()
     short = short_ids(store, user_id)
     table = Table(title=title, box=box.SIMPLE_HEAD, pad_edge=False)
     table.add_column("id", no_wrap=True)  # a prefix every command accepts
     show_status = any(r.status != "active" for r in records)
+    show_validity = any(r.valid_from or r.valid_until for r in records)
     show_score = any(r.score is not None for r in records)
     if show_status:
         table.add_column("status", no_wrap=True)
     table.add_column("said", no_wrap=True)
+    if show_validity:
+        table.add_column("true", min_width=10)  # wraps to "until" over its date when narrow
     table.add_column("category", max_width=14)
-    table.add_column("text", ratio=1, min_width=20)  # takes what is left, wraps by words
+    # The text takes what is left and wraps by words; narrower beside dates, so that a
+    # table with every column still fits 80 columns.
+    table.add_column("text", ratio=1, min_width=12 if show_validity else 20)
     if show_score:
         table.add_column("score", no_wrap=True)
     for r in records:
+        past = r.status == "active" and r.is_past(today)
         row = [short.get(r.id, r.id)]
         if show_status:
             row.append(r.status)
-        row += [f"{r.observed_at:%Y-%m-%d}", r.category, r.text]
+        row.append(f"{r.observed_at:%Y-%m-%d}")
+        if show_validity:
+            row.append(validity_text(r) + (" (past)" if past else ""))
+        row += [r.category, r.text]
         if show_score:
             row.append(f"{r.score:.2f}" if r.score is not None else "")
-        table.add_row(*row)
+        table.add_row(*row, style="dim" if past else None)
     out.print(table)
+
+
+def validity_text(record: MemoryRecord) -> str:
+    """When a memory is true, in words: "from D", "until D", "D to D", or "" (always)."""
+    start, end = record.valid_from, record.valid_until
+    if start and end:
+        return f"{start} to {end}"
+    if start:
+        return f"from {start}"
+    return f"until {end}" if end else ""
 
 
 def short_ids(store: Memories, user_id: str, minimum: int = 8) -> dict[str, str]:
@@ -135,15 +173,20 @@ def list_memories(
         bool, typer.Option("--all", help="Include superseded and deleted.")
     ] = False,
     category: Annotated[str | None, typer.Option(help="Only this category.")] = None,
+    as_of: AsOf = None,
     as_json: AsJson = False,
     server: Server = None,
     token: Token = None,
 ) -> None:
-    """List a user's active memories (all of them, no cap)."""
+    """List a user's active memories (all of them, no cap); past ones are marked."""
+    moment = as_of_moment(as_of) if as_of is not None else None
+    if moment is not None and include_all:
+        raise InvalidInputError("--as-of lists what was active then; leave out --all")
     store = open_memories(user, server, token)
     status: MemoryStatus | None = None if include_all else "active"
-    records = store.memories(user, status=status, category=category)
-    _print_records(store, user, records, as_json, f"memories of {user}")
+    records = store.memories(user, status=status, category=category, as_of=moment)
+    title = f"memories of {user}" + (f" as of {moment.isoformat()}" if moment else "")
+    _print_records(store, user, records, as_json, title, moment.date() if moment else None)
 
 
 @memories_app.command("search")
@@ -151,14 +194,17 @@ def search_memories(
     query: str,
     user: User,
     k: Annotated[int, typer.Option("-k", min=1, max=50, help="How many.")] = 5,
+    as_of: AsOf = None,
     as_json: AsJson = False,
     server: Server = None,
     token: Token = None,
 ) -> None:
-    """The user's active memories nearest to QUERY."""
+    """The user's active memories nearest to QUERY; past ones are marked."""
+    moment = as_of_moment(as_of) if as_of is not None else None
     store = open_memories(user, server, token)
-    records = store.search(user, query, k=k)
-    _print_records(store, user, records, as_json, f"memories of {user} for {query!r}")
+    records = store.search(user, query, k=k, as_of=moment)
+    title = f"memories of {user} for {query!r}" + (f" as of {moment.isoformat()}" if moment else "")
+    _print_records(store, user, records, as_json, title, moment.date() if moment else None)
 
 
 @memories_app.command("show")
@@ -184,6 +230,9 @@ def show_memory(
         "superseded_by",
     ):
         out.print(f"{name:>14}: {getattr(record, name)}")
+    if record.valid_from or record.valid_until:
+        past = " (past: no longer true)" if record.is_past(datetime.now(UTC).date()) else ""
+        out.print(f"{'true':>14}: {validity_text(record)}{past}")
     out.print(f"{'source':>14}: {_source_text(record.source)}")
     for event in record.events:
         out.print(
@@ -199,6 +248,55 @@ def _source_text(source: Source) -> str:
     if source.message_ids:
         parts.append("messages " + ",".join(source.message_ids))
     return " ".join(parts)
+
+
+@memories_app.command("validity")
+def set_memory_validity(
+    memory_id: str,
+    user: User,
+    valid_from: Annotated[
+        str | None,
+        typer.Option("--from", help="The first day it is true (YYYY-MM-DD); none: open."),
+    ] = None,
+    valid_until: Annotated[
+        str | None,
+        typer.Option("--until", help="The last day it is true (YYYY-MM-DD); none: no end."),
+    ] = None,
+    clear: Annotated[bool, typer.Option("--clear", help="True always again.")] = False,
+    as_json: AsJson = False,
+    server: Server = None,
+    token: Token = None,
+) -> None:
+    """Set when a memory is true (a new version; the old one stays in the history). An end
+    not given is kept as it is. Past its last day, a memory is kept but not recalled as
+    current."""
+    if clear and (valid_from is not None or valid_until is not None):
+        raise InvalidInputError("--clear clears both dates; leave out --from and --until")
+    if not clear and valid_from is None and valid_until is None:
+        raise InvalidInputError("give --from, --until (a day, YYYY-MM-DD) or --clear")
+    store = open_memories(user, server, token)
+    memory_id = resolve_id(store, user, memory_id)
+    versions = store.history(user, memory_id)
+    current = next((v for v in reversed(versions) if v.status == "active"), versions[-1])
+    start = None if clear else _day("--from", valid_from, current.valid_from)
+    end = None if clear else _day("--until", valid_until, current.valid_until)
+    result = store.set_validity(user, memory_id, start, end, source=Source(actor="cli"))
+    _print_applied(result, as_json)
+    if not as_json:
+        shown = validity_text(current.model_copy(update={"valid_from": start, "valid_until": end}))
+        out.print(f"true: {shown or 'always'}")
+
+
+def _day(option: str, given: str | None, kept: date | None) -> date | None:
+    """A day option's value: the day, None for `none`, `kept` when not given."""
+    if given is None:
+        return kept
+    if given.strip().casefold() == "none":
+        return None
+    try:
+        return date.fromisoformat(given.strip())
+    except ValueError:
+        raise InvalidInputError(f"{option} {given!r}: give a day as YYYY-MM-DD, or none") from None
 
 
 @memories_app.command("delete")

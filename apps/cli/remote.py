@@ -4,7 +4,7 @@ the embedded store. It offers the store's methods the commands use, with the sam
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import date, datetime, timedelta
 from typing import Any, Protocol
 from urllib.parse import quote
 
@@ -32,7 +32,12 @@ class Memories(Protocol):
     """What the memories commands need: `MemoryStore`, or a server's `/memories`."""
 
     def memories(
-        self, user_id: str, *, status: MemoryStatus | None = "active", category: str | None = None
+        self,
+        user_id: str,
+        *,
+        status: MemoryStatus | None = "active",
+        category: str | None = None,
+        as_of: datetime | None = None,
     ) -> list[MemoryRecord]: ...
 
     def search(
@@ -43,6 +48,7 @@ class Memories(Protocol):
         category: str | None = None,
         *,
         min_score: float | None = None,
+        as_of: datetime | None = None,
     ) -> list[MemoryRecord]: ...
 
     def get(self, user_id: str, memory_id: str) -> MemoryRecord: ...
@@ -55,6 +61,16 @@ class Memories(Protocol):
 
     def restore(
         self, user_id: str, memory_id: str, *, source: Source | None = None
+    ) -> AppliedOp: ...
+
+    def set_validity(
+        self,
+        user_id: str,
+        memory_id: str,
+        valid_from: date | None,
+        valid_until: date | None,
+        *,
+        source: Source | None = None,
     ) -> AppliedOp: ...
 
     def profile(self, user_id: str, *, as_stored: bool = False) -> Profile: ...
@@ -84,11 +100,18 @@ class RemoteMemories:
         )
 
     def memories(
-        self, user_id: str, *, status: MemoryStatus | None = "active", category: str | None = None
+        self,
+        user_id: str,
+        *,
+        status: MemoryStatus | None = "active",
+        category: str | None = None,
+        as_of: datetime | None = None,
     ) -> list[MemoryRecord]:
         params: dict[str, Any] = {"status": status or "all", "limit": PAGE}
         if category:
             params["category"] = category
+        if as_of is not None:
+            params["as_of"] = as_of.isoformat()
         records: list[MemoryRecord] = []
         offset: int | None = 0
         while offset is not None:
@@ -105,10 +128,13 @@ class RemoteMemories:
         category: str | None = None,
         *,
         min_score: float | None = None,
+        as_of: datetime | None = None,
     ) -> list[MemoryRecord]:
         params: dict[str, Any] = {"query": query, "k": k}
         if category:
             params["category"] = category
+        if as_of is not None:
+            params["as_of"] = as_of.isoformat()
         found = _RECORDS.validate_python(
             self._call(user_id, "GET", "/memories/search", params=params)
         )
@@ -125,6 +151,23 @@ class RemoteMemories:
 
     def restore(self, user_id: str, memory_id: str, *, source: Source | None = None) -> AppliedOp:
         return AppliedOp.model_validate(self._call(user_id, "POST", f"{_path(memory_id)}/restore"))
+
+    def set_validity(
+        self,
+        user_id: str,
+        memory_id: str,
+        valid_from: date | None,
+        valid_until: date | None,
+        *,
+        source: Source | None = None,
+    ) -> AppliedOp:
+        body = {
+            "valid_from": valid_from and valid_from.isoformat(),
+            "valid_until": valid_until and valid_until.isoformat(),
+        }
+        return AppliedOp.model_validate(
+            self._call(user_id, "PUT", f"{_path(memory_id)}/validity", json=body)
+        )
 
     def profile(self, user_id: str, *, as_stored: bool = False) -> Profile:
         params = {"as_stored": "true"} if as_stored else {}

@@ -34,7 +34,7 @@ import logging
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, date, datetime
 from typing import Any, Literal, Self, TypeVar
 from uuid import UUID
 
@@ -162,6 +162,15 @@ class MemoryIdArgs(Arguments):
     )
 
 
+class ValidityArgs(MemoryIdArgs):
+    valid_from: date | None = Field(
+        default=None, description="The first day it is true (YYYY-MM-DD); leave out: open."
+    )
+    valid_until: date | None = Field(
+        default=None, description="The last day it is true (YYYY-MM-DD); leave out: no end."
+    )
+
+
 class NoArgs(Arguments):
     pass
 
@@ -183,11 +192,18 @@ class Memory(BaseModel):
     category: str
     observed_at: datetime = Field(description="When the user said it.")
     updated_at: datetime
+    valid_from: date | None = Field(default=None, description="The first day it is true.")
+    valid_until: date | None = Field(default=None, description="The last day it is true.")
+    past: bool | None = Field(
+        default=None, description="True: its valid_until has passed, it is no longer true."
+    )
     score: float | None = Field(default=None, description="Relevance (search only).")
 
     @classmethod
     def of(cls, record: MemoryRecord) -> Memory:
-        return cls.model_validate(record.model_dump(include=set(cls.model_fields)))
+        past = record.is_past(datetime.now(UTC).date()) or None
+        fields = record.model_dump(include=set(cls.model_fields))
+        return cls.model_validate(fields | {"past": past})
 
 
 class Found(BaseModel):
@@ -354,6 +370,20 @@ async def restore_memory(caller: Caller, args: MemoryIdArgs) -> Change:
     store = await _store()
     return Change.of(
         await asyncio.to_thread(store.restore, caller.user_id, args.id, source=MCP_SOURCE)
+    )
+
+
+async def set_validity(caller: Caller, args: ValidityArgs) -> Change:
+    store = await _store()
+    return Change.of(
+        await asyncio.to_thread(
+            store.set_validity,
+            caller.user_id,
+            args.id,
+            args.valid_from,
+            args.valid_until,
+            source=MCP_SOURCE,
+        )
     )
 
 
@@ -524,6 +554,20 @@ TOOLS: dict[str, ToolSpec] = {
         MemoryIdArgs,
         Change,
         "Make a forgotten (or replaced) memory version active again.",
+        types.ToolAnnotations(
+            read_only_hint=False,
+            destructive_hint=False,
+            idempotent_hint=True,
+            open_world_hint=False,
+        ),
+    ),
+    "set_validity": ToolSpec(
+        set_validity,
+        ValidityArgs,
+        Change,
+        "Set when a memory is true (both ends; a date left out is open, so none clears "
+        "them): e.g. valid_until for a plan or a stay that ends. Past its valid_until a "
+        "memory is kept but no longer recalled as current.",
         types.ToolAnnotations(
             read_only_hint=False,
             destructive_hint=False,

@@ -5,8 +5,10 @@ LangGraph's auth middleware verifies the token before any route runs; every rout
 that user only (`request.scope["user"]`), so another user's memory id answers 404 exactly
 like a missing one. The store is the process's shared one (`engram.clients.default_store`,
 the graphs use it too); its calls block, so they run in threads, never on the event loop.
-`/memories/profile` is the user's profile (the lasting core facts the chatbot always has,
-each line resting on memories): read it, its versions, restore one, pin and unpin memories.
+`?as_of=` on the list and search routes reads what the store held as true at a past moment;
+`PUT /memories/{id}/validity` sets when a memory is true. `/memories/profile` is the user's
+profile (the lasting core facts the chatbot always has, each line resting on memories): read
+it, its versions, restore one, pin and unpin memories.
 Errors are JSON `{"detail": ...}` naming the problem: 400 malformed import file, 403 not
 allowed, 404 no such memory, 409 concurrent writers (retry), 413 import too large, 422
 invalid input.
@@ -17,7 +19,7 @@ from __future__ import annotations
 import asyncio
 import io
 from collections.abc import AsyncIterator, Callable
-from datetime import datetime
+from datetime import date, datetime
 from enum import Enum
 from functools import partial
 from typing import Annotated, Any, Literal, NamedTuple, TypeVar
@@ -40,6 +42,7 @@ from engram.clients import default_store
 from engram.identity import on_aegra, user_id_of
 from engram.memory.conversations import forget_conversations, user_prefixes
 from engram.memory.store import MemoryStore
+from engram.memory.timeframe import as_of_moment
 from engram.memory.transfer import ImportReport, export_jsonl, import_jsonl
 from engram.settings import get_settings
 from engram.state.contracts import AppliedOp, MemoryRecord, MemoryStatus, Profile, Source
@@ -75,6 +78,25 @@ class NewMemory(BaseModel):
 class MemoryChange(BaseModel):
     text: str = Field(description="The memory's complete new text.")
     category: str | None = Field(default=None, description="Default: unchanged.")
+
+
+class Validity(BaseModel):
+    valid_from: date | None = Field(
+        default=None, description="The first day it is true; null: from when it was said."
+    )
+    valid_until: date | None = Field(
+        default=None, description="The last day it is true; null: no end."
+    )
+
+
+AsOf = Annotated[
+    str | None,
+    Query(
+        description="What the store held as true at this moment: an ISO time with its UTC "
+        "offset, or a day (YYYY-MM-DD: the end of that day, UTC). Reads only.",
+        examples=["2026-03-01T12:00:00+00:00", "2026-03-01"],
+    ),
+]
 
 
 class ForgetRequest(BaseModel):
@@ -211,10 +233,17 @@ async def list_memories(
     created_before: AwareDatetime | None = None,
     limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 50,
     offset: Annotated[int, Query(ge=0)] = 0,
+    as_of: AsOf = None,
 ) -> MemoryPage:
-    """Oldest first. Date bounds are inclusive (`after` <= date <= `before`)."""
+    """Oldest first. Date bounds are inclusive (`after` <= date <= `before`). With `as_of`,
+    the versions that were active and still true then (`status` must stay `active`)."""
     chosen: MemoryStatus | None = None if status_ == "all" else status_
-    records = await off_loop((await store()).memories, user, status=chosen, category=category)
+    moment = None if as_of is None else as_of_moment(as_of)
+    if moment is not None and chosen != "active":
+        raise InvalidInputError("as_of lists what was active then; leave status out")
+    records = await off_loop(
+        (await store()).memories, user, status=chosen, category=category, as_of=moment
+    )
     matching = [
         r
         for r in records
@@ -236,9 +265,13 @@ async def search_memories(
     query: Annotated[str, Query(min_length=1, max_length=8000)],
     k: Annotated[int, Query(ge=1, le=50)] = 5,
     category: str | None = None,
+    as_of: AsOf = None,
 ) -> list[MemoryRecord]:
-    """Your active memories most relevant to `query`, best first, each with its score."""
-    return await off_loop((await store()).search, user, query, k, category)
+    """Your active memories most relevant to `query`, best first, each with its score
+    (past ones too: their `valid_until` says so). With `as_of`, among what the store held
+    as true at that moment."""
+    moment = None if as_of is None else as_of_moment(as_of)
+    return await off_loop((await store()).search, user, query, k, category, as_of=moment)
 
 
 @app.get(
@@ -415,6 +448,26 @@ async def update_memory(user: User, memory_id: str, change: MemoryChange) -> App
     """Writes a new version; the old one stays in the history (restorable)."""
     return await off_loop(
         (await store()).update, user, memory_id, change.text, change.category, source=API_SOURCE
+    )
+
+
+@app.put(
+    "/memories/{memory_id}/validity",
+    tags=TAGS,
+    response_model=AppliedOp,
+    summary="Set when a memory is true",
+)
+async def set_validity(user: User, memory_id: str, validity: Validity) -> AppliedOp:
+    """Sets both dates (null or left out: that end is open, so `{}` clears them). A new
+    version with the same text; the old one stays in the history. 422 when `valid_until`
+    is before `valid_from` or the memory is not active."""
+    return await off_loop(
+        (await store()).set_validity,
+        user,
+        memory_id,
+        validity.valid_from,
+        validity.valid_until,
+        source=API_SOURCE,
     )
 
 
