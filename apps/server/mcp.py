@@ -192,11 +192,9 @@ class Memory(BaseModel):
     category: str
     observed_at: datetime = Field(description="When the user said it.")
     updated_at: datetime
-    valid_from: date | None = Field(default=None, description="The first day it is true.")
-    valid_until: date | None = Field(default=None, description="The last day it is true.")
-    past: bool | None = Field(
-        default=None, description="True: its valid_until has passed, it is no longer true."
-    )
+    valid_from: date | None = Field(default=None, description="First day it is true.")
+    valid_until: date | None = Field(default=None, description="Last day it is true.")
+    past: bool | None = Field(default=None, description="Past valid_until: no longer true.")
     score: float | None = Field(default=None, description="Relevance (search only).")
 
     @classmethod

@@ -73,6 +73,45 @@ def test_the_memory_commands_reach_a_running_server(
     assert code == 0 and "User likes tea" in out
 
 
+def test_validity_and_as_of_reads_through_a_server(
+    served: tuple[DevServer, Path], tmp_path: Path
+) -> None:
+    server, _ = served
+    job = add(server, "carol", "User works at Acme")
+    before = httpx.get(f"{server.url}/memories/{job}", headers=bearer("carol")).json()
+    as_carol = {"ENGRAM_SERVER": server.url, "ENGRAM_TOKEN": token("carol")}
+
+    code, out, err = cli(
+        tmp_path, "validity", job[:8], "--user", "carol", "--until", "2025-12-31", **as_carol
+    )
+    assert code == 0, err
+    assert out.startswith("updated") and "true: until 2025-12-31" in out
+    code, out, _ = cli(tmp_path, "list", "--user", "carol", "--json", **as_carol)
+    [dated] = json.loads(out)
+    assert (dated["text"], dated["valid_until"]) == ("User works at Acme", "2025-12-31")
+    code, out, _ = cli(tmp_path, "list", "--user", "carol", **as_carol)
+    assert "2025-12-31" in out and "(past)" in out
+    code, out, _ = cli(
+        tmp_path, "validity", dated["id"], "--user", "carol", "--from", "2025-01-01", **as_carol
+    )
+    assert code == 0 and "true: 2025-01-01 to 2025-12-31" in out  # the end is kept
+
+    as_of = before["created_at"]
+    code, out, err = cli(
+        tmp_path, "list", "--user", "carol", "--as-of", as_of, "--json", **as_carol
+    )
+    assert code == 0, err
+    assert [(m["id"], m["valid_until"]) for m in json.loads(out)] == [(job, None)]
+    code, out, _ = cli(
+        tmp_path, "search", "work", "--user", "carol", "--as-of", as_of, "--json", **as_carol
+    )
+    assert [m["id"] for m in json.loads(out)] == [job]
+    code, _, err = cli(
+        tmp_path, "list", "--user", "carol", "--as-of", "2026-01-01T09:00", **as_carol
+    )
+    assert code == 1 and "add its UTC offset" in err
+
+
 def test_a_token_never_reaches_another_users_memories(
     served: tuple[DevServer, Path], tmp_path: Path
 ) -> None:
@@ -86,13 +125,21 @@ def test_a_token_never_reaches_another_users_memories(
     assert code == 1 and "no memory" in err  # exactly like a missing id
     code, _, err = cli(tmp_path, "delete", jazz, "--user", "alice", **as_alice)
     assert code == 1 and "no memory" in err
+    code, _, err = cli(
+        tmp_path, "validity", jazz, "--user", "alice", "--until", "2020-01-01", **as_alice
+    )
+    assert code == 1 and "no memory" in err
+    code, _, err = cli(tmp_path, "list", "--user", "bob", "--as-of", "2099-01-01", **as_alice)
+    assert code == 1 and "the token is for 'alice', not 'bob'" in err
+    code, out, _ = cli(tmp_path, "list", "--user", "alice", "--as-of", "2099-01-01", **as_alice)
+    assert "sax" not in out
     forged = token("bob", secret="not-the-server-secret-" + "x" * 20)
     code, _, err = cli(
         tmp_path, "list", "--user", "bob", ENGRAM_SERVER=server.url, ENGRAM_TOKEN=forged
     )
     assert code == 1 and "refused" in err
     reply = httpx.get(f"{server.url}/memories/{jazz}", headers=bearer("bob"))
-    assert reply.json()["status"] == "active"
+    assert reply.json()["status"] == "active" and reply.json()["valid_until"] is None
 
 
 def test_the_in_use_error_names_the_server_option(

@@ -28,6 +28,7 @@ TOOLS = {
     "list_memories",
     "forget_memory",
     "restore_memory",
+    "set_validity",
     "get_profile",
     "pin_memory",
     "unpin_memory",
@@ -193,6 +194,45 @@ async def test_another_users_memories_are_out_of_reach(server: DevServer) -> Non
     async with connect(server, "mcp-owner") as owner:
         kept = await call(owner, "list_memories")
     assert texts(kept["memories"]) == ["User's locker code is 4711"]
+
+
+async def test_set_validity_dates_a_memory_and_results_show_it(server: DevServer) -> None:
+    async with connect(server, "mcp-traveller") as traveller:
+        trip = await call(traveller, "remember", text="User is in Tokyo", category="travel")
+        trip_id = trip["changes"][0]["id"]
+        dated = await call(
+            traveller, "set_validity", id=trip_id, valid_from="2025-03-09", valid_until="2025-03-13"
+        )
+        assert (dated["op"], dated["result"]) == ("UPDATE", "updated")
+        [shown] = (await call(traveller, "list_memories"))["memories"]
+        assert shown["id"] == dated["id"]
+        assert (shown["valid_from"], shown["valid_until"], shown["past"]) == (
+            "2025-03-09",
+            "2025-03-13",
+            True,
+        )
+        [found] = (await call(traveller, "search_memories", query="Tokyo"))["memories"]
+        assert found["past"] is True
+        backwards = await refused(
+            traveller,
+            "set_validity",
+            id=dated["id"],
+            valid_from="2025-03-13",
+            valid_until="2025-03-09",
+        )
+        assert "valid until 2025-03-09 is before valid from 2025-03-13" in backwards
+        assert "valid_until" in await refused(
+            traveller, "set_validity", id=dated["id"], valid_until="someday"
+        )
+    async with connect(server, "mcp-intruder") as intruder:
+        unknown = str(uuid.uuid4())
+        theirs = await refused(intruder, "set_validity", id=dated["id"], valid_until="2030-01-01")
+        missing = await refused(intruder, "set_validity", id=unknown, valid_until="2030-01-01")
+        assert theirs.replace(dated["id"], "ID") == missing.replace(unknown, "ID")
+    async with connect(server, "mcp-traveller") as traveller:
+        cleared = await call(traveller, "set_validity", id=dated["id"])
+        [kept] = (await call(traveller, "list_memories"))["memories"]
+    assert kept["id"] == cleared["id"] and set(kept) == RECORD_FIELDS - {"score"}
 
 
 async def test_a_user_argument_is_refused_and_names_nobody(server: DevServer) -> None:

@@ -228,6 +228,52 @@ async def test_bad_writes_name_the_problem(http: httpx.AsyncClient) -> None:
         assert problem in json.dumps(detail(response)), (method, path, response.text)
 
 
+async def test_validity_by_hand_and_as_of_reads(http: httpx.AsyncClient) -> None:
+    me = as_user("dater")
+    lyon = (await add(http, "dater", "User lives in Lyon", category="location"))["memory_id"]
+    before = (await http.get(f"/memories/{lyon}", headers=me)).json()["updated_at"]
+    moved = await http.patch(f"/memories/{lyon}", json={"text": "User lives in Nantes"}, headers=me)
+    nantes = moved.json()["memory_id"]
+    dated = await http.put(
+        f"/memories/{nantes}/validity",
+        json={"valid_from": "2026-01-01", "valid_until": "2026-06-30"},
+        headers=me,
+    )
+    assert dated.status_code == 200 and dated.json()["result"] == "updated"
+    [current] = (await http.get("/memories", headers=me)).json()["items"]
+    assert (current["text"], current["valid_from"], current["valid_until"]) == (
+        "User lives in Nantes",
+        "2026-01-01",
+        "2026-06-30",
+    )
+    stored = (await http.get("/memories", params={"status": "all"}, headers=me)).json()
+    then = await http.get("/memories", params={"as_of": before}, headers=me)
+    assert [m["text"] for m in then.json()["items"]] == ["User lives in Lyon"]
+    found = await http.get(
+        "/memories/search", params={"query": "where", "as_of": before}, headers=me
+    )
+    assert [m["text"] for m in found.json()] == ["User lives in Lyon"]
+    assert (await http.get("/memories", params={"status": "all"}, headers=me)).json() == stored
+
+    for params, problem in [
+        ({"as_of": "2026-03-01T12:00:00"}, "add its UTC offset"),
+        ({"as_of": "soon"}, "give a day (2026-03-01) or an ISO time"),
+        ({"as_of": "2026-03-01", "status": "all"}, "leave status out"),
+    ]:
+        refused = await http.get("/memories", params=params, headers=me)
+        assert refused.status_code == 422 and problem in detail(refused), params
+    current_id = current["id"]
+    for body, problem in [
+        ({"valid_until": "2026-02-30"}, "valid_until"),
+        ({"valid_from": "2026-07-01", "valid_until": "2026-06-30"}, "is before valid from"),
+    ]:
+        refused = await http.put(f"/memories/{current_id}/validity", json=body, headers=me)
+        assert refused.status_code == 422 and problem in json.dumps(detail(refused)), body
+    cleared = await http.put(f"/memories/{current_id}/validity", json={}, headers=me)
+    after = (await http.get(f"/memories/{cleared.json()['memory_id']}", headers=me)).json()
+    assert (after["valid_from"], after["valid_until"]) == (None, None)
+
+
 async def test_another_users_memories_answer_404_like_missing_ones(
     http: httpx.AsyncClient,
 ) -> None:
@@ -240,6 +286,7 @@ async def test_another_users_memories_answer_404_like_missing_ones(
         ("PATCH", "", {"text": "User's bank is Evil Corp"}),
         ("DELETE", "", None),
         ("POST", "/restore", None),
+        ("PUT", "/validity", {"valid_until": "2020-01-01"}),
     ]:
         theirs = await http.request(method, f"/memories/{bobs}{suffix}", json=body, headers=alice)
         nobody = await http.request(
@@ -252,10 +299,17 @@ async def test_another_users_memories_answer_404_like_missing_ones(
         assert "Acme" not in shown.text
     searched = await http.get("/memories/search", params={"query": "bank Acme"}, headers=alice)
     assert searched.json() == []
+    now = {"as_of": "2099-01-01"}
+    assert (await http.get("/memories", params=now, headers=alice)).json()["total"] == 0
+    searched = await http.get(
+        "/memories/search", params={"query": "bank Acme", **now}, headers=alice
+    )
+    assert searched.json() == []
     forgot = await http.post("/memories/forget", json={"confirm": True}, headers=alice)
     assert forgot.json()["memories"] == 0
     kept = (await http.get(f"/memories/{bobs}", headers=as_user("m-bob"))).json()
     assert (kept["text"], kept["status"]) == ("User's bank is Acme", "active")
+    assert kept["valid_until"] is None
 
 
 async def test_export_then_import_as_another_user(http: httpx.AsyncClient) -> None:
@@ -396,9 +450,16 @@ async def test_the_routes_are_in_the_servers_openapi_schema(http: httpx.AsyncCli
         "/memories/{memory_id}": {"get", "patch", "delete"},
         "/memories/{memory_id}/history": {"get"},
         "/memories/{memory_id}/restore": {"post"},
+        "/memories/{memory_id}/validity": {"put"},
         "/memories/profile": {"get"},
         "/memories/profile/history": {"get"},
         "/memories/profile/restore/{version_id}": {"post"},
         "/memories/profile/pins/{memory_id}": {"post", "delete"},
     }
     assert "/threads/search" in spec["paths"]  # LangGraph's own routes are still there
+    listed = spec["paths"]["/memories"]["get"]["parameters"]
+    assert "as_of" in {p["name"] for p in listed}
+    searched = spec["paths"]["/memories/search"]["get"]["parameters"]
+    assert "as_of" in {p["name"] for p in searched}
+    record = spec["components"]["schemas"]["MemoryRecord"]["properties"]
+    assert {"valid_from", "valid_until"} <= set(record)
