@@ -412,13 +412,17 @@ class MemoryStore:
         status: MemoryStatus | None = "active",
         category: str | None = None,
         as_of: datetime | None = None,
+        created_after: datetime | None = None,
     ) -> list[MemoryRecord]:
-        """The user's memories (all pages, no cap), oldest first; `status=None` for all.
-        With `as_of`: what the store held as true at that moment (`held_at`)."""
+        """The user's memories (all pages, no cap), oldest first; `status=None` for all;
+        `created_after`: only versions written since. With `as_of`: what the store held as
+        true at that moment (`held_at`)."""
         user_id = require_user_id(user_id)
         if as_of is not None:
             return [r for r in self.held_at(user_id, as_of) if category in (None, r.category)]
-        where = Where(user_id=user_id, status=status, category=category)
+        where = Where(
+            user_id=user_id, status=status, category=category, created_after=created_after
+        )
         records = [record_from_point(p) for p in self.engine.scroll(where)]
         if len(self.versions.without_replaced(user_id, records)) != len(records):
             records = [record_from_point(p) for p in self.engine.scroll(where)]  # repaired
@@ -542,6 +546,11 @@ class MemoryStore:
                         RejectedOp(op=op.op, ref=op.ref, text=op.text, reason=str(error))
                     )
         return report
+
+    def erasure_mark(self, user_id: str) -> int:
+        """How many times this process erased the user (`forget`): a write prepared outside
+        the user's lock checks it did not change meanwhile."""
+        return self._erasures.get(user_id, 0)
 
     def forget(self, user_id: str) -> int:
         """Erase every version of every memory of the user, and their profile. Returns how
@@ -947,16 +956,24 @@ class MemoryStore:
         *,
         source: Source,
         detail: str | None = None,
+        erasures: int | None = None,
     ) -> ProfileReport:
         """Write `lines` as the user's profile (its pins stay). A line must rest on active
         memories of this user: one that rests on none, or on an unknown, another user's,
-        superseded or deleted memory, is refused with the reason. Lines about pinned
+        superseded, deleted or past memory, is refused with the reason. Lines about pinned
         memories come first; what passes the size bound is left out. Checked under the
-        user's write lock, so a line cannot rest on a memory a concurrent write retired, nor
-        a profile outlive a `forget`. Nothing is written when nothing changed."""
+        user's write lock, so a line cannot rest on a memory a concurrent write retired.
+        `erasures` (`erasure_mark`, taken when the lines were being prepared): a `forget`
+        since then refuses them all, so no profile outlives it. Nothing is written when
+        nothing changed; an empty profile is written (it records when it was considered)."""
         user_id = require_user_id(user_id)
 
         def attempt() -> ProfileReport:
+            if erasures is not None and self.erasure_mark(user_id) != erasures:
+                refused = [
+                    RejectedOp(op="PROFILE", text=line.text, reason=ERASED) for line in lines
+                ]
+                return ProfileReport(refused=refused)
             current = self.profiles.current(user_id)
             cited = {i for line in lines for i in line.memory_ids} | set(current.pinned)
             active = self.active(user_id, cited)
@@ -981,8 +998,8 @@ class MemoryStore:
             shown = pinned_lines([i for i in pins if i not in stated], active)
             kept, report.left_out = fit(shown + accepted, pins, self.profile_chars)
             kept = [line for line in kept if line not in shown]
-            if current.version_id is None and not kept and not pins:
-                return report  # nothing to say yet: no empty first version
+            # Even an empty version is written: it records when the profile was last
+            # considered (`nodes.update_profile` counts new memories since then).
             report.profile = self.profiles.write(
                 user_id, kept, pins, at=now_utc(), operation="UPDATE", source=source, detail=detail
             )

@@ -1,14 +1,21 @@
-"""update_profile: after maintain changed memories that may belong in the user's profile,
-ONE DSPy call rewrites the profile from the user's memories; the store then refuses every
-line that does not rest on the user's own active memories (`MemoryStore.save_profile`).
+"""update_profile: when the user's memories have changed in ways that may belong in their
+profile, ONE DSPy call rewrites it from their memories; the store then refuses every line
+that does not rest on the user's own active memories (`MemoryStore.save_profile`).
 
-It costs nothing on turns that change nothing, and little on the others: the program runs
-when a change touches a memory the profile rests on or pins (the profile must follow it),
-for the user's first memory that may belong in a profile, and otherwise once
-`PROFILE_BATCH` such changes have gathered since the last update (until then a new fact
-is found by recall when a message is about it). Like the other memory steps it runs after
-the answer, with their timeouts and retries; a failed call keeps the old profile and
-leaves the update due, so the thread's next run tries again.
+It costs no model call on turns that change nothing, and few on the others. After a run's
+memory steps changed memories, the program runs when
+
+- the profile rests on (or pins) a memory that is no longer current (updated, deleted,
+  past its validity): the profile must follow it;
+- the user has no profile yet and has a current memory in a profile category;
+- `PROFILE_BATCH` memories in profile categories were written since the profile was last
+  considered (until then a new fact is found by recall when a message is about it).
+
+All three are read from the store, not from the thread, so they hold for every caller (a
+chat thread, a server's memory run, `Memory.add` without a checkpointer). Like the other
+memory steps it runs after the answer, with their timeouts and retries; a failed call keeps
+the old profile and marks the thread (`profile_due`), so its next run tries again even if
+it saves nothing, and the store still says an update is due to every other caller.
 """
 
 from __future__ import annotations
@@ -23,11 +30,10 @@ from langgraph.runtime import Runtime
 from engram.clients import Clients
 from engram.identity import run_context
 from engram.memory.store import MemoryStore, ProfileReport, now_utc
-from engram.nodes.common import endpoint_errors, with_error
+from engram.nodes.common import with_error
 from engram.nodes.programs import UpdateProfile, run_memory_step
 from engram.state.context import EngramContext
 from engram.state.contracts import (
-    CHANGES,
     CitedLine,
     MemoryRecord,
     NumberedMemory,
@@ -53,27 +59,21 @@ def make_update_profile(
 ) -> Callable[..., Awaitable[dict[str, Any]]]:
     async def update_profile(state: EngramState, runtime: Runtime[EngramContext]) -> dict[str, Any]:
         if clients.settings.profile == "off":
-            return {}
+            return {"profile_due": False}
         context = run_context(runtime)
-        changed = changed_memory_ids(state)
-        pending = state.get("profile_pending", 0)
 
-        def look() -> tuple[Profile, int]:  # one worker thread: opening the store blocks too
+        def look() -> tuple[Profile, str | None, int]:  # one worker thread: the store blocks
             store = clients.store()
             current = store.profile(context.user_id, as_stored=True)
-            touched = changed & current.cited()
-            fresh = store.active(context.user_id, changed - touched).values()
-            may_belong = sum(m.category in PROFILE_CATEGORIES for m in fresh)
-            if touched:
-                return current, PROFILE_BATCH
-            if current.version_id is None and may_belong:
-                return current, PROFILE_BATCH
-            return current, may_belong
+            return (
+                current,
+                update_reason(store, context.user_id, current),
+                store.erasure_mark(context.user_id),
+            )
 
-        current, gathered = await asyncio.to_thread(look)
-        pending += gathered
-        if pending < PROFILE_BATCH:
-            return {"profile_pending": pending}
+        current, reason, erasures = await asyncio.to_thread(look)
+        if reason is None:
+            return {"profile_due": False}
 
         def inputs() -> tuple[list[CitedLine], list[MemoryRecord]]:
             return profile_inputs(clients.store(), context.user_id, current)
@@ -90,50 +90,54 @@ def make_update_profile(
                 max_chars=clients.settings.profile_chars,
             )
         except MemoryStepError as error:  # the old profile stays; the next run retries
-            return {"profile_pending": pending, "memory_error": with_error(state, str(error))}
+            return {"profile_due": True, "memory_error": with_error(state, str(error))}
         proposed, refused = cited_lines(list(prediction.lines or []), memories)
         thread = runtime.execution_info.thread_id if runtime.execution_info else None
         source = Source(thread_id=thread, actor="profile")
 
         def write() -> tuple[ProfileReport, Profile]:
             store = clients.store()
-            with endpoint_errors("embedding model", clients.settings.openai_base_url):
-                report = store.save_profile(
-                    context.user_id, proposed, source=source, detail=_detail(changed)
-                )
+            report = store.save_profile(
+                context.user_id, proposed, source=source, detail=reason, erasures=erasures
+            )
             return report, store.profile(context.user_id)
 
         try:
             report, profile = await asyncio.to_thread(write)
         except Exception as error:  # Qdrant down: the answer is out, the next run retries
             message = f"update_profile could not write: {error}"
-            return {"profile_pending": pending, "memory_error": with_error(state, message)}
+            return {"profile_due": True, "memory_error": with_error(state, message)}
         refused += report.refused
-        return {"profile_pending": 0, "profile": profile, "rejected": refused}
+        return {"profile_due": False, "profile": profile, "rejected": refused}
 
     return update_profile
 
 
 async def route_after_memory_steps(state: EngramState) -> str:
-    """Where a run whose memory steps stopped early goes: to `update_profile` when an update
-    is still due (an earlier one failed), else to the end. A coroutine, like every route
-    here (see `route_after_decide`)."""
-    return "update_profile" if state.get("profile_pending", 0) >= PROFILE_BATCH else END
+    """Where a run whose memory steps changed nothing goes: to `update_profile` when an
+    update failed on this thread before (it is retried), else to the end. A coroutine, like
+    every route here (see `route_after_decide`)."""
+    return "update_profile" if state.get("profile_due") else END
 
 
-def changed_memory_ids(state: EngramState) -> set[str]:
-    """The memories this run's operations changed: the versions written and the ones they
-    replaced or deleted (through the candidates' small ids)."""
-    by_ref = {c.ref: c.memory.id for c in state.get("candidates") or []}
-    changed: set[str] = set()
-    for applied in state.get("applied", []):
-        if applied.result not in CHANGES:
-            continue
-        if applied.memory_id:
-            changed.add(applied.memory_id)
-        if applied.ref is not None and applied.ref in by_ref:
-            changed.add(by_ref[applied.ref])
-    return changed
+def update_reason(store: MemoryStore, user_id: str, current: Profile) -> str | None:
+    """Why the profile needs the program now (see the module doc), or None."""
+    cited = current.cited()
+    gone = cited - store.active(user_id, cited).keys()
+    if gone:
+        return f"{len(gone)} of the memories it rests on changed"
+    today = now_utc().date()
+    since = store.memories(user_id, created_after=current.updated_at)
+    fresh = [
+        m
+        for m in since
+        if m.category in PROFILE_CATEGORIES and m.id not in cited and not m.is_past(today)
+    ]
+    if current.version_id is None and fresh:
+        return "the first memories that may belong in it"
+    if len(fresh) >= PROFILE_BATCH:
+        return f"{len(fresh)} new memories that may belong in it"
+    return None
 
 
 def profile_inputs(
@@ -189,9 +193,3 @@ def cited_lines(
         ids = [memories[i - 1].id for i in line.memory_ids]
         proposed.append(ProfileLine(text=line.text, memory_ids=ids))
     return proposed, refused
-
-
-def _detail(changed: set[str]) -> str:
-    if not changed:
-        return "retried an update that failed before"
-    return f"after changes to {len(changed)} memor{'y' if len(changed) == 1 else 'ies'}"

@@ -65,7 +65,7 @@ class ChatOutput(MemoryStepsOutput, total=False):
 
 
 class EngramState(ChatOutput, total=False):
-    """`facts`, `unextracted` and `profile_pending` outlive a turn on purpose: work the
+    """`facts`, `unextracted` and `profile_due` outlive a turn on purpose: work the
     memory steps could not finish is carried to the next turn (or `engram memories retry`)
     instead of being lost.
 
@@ -73,9 +73,9 @@ class EngramState(ChatOutput, total=False):
     turn's first step resets it with `Overwrite` (see `TURN_RESET`)."""
 
     candidates: list[Candidate] | None  # None: not retrieved this turn
-    # Changes gathered for the profile since its last update; an update is due at
-    # `nodes.update_profile.PROFILE_BATCH` (a failed one leaves it due: the next run retries).
-    profile_pending: int
+    # A profile update failed on this thread: its next run retries it, even if it saves
+    # nothing (`nodes.update_profile`).
+    profile_due: bool
 
 
 # Per-turn fields start empty each turn; `facts` and `unextracted` carry over on purpose.

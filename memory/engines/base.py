@@ -74,6 +74,7 @@ class Where:
     observed: TimeRange | None = None  # `observed_at` within this range
     # Only versions still true on this day: no `valid_until`, or one not before it.
     valid_on: date | None = None
+    created_after: datetime | None = None  # `created_at` later than this
 
     def matches(self) -> dict[str, str | int | list[str]]:
         """The metadata fields to match, by name (ids are separate: they are not payload)."""

@@ -238,6 +238,13 @@ def _filter(where: Where) -> edge.Filter:
                 key=f"{METADATA_KEY}.observed_at", range=edge.RangeDateTime(gte=start, lt=end)
             )
         )
+    if where.created_after is not None:
+        must.append(
+            edge.FieldCondition(
+                key=f"{METADATA_KEY}.created_at",
+                range=edge.RangeDateTime(gt=where.created_after.isoformat()),
+            )
+        )
     if where.valid_on is not None:
         key = f"{METADATA_KEY}.valid_until"
         open_ended = edge.IsEmptyCondition(key)

@@ -309,6 +309,13 @@ def _filter(where: Where) -> models.Filter:
                 range=models.DatetimeRange(gte=observed.start, lt=observed.end),
             )
         )
+    if where.created_after is not None:
+        must.append(
+            models.FieldCondition(
+                key=f"{METADATA_KEY}.created_at",
+                range=models.DatetimeRange(gt=where.created_after),
+            )
+        )
     if where.valid_on is not None:
         key = f"{METADATA_KEY}.valid_until"
         open_ended = models.IsEmptyCondition(is_empty=models.PayloadField(key=key))

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import io
 import uuid
+from typing import Any
 
 import pytest
 
@@ -15,6 +16,7 @@ from engram.memory.store import MemoryStore
 from engram.settings import Settings
 from engram.state.contracts import Source
 from engram.state.errors import InvalidInputError, MemoryNotFoundError
+from tests.helpers import facts, ops, save, scripted_lm
 
 
 def memory_on(store: MemoryStore) -> Memory:
@@ -101,3 +103,39 @@ async def test_the_async_facade(store: MemoryStore) -> None:
     assert (await memory.restore_profile(first, user_id="alice")).pinned == []
     with pytest.raises(MemoryNotFoundError, match="not pinned"):
         await memory.unpin(city, user_id="alice")
+
+
+def test_add_keeps_the_profile_up_to_date_across_calls(store: MemoryStore) -> None:
+    """`Memory.add` runs without a checkpointer: what is due comes from the store."""
+    said = [
+        ("I'm a nurse", "User is a nurse"),
+        ("My son is called Leo", "User's son is called Leo"),
+        ("I play the cello", "User plays the cello"),
+        ("I live in Lyon", "User lives in Lyon"),
+    ]
+    script: list[dict[str, Any]] = []
+    for n, (_, fact) in enumerate(said):
+        script += [save(), facts((fact, "personal")), ops({"op": "ADD", "text": fact})]
+        if n == 0:  # the first fact that may belong in a profile builds it
+            script.append({"lines": [{"text": "Nurse.", "memory_ids": [1]}]})
+    # three new memories since: the next update (shown: the profile's own memory, then the
+    # newest first: Lyon 2, cello 3, son 4)
+    script.append(
+        {"lines": [{"text": "Nurse.", "memory_ids": [1]}, {"text": "Son: Leo.", "memory_ids": [4]}]}
+    )
+    lm = scripted_lm(*script)
+    clients = Clients(Settings(llm_attempts=1, profile="on"), store=store, memory_lm=lm)
+    with Memory(clients=clients) as memory:
+        for n, (message, _) in enumerate(said):
+            memory.add(message, user_id="alice")
+            if n == 0:
+                assert [line.text for line in memory.profile(user_id="alice").lines] == ["Nurse."]
+            if n in (1, 2):
+                assert len(lm.history) == 3 * (n + 1) + 1  # not due yet: no profile call
+        assert [line.text for line in memory.profile(user_id="alice").lines] == [
+            "Nurse.",
+            "Son: Leo.",
+        ]
+        son = memory.profile(user_id="alice").lines[1].memory_ids[0]
+        assert store.get("alice", son).text == "User's son is called Leo"
+    assert len(lm.history) == 4 * 3 + 2

@@ -81,7 +81,9 @@ async def test_a_turn_that_changes_nothing_calls_no_profile_program(store: Memor
     assert store.profile_history("alice") == []
 
 
-async def test_changes_gather_until_a_batch_before_the_program_runs(store: MemoryStore) -> None:
+async def test_new_memories_gather_until_a_batch_before_the_program_runs(
+    store: MemoryStore,
+) -> None:
     first = store.add("alice", "User lives in Berlin", "location").memory_id
     assert first
     store.save_profile("alice", [ProfileLine(text="Berlin.", memory_ids=[first])], source=Source())
@@ -94,12 +96,11 @@ async def test_changes_gather_until_a_batch_before_the_program_runs(store: Memor
     graph, _ = graph_of(store, lm)
     for n, text in enumerate(said, 1):
         await turn(graph, text.replace("User", "I"))
-        state = await thread_values(graph)
         if n < PROFILE_BATCH:
-            assert state["profile_pending"] == n and lines(store) == ["Berlin."]
+            assert calls(lm) == 3 * n and lines(store) == ["Berlin."]
     assert lines(store) == ["Berlin.", "Nurse with a son, Leo."]
-    assert (await thread_values(graph))["profile_pending"] == 0
     assert calls(lm) == 3 * 3 + 1
+    assert "3 new memories" in (store.profile_history("alice")[-1].events[0].detail or "")
 
 
 async def test_coffee_to_tea_updates_the_line_and_a_delete_drops_it(store: MemoryStore) -> None:
@@ -194,12 +195,12 @@ async def test_a_failing_profile_call_keeps_the_old_profile_and_is_retried(
     assert "update_profile failed" in (failed["memory_error"] or "")
     assert store.profile("alice", as_stored=True).lines[0].text == "Berlin."
     assert lines(store) == []  # its memory changed: out of the prompt until revised
-    assert (await thread_values(graph))["profile_pending"] >= PROFILE_BATCH
+    assert (await thread_values(graph))["profile_due"] is True
 
     retried = await turn(graph, "thanks!")
     assert retried["memory_error"] is None
     assert lines(store) == ["Hamburg."]
-    assert (await thread_values(graph))["profile_pending"] == 0
+    assert (await thread_values(graph))["profile_due"] is False
 
 
 async def test_the_system_prompt_holds_the_profile_within_its_bound(store: MemoryStore) -> None:

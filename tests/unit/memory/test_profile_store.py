@@ -153,7 +153,21 @@ def test_forget_erases_the_profile(store: MemoryStore) -> None:
     assert [entry.text for entry in store.profile("bob").lines] == ["Lives in Lyon."]
 
 
-def test_no_first_version_is_written_when_nothing_is_supported(store: MemoryStore) -> None:
+def test_an_empty_profile_records_when_it_was_considered(store: MemoryStore) -> None:
     report = store.save_profile("alice", [line("Is a pilot.")], source=CHAT)
-    assert report.profile is None and len(report.refused) == 1
+    assert report.profile is not None and report.profile.lines == []
+    assert len(report.refused) == 1
+    assert len(store.profile_history("alice")) == 1
+    assert store.save_profile("alice", [], source=CHAT).profile is None  # nothing changed
+
+
+def test_a_profile_prepared_before_a_forget_is_not_written(store: MemoryStore) -> None:
+    city = store.add("alice", "User lives in Berlin", "location").memory_id
+    assert city
+    mark = store.erasure_mark("alice")
+    store.forget("alice")
+    report = store.save_profile(
+        "alice", [line("Lives in Berlin.", city)], source=CHAT, erasures=mark
+    )
+    assert report.profile is None and "erased" in report.refused[0].reason
     assert store.profile_history("alice") == []
