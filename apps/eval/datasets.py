@@ -25,8 +25,11 @@ session) and `answer: null` (nothing to judge: retrieval only). A user turn may 
 labels for `engram optimize`: `save` (worth remembering?), `facts` (the atomic facts it
 states), `memories` (the user's whole memory after it, as texts), `profile` (the core facts
 the user's profile should state after it) and `not_profile` (memories after it that are
-passing details, to be left out of the profile). A first line
-`{"type": "dataset", "name": ..., "description": ...}` is optional.
+passing details, to be left out of the profile). An item of `facts` or `memories` may be an
+object instead of a text, to give the dates it holds between:
+`{"text": "User is in Tokyo", "valid_until": "2025-04-11"}` (`valid_from`, `valid_until`:
+ISO days, either may be left out); a text alone holds with no dates (a lasting fact). A
+first line `{"type": "dataset", "name": ..., "description": ...}` is optional.
 """
 
 from __future__ import annotations
@@ -36,7 +39,7 @@ import json
 import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -63,6 +66,20 @@ class DatasetError(EngramError, ValueError):
 
 
 @dataclass(frozen=True)
+class Validity:
+    """When a labelled fact or memory is true (None: from when it was said; with no end)."""
+
+    valid_from: date | None = None
+    valid_until: date | None = None
+
+    def is_past(self, today: date) -> bool:
+        return self.valid_until is not None and self.valid_until < today
+
+
+LASTING = Validity()
+
+
+@dataclass(frozen=True)
 class Turn:
     id: str
     speaker: str
@@ -73,6 +90,21 @@ class Turn:
     memories: tuple[str, ...] | None = None
     profile: tuple[str, ...] | None = None
     not_profile: tuple[str, ...] | None = None
+    # The dates of `facts` and `memories`, item by item (empty: all lasting).
+    fact_dates: tuple[Validity, ...] = ()
+    memory_dates: tuple[Validity, ...] = ()
+
+    def dated_facts(self) -> list[tuple[str, Validity]]:
+        return _dated(self.facts, self.fact_dates)
+
+    def dated_memories(self) -> list[tuple[str, Validity]]:
+        return _dated(self.memories, self.memory_dates)
+
+
+def _dated(
+    texts: tuple[str, ...] | None, dates: tuple[Validity, ...]
+) -> list[tuple[str, Validity]]:
+    return [(text, dates[i] if i < len(dates) else LASTING) for i, text in enumerate(texts or ())]
 
 
 LABELS = ("save", "facts", "memories", "profile", "not_profile")
@@ -344,15 +376,19 @@ def _engram_turn(turn: Any, where: str) -> Turn:
     save = labels["save"]
     if save is not None and not isinstance(save, bool):
         raise DatasetError(f"{where}: `save` is true or false")
+    facts, fact_dates = _dated_texts(labels["facts"], "facts", where)
+    memories, memory_dates = _dated_texts(labels["memories"], "memories", where)
     return Turn(
         id=_text(turn, "id", where),
         speaker=role,
         text=_text(turn, "text", where),
         save=save,
-        facts=_texts(labels["facts"], "facts", where),
-        memories=_texts(labels["memories"], "memories", where),
+        facts=facts,
+        memories=memories,
         profile=_texts(labels["profile"], "profile", where),
         not_profile=_texts(labels["not_profile"], "not_profile", where),
+        fact_dates=fact_dates,
+        memory_dates=memory_dates,
     )
 
 
@@ -410,6 +446,55 @@ def _texts(value: Any, name: str, where: str) -> tuple[str, ...] | None:
     if not isinstance(value, list) or not all(isinstance(v, str) and v.strip() for v in value):
         raise DatasetError(f"{where}: `{name}` is a list of non-empty strings")
     return tuple(value)
+
+
+def _dated_texts(
+    value: Any, name: str, where: str
+) -> tuple[tuple[str, ...] | None, tuple[Validity, ...]]:
+    """A label list whose items are texts or `{"text", "valid_from", "valid_until"}`."""
+    if value is None:
+        return None, ()
+    if not isinstance(value, list):
+        raise DatasetError(f"{where}: `{name}` is a list of texts or {{text, valid_until}}")
+    texts: list[str] = []
+    dates: list[Validity] = []
+    for item in value:
+        if isinstance(item, str) and item.strip():
+            texts.append(item)
+            dates.append(LASTING)
+            continue
+        if not isinstance(item, dict) or not isinstance(item.get("text"), str):
+            raise DatasetError(
+                f"{where}: each of `{name}` is a non-empty text or an object with `text`"
+            )
+        unknown = set(item) - {"text", "valid_from", "valid_until"}
+        if unknown or not item["text"].strip():
+            raise DatasetError(
+                f"{where}: an item of `{name}` has `text`, and optionally `valid_from` and "
+                f"`valid_until`{f', not {sorted(unknown)}' if unknown else ''}"
+            )
+        validity = Validity(
+            _day(item.get("valid_from"), f"{where}: `{name}`"),
+            _day(item.get("valid_until"), f"{where}: `{name}`"),
+        )
+        if (
+            validity.valid_from
+            and validity.valid_until
+            and validity.valid_until < validity.valid_from
+        ):
+            raise DatasetError(f"{where}: {item['text']!r} ends before it starts")
+        texts.append(item["text"])
+        dates.append(validity)
+    return tuple(texts), tuple(dates) if any(d != LASTING for d in dates) else ()
+
+
+def _day(value: Any, where: str) -> date | None:
+    if value is None:
+        return None
+    try:
+        return date.fromisoformat(str(value))
+    except ValueError:
+        raise DatasetError(f"{where}: {value!r} is not a day (YYYY-MM-DD)") from None
 
 
 def _time(value: Any, where: str) -> datetime:

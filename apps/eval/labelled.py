@@ -3,19 +3,24 @@ turns) as DSPy examples for the four memory programs, and the metrics that score
 
 - decide_save: every labelled user turn, with the reply after it and what the user's
   memory holds before it; gold: `save`. Metric: accuracy.
-- extract: every user turn labelled with `facts`; gold: those facts. Metric: fact-level
+- extract: every user turn labelled with `facts`; gold: those facts, with their dates
+  (`valid_from`/`valid_until`; none for a lasting fact). Metric: fact-level
   precision/recall (F1 per example) after the extract node's own grounding rule, so a fact
-  the node would reject never counts.
+  the node would reject never counts; a fact whose dates differ from the gold ones (a
+  missing date, a day off, an end given to a lasting fact) counts half (`match_dated`).
 - maintain: every user turn with facts and `memories`; the memory before it is shown with
-  small ids, the gold facts are the new facts; gold: the memory after it. Metric: the
-  resulting memory (the model's operations through the maintain node's own validation,
-  applied like the store applies them) against the gold memory, F1 of matched texts.
+  small ids and dates, the gold facts are the new facts (with their dates); gold: the
+  memory after it, with dates. Metric: the resulting memory (the model's operations
+  through the maintain node's own validation, applied like the store applies them) against
+  the gold memory, F1 of matched texts with the same date rule: a move that closes the old
+  home (UPDATE with its own text and `valid_until`) keeps it, with its end.
 - profile: every user turn labelled with `profile`; the user's memory after it is shown
   with small ids, the profile of the previous such turn as the current profile (each line
   citing the memory it rests on now: a memory since updated is cited as its new version,
   as the update_profile node shows it; a deleted one is cited by nothing); gold: the core
-  facts, plus what must stay out (`not_profile`, and every memory the labels show was
-  superseded or deleted before the turn). Metric: `profile_metric`.
+  facts, plus what must stay out (`not_profile`, every memory the labels show was
+  superseded or deleted before the turn, and every memory past its `valid_until` then,
+  which the profile program is not shown). Metric: `profile_metric`.
 
 Each metric returns `dspy.Prediction(score, feedback)`: GEPA reads the feedback.
 """
@@ -30,8 +35,22 @@ from typing import Any
 
 import dspy
 
-from engram.apps.eval.datasets import Conversation, Dataset, DatasetError, Turn
-from engram.apps.eval.metrics import MATCH_THRESHOLD, apply_planned, match_texts, text_similarity
+from engram.apps.eval.datasets import (
+    LASTING,
+    Conversation,
+    Dataset,
+    DatasetError,
+    Turn,
+    Validity,
+)
+from engram.apps.eval.metrics import (
+    MATCH_THRESHOLD,
+    DatedMatch,
+    apply_planned_dated,
+    describe_validity,
+    match_dated,
+    text_similarity,
+)
 from engram.memory.profile import fit
 from engram.nodes.extract import grounded_in_user
 from engram.nodes.maintain import carries, plan_operations
@@ -52,14 +71,17 @@ STEPS = ("decide_save", "extract", "maintain", "profile")
 PROFILE_CHARS: int = Settings.model_fields["profile_chars"].default  # ENGRAM_PROFILE_CHARS
 
 
+Known = tuple[str, datetime, Validity]  # a memory's text, when it was said, when it holds
+
+
 @dataclass(frozen=True)
 class LabelledTurn:
     conversation: str
     at: datetime
     turn: Turn
     reply: str
-    before: tuple[tuple[str, datetime], ...]  # the user's memory before the turn, with dates
-    after: tuple[tuple[str, datetime], ...] = ()  # and after it
+    before: tuple[Known, ...]  # the user's memory before the turn, with dates
+    after: tuple[Known, ...] = ()  # and after it
     gone: tuple[str, ...] = ()  # memories the labels show superseded or deleted by then
     # The previous `profile`-labelled turn's profile, each line with the memory text it
     # rests on now (None: that memory was deleted); empty for the first.
@@ -81,6 +103,7 @@ def labelled_turns(dataset: Dataset) -> list[LabelledTurn]:
 def _turns_of(conversation: Conversation) -> list[LabelledTurn]:
     found: list[LabelledTurn] = []
     memory: dict[str, datetime] = {}
+    dates: dict[str, Validity] = {}  # the labelled memory's dates, by text
     ever: dict[str, None] = {}  # every memory text the labels held, in order
     profile: list[tuple[str, str | None]] = []  # the last profile label, line -> its memory
     pairs = list(conversation.turns())
@@ -89,11 +112,12 @@ def _turns_of(conversation: Conversation) -> list[LabelledTurn]:
             continue
         following = pairs[index + 1][1] if index + 1 < len(pairs) else None
         reply = following.text if following and following.speaker not in conversation.users else ""
-        before = tuple(memory.items())
+        before = _with_dates(memory, dates)
         if turn.memories is not None:
             replaced = _successors(memory, turn.memories)
             profile = [(line, replaced.get(m) if m else None) for line, m in profile]
             memory = {text: memory.get(text, session.at) for text in turn.memories}
+            dates = dict(turn.dated_memories())
             ever.update(dict.fromkeys(turn.memories))
         if turn.save is not None or turn.facts is not None or turn.profile is not None:
             found.append(
@@ -103,7 +127,7 @@ def _turns_of(conversation: Conversation) -> list[LabelledTurn]:
                     turn,
                     reply,
                     before,
-                    tuple(memory.items()),
+                    _with_dates(memory, dates),
                     tuple(t for t in ever if t not in memory),
                     tuple(profile),
                 )
@@ -111,6 +135,10 @@ def _turns_of(conversation: Conversation) -> list[LabelledTurn]:
         if turn.profile is not None:
             profile = [(line, _resting_on(line, memory)) for line in turn.profile]
     return found
+
+
+def _with_dates(memory: dict[str, datetime], dates: dict[str, Validity]) -> tuple[Known, ...]:
+    return tuple((text, said, dates.get(text, LASTING)) for text, said in memory.items())
 
 
 def _successors(before: dict[str, datetime], after: Sequence[str]) -> dict[str, str | None]:
@@ -133,10 +161,17 @@ def _resting_on(line: str, memory: dict[str, datetime]) -> str | None:
     return best if best is not None and text_similarity(line, best) > 0 else None
 
 
-def _known(before: Sequence[tuple[str, datetime]]) -> list[NumberedMemory]:
+def _known(before: Sequence[Known]) -> list[NumberedMemory]:
     return [
-        NumberedMemory(id=i, text=text, category="other", said=said.date())
-        for i, (text, said) in enumerate(before, 1)
+        NumberedMemory(
+            id=i,
+            text=text,
+            category="other",
+            said=said.date(),
+            valid_from=validity.valid_from,
+            valid_until=validity.valid_until,
+        )
+        for i, (text, said, validity) in enumerate(before, 1)
     ]
 
 
@@ -161,6 +196,7 @@ def extract_examples(turns: Sequence[LabelledTurn]) -> list[dspy.Example]:
             assistant_context=t.reply,
             message_time=t.at,
             gold_facts=list(t.turn.facts or ()),
+            gold_dates=[validity for _, validity in t.turn.dated_facts()],
             conversation=t.conversation,
         ).with_inputs("user_message", "assistant_context", "message_time")
         for t in turns
@@ -171,10 +207,19 @@ def extract_examples(turns: Sequence[LabelledTurn]) -> list[dspy.Example]:
 def maintain_examples(turns: Sequence[LabelledTurn]) -> list[dspy.Example]:
     return [
         dspy.Example(
-            new_facts=[Fact(text=f, category="other") for f in t.turn.facts or ()],
+            new_facts=[
+                Fact(
+                    text=f,
+                    category="other",
+                    valid_from=validity.valid_from,
+                    valid_until=validity.valid_until,
+                )
+                for f, validity in t.turn.dated_facts()
+            ],
             existing_memories=_known(t.before),
             today=t.at.date(),
             gold_memories=list(t.turn.memories or ()),
+            gold_memory_dates=[validity for _, validity in t.turn.dated_memories()],
             observed_at=t.at,
             conversation=t.conversation,
         ).with_inputs("new_facts", "existing_memories", "today")
@@ -188,7 +233,11 @@ def profile_examples(turns: Sequence[LabelledTurn]) -> list[dspy.Example]:
     for t in turns:
         if t.turn.profile is None:
             continue
-        memories = _known(t.after)
+        # What is past its valid_until is not shown to the profile program (update_profile's
+        # rule), and a line stating it is outdated.
+        today = t.at.date()
+        past = [text for text, _, validity in t.after if validity.is_past(today)]
+        memories = _known([m for m in t.after if m[0] not in past])
         ids = {m.text: m.id for m in memories}
         current = [
             CitedLine(text=line, memory_ids=[ids[rests]] if rests in ids else [])
@@ -201,7 +250,7 @@ def profile_examples(turns: Sequence[LabelledTurn]) -> list[dspy.Example]:
                 max_chars=PROFILE_CHARS,
                 gold_profile=list(t.turn.profile),
                 leave_out=list(t.turn.not_profile or ()),
-                outdated=list(t.gone),
+                outdated=[*t.gone, *past],
                 conversation=t.conversation,
             ).with_inputs("current_profile", "memories", "max_chars")
         )
@@ -257,19 +306,26 @@ def extract_metric(
     pred_name: str | None = None,
     pred_trace: Any = None,
 ) -> dspy.Prediction:
-    facts = [f.text for f in getattr(pred, "facts", None) or [] if (f.text or "").strip()]
-    kept = [f for f in facts if grounded_in_user(f, gold.user_message)]
-    dropped = [f for f in facts if f not in kept]
-    result = match_texts(kept, gold.gold_facts)
+    given = [f for f in getattr(pred, "facts", None) or [] if (f.text or "").strip()]
+    facts = [f.text for f in given]
+    kept = [
+        (f.text, Validity(f.valid_from, f.valid_until))
+        for f in given
+        if grounded_in_user(f.text, gold.user_message)
+    ]
+    dropped = [f for f in facts if f not in {text for text, _ in kept}]
+    result = match_dated(kept, _gold_dated(gold.gold_facts, gold.get("gold_dates")))
     notes = [f"F1 {result.f1:.2f}."]
-    if result.missed:
-        notes.append("Missed facts the user stated: " + "; ".join(result.missed) + ".")
-    if result.spurious:
+    if result.texts.missed:
+        notes.append("Missed facts the user stated: " + "; ".join(result.texts.missed) + ".")
+    if result.texts.spurious:
         notes.append(
             "Not facts the user stated (or not atomic, or not lasting): "
-            + "; ".join(result.spurious)
+            + "; ".join(result.texts.spurious)
             + "."
         )
+    if result.wrong_dates:
+        notes.append(_date_notes(result))
     if dropped:
         notes.append(
             "Rejected as not in the user's own words (the assistant's words are never a "
@@ -280,11 +336,34 @@ def extract_metric(
     return dspy.Prediction(score=result.f1, feedback=" ".join(notes))
 
 
+def _gold_dated(
+    texts: Sequence[str], dates: Sequence[Validity] | None
+) -> list[tuple[str, Validity]]:
+    """Gold texts with their dates (an example without dates: all lasting)."""
+    dates = list(dates or ())
+    return [(text, dates[i] if i < len(dates) else LASTING) for i, text in enumerate(texts)]
+
+
+def _date_notes(result: DatedMatch) -> str:
+    return (
+        "Wrong dates (each such fact counts half): "
+        + "; ".join(
+            f"{text}: {describe_validity(given)}, expected {describe_validity(gold)}"
+            for text, given, gold in result.wrong_dates
+        )
+        + (
+            ". Give valid_until only when the user says or implies an end (until Friday, an "
+            "event's day, used to), on the day itself, resolved against the message time; "
+            "leave both dates null for lasting facts."
+        )
+    )
+
+
 def maintain_result(
     gold: dspy.Example, operations: Sequence[MemoryOp]
-) -> tuple[list[str], list[str]]:
-    """The memory after the operations (through the maintain node's validation), and the
-    reasons operations were rejected."""
+) -> tuple[list[tuple[str, Validity]], list[str]]:
+    """The memory after the operations (through the maintain node's validation), with its
+    dates, and the reasons operations were rejected."""
     now = datetime.now(UTC)
     candidates = [
         Candidate(
@@ -299,16 +378,27 @@ def maintain_result(
                 updated_at=now,
                 observed_at=datetime.combine(m.said, datetime.min.time(), UTC),
                 lineage_id=f"memory-{m.id}",
+                valid_from=m.valid_from,
+                valid_until=m.valid_until,
             ),
         )
         for m in gold.existing_memories
     ]
     facts = [
-        ObservedFact(text=f.text, category=f.category, observed_at=gold.observed_at)
+        ObservedFact(
+            text=f.text,
+            category=f.category,
+            observed_at=gold.observed_at,
+            valid_from=f.valid_from,
+            valid_until=f.valid_until,
+        )
         for f in gold.new_facts
     ]
     planned, rejected = plan_operations(list(operations), candidates, facts)
-    after = apply_planned({m.id: m.text for m in gold.existing_memories}, planned)
+    existing = {
+        m.id: (m.text, Validity(m.valid_from, m.valid_until)) for m in gold.existing_memories
+    }
+    after = apply_planned_dated(existing, planned)
     return after, [f"{r.op} {r.ref}: {r.reason}" for r in rejected]
 
 
@@ -320,16 +410,21 @@ def maintain_metric(
     pred_trace: Any = None,
 ) -> dspy.Prediction:
     after, rejected = maintain_result(gold, list(getattr(pred, "operations", None) or []))
-    result = match_texts(after, gold.gold_memories)
+    result = match_dated(after, _gold_dated(gold.gold_memories, gold.get("gold_memory_dates")))
     notes = [f"F1 {result.f1:.2f} of the resulting memory against the expected one."]
-    if result.missed:
-        notes.append("Expected in memory but missing: " + "; ".join(result.missed) + ".")
-    if result.spurious:
+    if result.texts.missed:
+        notes.append(
+            "Expected in memory but missing (a memory a new fact ends is kept, closed with "
+            "valid_until, not deleted): " + "; ".join(result.texts.missed) + "."
+        )
+    if result.texts.spurious:
         notes.append(
             "In memory but not expected (outdated, duplicated or merged wrongly): "
-            + "; ".join(result.spurious)
+            + "; ".join(result.texts.spurious)
             + "."
         )
+    if result.wrong_dates:
+        notes.append(_date_notes(result))
     if rejected:
         notes.append("Rejected operations: " + "; ".join(rejected) + ".")
     return dspy.Prediction(score=result.f1, feedback=" ".join(notes))

@@ -13,10 +13,12 @@ from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
+from engram.apps.eval.datasets import LASTING, Validity
 from engram.memory.keywords import content_words
 from engram.memory.store import PlannedOp, normalize_text
 
 MATCH_THRESHOLD = 0.6  # Dice overlap of content words for two texts to state the same fact
+DATE_SHARE = 0.5  # the share of a matched fact's credit that its dates carry
 
 
 # -- answers -------------------------------------------------------------------------------
@@ -145,6 +147,16 @@ def match_texts(
 ) -> Matched:
     """Pair predicted and gold texts one-to-one, most similar pairs first, keeping pairs
     whose similarity is at least `threshold`."""
+    pairs = _pair(predicted, gold, threshold)
+    used_p, used_g = {i for i, _ in pairs}, {j for _, j in pairs}
+    return Matched(
+        pairs=tuple((predicted[i], gold[j]) for i, j in pairs),
+        spurious=tuple(p for i, p in enumerate(predicted) if i not in used_p),
+        missed=tuple(g for j, g in enumerate(gold) if j not in used_g),
+    )
+
+
+def _pair(predicted: Sequence[str], gold: Sequence[str], threshold: float) -> list[tuple[int, int]]:
     candidates = sorted(
         (
             (text_similarity(p, g), i, j)
@@ -163,11 +175,65 @@ def match_texts(
             used_p.add(i)
             used_g.add(j)
             pairs.append((i, j))
-    pairs.sort()
-    return Matched(
-        pairs=tuple((predicted[i], gold[j]) for i, j in pairs),
-        spurious=tuple(p for i, p in enumerate(predicted) if i not in used_p),
-        missed=tuple(g for j, g in enumerate(gold) if j not in used_g),
+    return sorted(pairs)
+
+
+@dataclass(frozen=True)
+class DatedMatch:
+    """Predicted facts (or memories) with their dates against gold ones: the texts are
+    paired as `match_texts` pairs them; a pair whose dates differ from the gold ones (by
+    a day or more, a missing date, or an end given to a lasting fact) keeps only
+    1 - `DATE_SHARE` of its credit."""
+
+    texts: Matched
+    wrong_dates: tuple[tuple[str, Validity, Validity], ...]  # (predicted text, given, gold)
+
+    @property
+    def credit(self) -> float:
+        return len(self.texts.pairs) - DATE_SHARE * len(self.wrong_dates)
+
+    @property
+    def precision(self) -> float:
+        predicted = len(self.texts.pairs) + len(self.texts.spurious)
+        return self.credit / predicted if predicted else 1.0
+
+    @property
+    def recall(self) -> float:
+        expected = len(self.texts.pairs) + len(self.texts.missed)
+        return self.credit / expected if expected else 1.0
+
+    @property
+    def f1(self) -> float:
+        p, r = self.precision, self.recall
+        return 2 * p * r / (p + r) if p + r else 0.0
+
+
+def match_dated(
+    predicted: Sequence[tuple[str, Validity]],
+    gold: Sequence[tuple[str, Validity]],
+    threshold: float = MATCH_THRESHOLD,
+) -> DatedMatch:
+    """`match_texts` on the texts, then each pair's dates against the gold ones. Without
+    any dates on either side, the score is `match_texts`' F1."""
+    texts = match_texts([t for t, _ in predicted], [t for t, _ in gold], threshold)
+    pairs = _pair([t for t, _ in predicted], [t for t, _ in gold], threshold)
+    wrong = tuple(
+        (predicted[i][0], predicted[i][1], gold[j][1])
+        for i, j in pairs
+        if predicted[i][1] != gold[j][1]
+    )
+    return DatedMatch(texts, wrong)
+
+
+def describe_validity(validity: Validity) -> str:
+    """How feedback names a fact's dates."""
+    start, end = validity.valid_from, validity.valid_until
+    if start is None and end is None:
+        return "no dates (a lasting fact)"
+    if start is not None and start == end:
+        return f"on {start} only"
+    return " ".join(
+        part for part in (f"from {start}" if start else "", f"until {end}" if end else "") if part
     )
 
 
@@ -192,15 +258,29 @@ def apply_planned(existing: Mapping[int, str], planned: Sequence[PlannedOp]) -> 
     """The memory texts after validated operations (`engram.nodes.maintain.plan_operations`),
     applied as the store would: UPDATE replaces, DELETE removes, an ADD of a text that is
     already there is a no-op. Existing memories are keyed by the small ids shown."""
+    dated = {ref: (text, LASTING) for ref, text in existing.items()}
+    return [text for text, _ in apply_planned_dated(dated, planned)]
+
+
+def apply_planned_dated(
+    existing: Mapping[int, tuple[str, Validity]], planned: Sequence[PlannedOp]
+) -> list[tuple[str, Validity]]:
+    """`apply_planned` with the memories' dates, as the store keeps them: an ADD has its
+    operation's dates; an UPDATE the dates it gives, else the memory's own (so an UPDATE
+    that gives only `valid_until` closes the memory and keeps its start)."""
     state = dict(existing)
-    added: list[str] = []
+    added: list[tuple[str, Validity]] = []
     for op in planned:
         if op.op == "ADD" and op.text:
-            present = {normalize_text(t) for t in [*state.values(), *added]}
+            present = {normalize_text(t) for t, _ in [*state.values(), *added]}
             if normalize_text(op.text) not in present:
-                added.append(op.text)
+                added.append((op.text, Validity(op.valid_from, op.valid_until)))
         elif op.op == "UPDATE" and op.ref in state and op.text:
-            state[op.ref] = op.text
+            before = state[op.ref][1]
+            state[op.ref] = (
+                op.text,
+                Validity(op.valid_from or before.valid_from, op.valid_until or before.valid_until),
+            )
         elif op.op == "DELETE" and op.ref in state:
             del state[op.ref]
     return [*state.values(), *added]

@@ -8,6 +8,7 @@ from datetime import UTC, date, datetime
 import dspy
 import pytest
 
+from engram.apps.eval.datasets import Validity
 from engram.apps.eval.judge import parse_verdict
 from engram.apps.eval.labelled import (
     decide_save_metric,
@@ -20,9 +21,12 @@ from engram.apps.eval.metrics import (
     Matched,
     accuracy,
     apply_planned,
+    apply_planned_dated,
     by_category,
+    describe_validity,
     judge_score,
     latency_summary,
+    match_dated,
     match_texts,
     mean,
     micro,
@@ -313,3 +317,162 @@ def test_the_profile_metric_refuses_outdated_passing_and_unsupported_lines() -> 
     unsupported = profile_metric(moved, _profile(("User drinks espresso at work", [1])))
     assert "say more than the memories they cite" in unsupported.feedback
     assert profile_metric(moved, _profile(("User prefers tea to coffee", [1]))).score == 1.0
+
+
+# -- dates: facts and memories that hold for a time --------------------------------------
+
+FRIDAY = date(2025, 4, 11)
+TOKYO = "User is in Tokyo for a pharmacy conference"
+
+
+def test_dated_matching_halves_a_pair_with_wrong_dates() -> None:
+    lasting, until_friday = Validity(), Validity(valid_until=FRIDAY)
+    gold = [(TOKYO, until_friday), ("User is a pharmacist", lasting)]
+    assert match_dated(list(gold), gold).f1 == 1.0
+    # One of two facts with wrong dates: credit 1.5 of 2, precision = recall = 0.75.
+    for given in (
+        lasting,  # the end is missing
+        Validity(valid_until=date(2025, 4, 10)),  # a day off
+        Validity(valid_from=date(2025, 4, 7), valid_until=FRIDAY),  # a start never said
+    ):
+        result = match_dated([(TOKYO, given), ("User is a pharmacist", lasting)], gold)
+        assert result.wrong_dates == ((TOKYO, given, until_friday),)
+        assert (result.precision, result.recall, result.f1) == (0.75, 0.75, 0.75)
+    # A lasting fact given an end is wrong too.
+    ended = match_dated(
+        [("User is a pharmacist", until_friday)], [("User is a pharmacist", lasting)]
+    )
+    assert ended.f1 == 0.5
+    # Wrong dates and a missing fact: credit 0.5, precision 0.5, recall 0.25.
+    assert match_dated([(TOKYO, lasting)], gold).f1 == pytest.approx(2 * 0.5 * 0.25 / 0.75)
+    # Without dates on either side, it is match_texts' F1.
+    texts = ["User lives in Porto", "User likes the assistant", "User is a nurse"]
+    golds = ["User is a nurse at São João hospital", "User lives in Porto"]
+    undated = match_dated([(t, lasting) for t in texts], [(g, lasting) for g in golds])
+    assert undated.f1 == match_texts(texts, golds).f1 == pytest.approx(0.8)
+    assert describe_validity(lasting) == "no dates (a lasting fact)"
+    assert describe_validity(until_friday) == "until 2025-04-11"
+    assert describe_validity(Validity(FRIDAY, FRIDAY)) == "on 2025-04-11 only"
+
+
+def _extract_gold(message: str, *facts: tuple[str, Validity]) -> dspy.Example:
+    return dspy.Example(
+        user_message=message,
+        gold_facts=[text for text, _ in facts],
+        gold_dates=[validity for _, validity in facts],
+    )
+
+
+def _facts(*items: tuple[str, date | None, date | None]) -> dspy.Prediction:
+    return dspy.Prediction(
+        facts=[
+            Fact(text=t, category="other", valid_from=start, valid_until=end)
+            for t, start, end in items
+        ]
+    )
+
+
+def test_the_extract_metric_scores_the_dates() -> None:
+    until_friday = _extract_gold(
+        "Greetings from Tokyo! I'm here for a pharmacy conference until Friday.",
+        (TOKYO, Validity(valid_until=FRIDAY)),
+    )
+    assert extract_metric(until_friday, _facts((TOKYO, None, FRIDAY))).score == 1.0
+    missing = extract_metric(until_friday, _facts((TOKYO, None, None)))
+    assert missing.score == 0.5
+    assert (
+        f"Wrong dates (each such fact counts half): {TOKYO}: no dates (a lasting fact), "
+        "expected until 2025-04-11." in missing.feedback
+    )
+    off_by_one = extract_metric(until_friday, _facts((TOKYO, None, date(2025, 4, 12))))
+    assert off_by_one.score == 0.5 and "until 2025-04-12, expected until 2025-04-11" in (
+        off_by_one.feedback
+    )
+    # An event is true on its day only: from and until that day.
+    monday = date(2025, 4, 14)
+    exam = _extract_gold(
+        "My German B1 exam is next Monday, so I'm revising every evening.",
+        ("User has a German B1 exam on 14 April 2025", Validity(monday, monday)),
+    )
+    text = "User has a German B1 exam on 14 April 2025"
+    assert extract_metric(exam, _facts((text, monday, monday))).score == 1.0
+    assert extract_metric(exam, _facts((text, None, monday))).score == 0.5
+    # "Used to": no longer true, from the day it was said.
+    violin = _extract_gold(
+        "I used to play the violin in a student orchestra.",
+        ("User used to play the violin", Validity(valid_until=date(2025, 1, 13))),
+    )
+    assert extract_metric(violin, _facts(("User used to play the violin", None, None))).score == 0.5
+    # A lasting fact given an end (extra dates) is wrong; without dates it scores as before.
+    lasting = _extract_gold("I'm a pharmacist.", ("User is a pharmacist", Validity()))
+    ended = extract_metric(lasting, _facts(("User is a pharmacist", None, FRIDAY)))
+    assert ended.score == 0.5 and "expected no dates (a lasting fact)" in ended.feedback
+    assert extract_metric(lasting, _facts(("User is a pharmacist", None, None))).score == 1.0
+    undated = dspy.Example(user_message="I'm a pharmacist.", gold_facts=["User is a pharmacist"])
+    assert extract_metric(undated, _facts(("User is a pharmacist", None, None))).score == 1.0
+    assert extract_metric(undated, _facts(("User is a pharmacist", None, FRIDAY))).score == 0.5
+
+
+def test_the_maintain_metric_wants_a_move_to_close_the_old_home() -> None:
+    said = date(2025, 1, 13)
+    gold = dspy.Example(
+        new_facts=[
+            Fact(text="User lives in Berlin", category="other", valid_from=date(2025, 3, 1))
+        ],
+        existing_memories=[
+            NumberedMemory(id=1, text="User lives in Paris", category="location", said=said),
+            NumberedMemory(id=2, text="User is a pharmacist", category="work", said=said),
+        ],
+        today=date(2025, 3, 3),
+        observed_at=datetime(2025, 3, 3, tzinfo=UTC),
+        gold_memories=["User lives in Paris", "User is a pharmacist", "User lives in Berlin"],
+        gold_memory_dates=[
+            Validity(valid_until=date(2025, 2, 28)),
+            Validity(),
+            Validity(valid_from=date(2025, 3, 1)),
+        ],
+    )
+
+    def score(*operations: MemoryOp) -> dspy.Prediction:
+        return maintain_metric(gold, dspy.Prediction(operations=list(operations)))
+
+    paris, berlin = "User lives in Paris", "User lives in Berlin"
+    # Closed with its own text, and the new home added (its start from the fact).
+    closed = score(
+        MemoryOp(op="UPDATE", id=1, text=paris, valid_until=date(2025, 2, 28)),
+        MemoryOp(op="ADD", text=berlin),
+    )
+    assert closed.score == 1.0
+    # Deleted: the old home is lost; 2 of 3 expected, precision 1, F1 0.8.
+    deleted = score(MemoryOp(op="DELETE", id=1), MemoryOp(op="ADD", text=berlin))
+    assert deleted.score == pytest.approx(0.8)
+    assert "closed with valid_until, not deleted): User lives in Paris" in deleted.feedback
+    # Replaced by the new home (the UPDATE of old): Berlin without its start counts half;
+    # credit 1.5, precision 1.5/2, recall 1.5/3.
+    replaced = score(MemoryOp(op="UPDATE", id=1, text=berlin))
+    assert replaced.score == pytest.approx(2 * 0.75 * 0.5 / 1.25)
+    # Berlin added beside a Paris still open, or closed a day late: credit 2.5 of 3.
+    for paris_op in ([], [MemoryOp(op="UPDATE", id=1, text=paris, valid_until=date(2025, 3, 1))]):
+        left = score(*paris_op, MemoryOp(op="ADD", text=berlin))
+        assert left.score == pytest.approx(2.5 / 3)
+        assert "User lives in Paris:" in left.feedback and "expected until 2025-02-28" in (
+            left.feedback
+        )
+
+
+def test_applying_planned_operations_keeps_the_dates() -> None:
+    existing = {
+        1: ("User lives in Paris", Validity(valid_from=date(2020, 9, 1))),
+        2: ("User is in Tokyo", Validity(valid_until=FRIDAY)),
+    }
+    planned = [
+        # Closing keeps the start; an UPDATE that gives no dates keeps the memory's own.
+        PlannedOp("UPDATE", ref=1, target_id="a", text="User lives in Paris", valid_until=FRIDAY),
+        PlannedOp("UPDATE", ref=2, target_id="b", text="User is in Tokyo for a conference"),
+        PlannedOp("ADD", text="User has an exam", valid_from=FRIDAY, valid_until=FRIDAY),
+    ]
+    assert apply_planned_dated(existing, planned) == [
+        ("User lives in Paris", Validity(date(2020, 9, 1), FRIDAY)),
+        ("User is in Tokyo for a conference", Validity(valid_until=FRIDAY)),
+        ("User has an exam", Validity(FRIDAY, FRIDAY)),
+    ]
