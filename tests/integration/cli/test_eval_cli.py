@@ -31,7 +31,7 @@ def test_retrieval_and_compare_need_no_llm(tmp_path: Path) -> None:
     assert done.returncode == 0, done.stderr
     assert re.search(r"dense\s.*\d", done.stdout) and "hybrid" in done.stdout
     results = json.loads((out / "results.json").read_text())
-    assert results["kind"] == "retrieval" and results["run"]["memories"] == 54
+    assert results["kind"] == "retrieval" and results["run"]["memories"] == 60
     assert (out / "report.md").exists() and not (out / "recall_at_k.png").exists()
 
     compared = run_engram(

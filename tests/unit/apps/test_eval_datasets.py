@@ -5,13 +5,13 @@ from __future__ import annotations
 
 import copy
 import json
-from datetime import UTC, datetime, timedelta, timezone
+from datetime import UTC, date, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from engram.apps.eval.datasets import DatasetError, load_dataset, parse_locomo_time
+from engram.apps.eval.datasets import DatasetError, Validity, load_dataset, parse_locomo_time
 from engram.apps.eval.labelled import LABELLED
 from tests.eval_fakes import TINY_LOCOMO, write_locomo
 
@@ -95,6 +95,44 @@ QUESTION = {
 }
 
 
+def _dated_fact(fact: dict[str, Any]) -> dict[str, Any]:
+    return {"id": "x", "role": "user", "text": "I'm in Tokyo until Friday.", "facts": [fact]}
+
+
+def test_engram_jsonl_dates_on_facts_and_memories(tmp_path: Path) -> None:
+    turn = {
+        "id": "c1-1",
+        "role": "user",
+        "text": "I'm in Tokyo until Friday; I'm a pharmacist.",
+        "facts": [
+            {"text": "User is in Tokyo", "valid_until": "2025-04-11"},
+            "User is a pharmacist",
+        ],
+        "memories": [
+            "User is a pharmacist",
+            {"text": "User is in Tokyo", "valid_until": "2025-04-11"},
+        ],
+    }
+    data = load_dataset(write_jsonl(tmp_path / "dated.jsonl", [{**SESSION, "turns": [turn]}]))
+    [read] = data.conversations[0].sessions[0].turns
+    assert read.facts == ("User is in Tokyo", "User is a pharmacist")  # texts, as before
+    friday = Validity(valid_until=date(2025, 4, 11))
+    assert read.dated_facts() == [
+        ("User is in Tokyo", friday),
+        ("User is a pharmacist", Validity()),
+    ]
+    assert read.dated_memories() == [
+        ("User is a pharmacist", Validity()),
+        ("User is in Tokyo", friday),
+    ]
+    assert [o.text for o in data.conversations[0].observations] == list(read.facts)
+    # Texts alone: lasting, as every label was before dates existed.
+    plain = load_dataset(write_jsonl(tmp_path / "plain.jsonl", [SESSION]))
+    assert plain.conversations[0].sessions[0].turns[0].dated_facts() == [
+        ("User lives in Lyon", Validity())
+    ]
+
+
 def test_engram_jsonl(tmp_path: Path) -> None:
     data = load_dataset(write_jsonl(tmp_path / "mine.jsonl", [SESSION, QUESTION]))
     [conversation] = data.conversations
@@ -126,6 +164,27 @@ def test_engram_jsonl(tmp_path: Path) -> None:
             "`profile` is a list of non-empty strings",
         ),
         ([{**SESSION, "turns": [{"id": "x", "role": "bot", "text": "hi"}]}], "role is user or"),
+        (
+            [{**SESSION, "turns": [_dated_fact({"text": "x", "valid_until": "Friday"})]}],
+            "'Friday' is not a day",
+        ),
+        (
+            [
+                {
+                    **SESSION,
+                    "turns": [
+                        _dated_fact(
+                            {"text": "x", "valid_from": "2025-04-14", "valid_until": "2025-04-13"}
+                        )
+                    ],
+                }
+            ],
+            "'x' ends before it starts",
+        ),
+        (
+            [{**SESSION, "turns": [_dated_fact({"text": "x", "until": "2025-04-13"})]}],
+            r"optionally `valid_from` and `valid_until`, not \['until'\]",
+        ),
         ([SESSION, SESSION], "appears twice"),
     ],
 )
@@ -150,14 +209,15 @@ def test_malformed_files(tmp_path: Path) -> None:
 def test_the_shipped_labelled_set() -> None:
     data = load_dataset(LABELLED)
     assert data.name == "engram-labelled"
-    assert len(data.conversations) == 8
-    assert sum(len(c.questions) for c in data.conversations) == 45
+    assert len(data.conversations) == 9
+    assert sum(len(c.questions) for c in data.conversations) == 50
     assert set(data.categories) == {
         "single-hop",
         "multi-hop",
         "temporal",
         "knowledge-update",
         "profile",  # the answer rests on a core fact the question does not name
+        "validity",  # the answer rests on when a fact holds: expired, past, an event's day
     }
     user_turns = [t for c in data.conversations for _, t in c.turns() if t.speaker == "user"]
     assert all(t.save is not None and t.facts is not None for t in user_turns)
@@ -168,6 +228,30 @@ def test_the_shipped_labelled_set() -> None:
     for turn in profiled:
         assert turn.memories is not None
         assert set(turn.profile or ()) | set(turn.not_profile or ()) <= set(turn.memories)
+    # Facts that hold for a time carry their dates (until Friday, next Monday's exam, used
+    # to); every other fact is lasting. A move closes the old home in the memory.
+    dated = {text: v for t in user_turns for text, v in t.dated_facts() if v != Validity()}
+    assert dated == {
+        "User used to play the violin in a student orchestra": Validity(None, date(2025, 1, 13)),
+        "User lives in Berlin, in Kreuzberg": Validity(date(2025, 3, 1), None),
+        "User is in Tokyo for a pharmacy conference": Validity(None, date(2025, 4, 11)),
+        "User has a German B1 exam on 14 April 2025": Validity(
+            date(2025, 4, 14), date(2025, 4, 14)
+        ),
+    }
+    moved = next(t for t in user_turns if t.id == "hana-t5")
+    assert (
+        "User lives in Paris, in the 11th arrondissement",
+        Validity(None, date(2025, 2, 28)),
+    ) in (moved.dated_memories())
+    timed = [q for c in data.conversations for q in c.questions if q.category == "validity"]
+    assert [(q.question, q.at.date().isoformat()) for q in timed] == [
+        ("When is my exam?", "2025-04-09"),  # before its day
+        ("Where am I this weekend?", "2025-04-19"),  # the week after the stay ended
+        ("Where was I last week?", "2025-04-14"),  # about the past: the stay
+        ("When did I live in Paris?", "2025-04-08"),  # after the move
+        ("What instrument did I use to play?", "2025-04-08"),
+    ]
     # Every kind the issue names is in it.
     texts = " ".join(t.text for t in user_turns)
     for phrase in [
@@ -177,5 +261,8 @@ def test_the_shipped_labelled_set() -> None:
         "new job",
         "last week",
         "Thanks!",
+        "until Friday",
+        "next Monday",
+        "I used to",
     ]:
         assert phrase in texts

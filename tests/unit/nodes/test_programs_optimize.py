@@ -4,6 +4,7 @@ shipped labelled set, the saved file loads, and the loaded program sends the new
 from __future__ import annotations
 
 import json
+from datetime import date
 from pathlib import Path
 
 import dspy
@@ -68,9 +69,9 @@ def test_examples_follow_the_labels() -> None:
     decide = examples(dataset, "decide_save")
     extract = examples(dataset, "extract")
     maintain = examples(dataset, "maintain")
-    assert len(decide) == 54 and sum(e.save for e in decide) == 38
-    assert len(extract) == 54  # every labelled user turn says which facts it states
-    assert len(maintain) == 38
+    assert len(decide) == 60 and sum(e.save for e in decide) == 43
+    assert len(extract) == 60  # every labelled user turn says which facts it states
+    assert len(maintain) == 43
     # The correction in Maya's second session: coffee is known, the tea facts are new.
     tea = next(e for e in maintain if "tea" in e.new_facts[0].text)
     assert [m.text for m in tea.existing_memories] == [
@@ -190,3 +191,50 @@ def test_the_profile_metric_scores_what_the_program_parsed() -> None:
     assert scores["empty"] == 0.0
     assert all(scores[n] < 1.0 for n in ("invented", "stale", "passing", "long"))
     assert scores["invented"] < scores["stale"] < scores["right"]
+
+
+def test_the_date_aware_metrics_score_what_the_programs_parsed() -> None:
+    """Through the programs (DummyLM answers, parsed into Fact and MemoryOp), the shipped
+    time examples: the stay until Friday and the move that closes the old home score 1.0
+    with the labelled dates, less without them."""
+    from engram.apps.eval.datasets import Validity
+    from engram.apps.eval.labelled import extract_metric, maintain_metric
+    from tests.helpers import ops
+    from tests.helpers import scripted_lm as dummy_lm
+
+    dataset = load_dataset(LABELLED)
+    tokyo = next(e for e in examples(dataset, "extract") if "until Friday" in e.user_message)
+    assert tokyo.gold_dates == [Validity(valid_until=date(2025, 4, 11))]
+    fact = {"text": "User is in Tokyo for a pharmacy conference", "category": "plans"}
+    scores = {}
+    for name, answer in {
+        "right": {**fact, "valid_until": "2025-04-11"},
+        "missing": fact,
+        "a day off": {**fact, "valid_until": "2025-04-12"},
+    }.items():
+        with dspy.context(lm=dummy_lm({"facts": [answer]})):
+            prediction = MemoryPrograms().extract(**tokyo.inputs())
+        scores[name] = extract_metric(tokyo, prediction).score
+    assert scores == {"right": 1.0, "missing": 0.5, "a day off": 0.5}
+
+    move = next(
+        e
+        for e in examples(dataset, "maintain")
+        if e.new_facts[-1].text == "User lives in Berlin, in Kreuzberg"
+    )
+    assert move.new_facts[-1].valid_from == date(2025, 3, 1)  # the fact's dates are shown
+    ids = {m.text: m.id for m in move.existing_memories}
+    paris = "User lives in Paris, in the 11th arrondissement"
+    added = [{"op": "ADD", "text": f.text, "category": "location"} for f in move.new_facts]
+    answers = {
+        "closed": [{"op": "UPDATE", "id": ids[paris], "text": paris, "valid_until": "2025-02-28"}],
+        "deleted": [{"op": "DELETE", "id": ids[paris]}],
+        "left open": [],
+    }
+    scored = {}
+    for name, operations in answers.items():
+        with dspy.context(lm=dummy_lm(ops(*operations, *added))):
+            prediction = MemoryPrograms().maintain(**move.inputs())
+        scored[name] = maintain_metric(move, prediction).score
+    assert scored["closed"] == 1.0
+    assert scored["deleted"] < scored["left open"] < 1.0
