@@ -325,7 +325,7 @@ def extract_metric(
             + "."
         )
     if result.wrong_dates:
-        notes.append(_date_notes(result))
+        notes.append(_date_notes(result, EXTRACT_DATES))
     if dropped:
         notes.append(
             "Rejected as not in the user's own words (the assistant's words are never a "
@@ -344,19 +344,24 @@ def _gold_dated(
     return [(text, dates[i] if i < len(dates) else LASTING) for i, text in enumerate(texts)]
 
 
-def _date_notes(result: DatedMatch) -> str:
-    return (
-        "Wrong dates (each such fact counts half): "
-        + "; ".join(
-            f"{text}: {describe_validity(given)}, expected {describe_validity(gold)}"
-            for text, given, gold in result.wrong_dates
-        )
-        + (
-            ". Give valid_until only when the user says or implies an end (until Friday, an "
-            "event's day, used to), on the day itself, resolved against the message time; "
-            "leave both dates null for lasting facts."
-        )
+EXTRACT_DATES = (
+    "Give valid_until only when the user says or implies an end (until Friday, an event's "
+    "day, used to), on the day itself, resolved against the message time; leave both dates "
+    "null for lasting facts."
+)
+MAINTAIN_DATES = (
+    "When a new fact ends a memory (a move, a new job), UPDATE that memory with its own "
+    "text and valid_until the last day it held; an ADD keeps its fact's dates; never end a "
+    "memory nothing ends."
+)
+
+
+def _date_notes(result: DatedMatch, advice: str) -> str:
+    wrong = "; ".join(
+        f"{text}: {describe_validity(given)}, expected {describe_validity(gold)}"
+        for text, given, gold in result.wrong_dates
     )
+    return f"Wrong dates (each such fact counts half): {wrong}. {advice}"
 
 
 def maintain_result(
@@ -424,7 +429,7 @@ def maintain_metric(
             + "."
         )
     if result.wrong_dates:
-        notes.append(_date_notes(result))
+        notes.append(_date_notes(result, MAINTAIN_DATES))
     if rejected:
         notes.append("Rejected operations: " + "; ".join(rejected) + ".")
     return dspy.Prediction(score=result.f1, feedback=" ".join(notes))
