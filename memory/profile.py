@@ -16,6 +16,7 @@ the size bound (`fit`).
 from __future__ import annotations
 
 import json
+import time
 import uuid
 from collections.abc import Mapping, Sequence
 from datetime import datetime
@@ -34,6 +35,7 @@ from engram.state.errors import MemoryNotFoundError
 
 PROFILE_CATEGORY = "profile"
 MAX_LINE_CHARS = 300  # one fact, not a paragraph
+READ_ATTEMPTS = 3  # reads of the current version while a concurrent update settles
 _LINEAGES = uuid.UUID("5f1d1d0e-6a43-4f53-9a55-2c1f3d0b7a11")
 
 
@@ -64,6 +66,7 @@ def decode(user_id: str, record: MemoryRecord) -> Profile:
         version_id=record.id,
         status=record.status,
         updated_at=record.created_at,
+        considered_at=record.updated_at if record.status == "active" else None,
         events=record.events,
     )
 
@@ -108,20 +111,37 @@ def shown_chars(text: str) -> int:
     return len(text) + 3
 
 
-def grounded(profile: Profile, active: Mapping[str, MemoryRecord], max_chars: int) -> Profile:
-    """The profile as the chatbot may state it: only lines whose memories are all active
-    (one resting on a memory since changed or deleted waits for the next update), every
-    active pinned memory (in its own words when no line states it), within the bound."""
+def current_pins(
+    pinned: Sequence[str], pins_now: Mapping[str, MemoryRecord]
+) -> tuple[list[str], dict[str, MemoryRecord]]:
+    """The pins as the memories' current versions (a pin follows its memory's updates; one
+    whose memory was deleted or is past is gone): their ids, and the records by id."""
+    records = {pins_now[i].id: pins_now[i] for i in pinned if i in pins_now}
+    return list(records), records
+
+
+def grounded(
+    profile: Profile,
+    active: Mapping[str, MemoryRecord],
+    pins_now: Mapping[str, MemoryRecord],
+    max_chars: int,
+) -> Profile:
+    """The profile as the chatbot may state it: only lines whose memories are all `active`
+    (one resting on a memory since changed or deleted waits for the next update), then the
+    pinned memories as they are now (`pins_now`: pin id -> current version; in their own
+    words when no line states them), within the bound. `pinned` keeps only the pins shown,
+    so what the profile does not show is left to recall."""
     lines = [
         line
         for line in profile.lines
         if line.memory_ids and all(i in active for i in line.memory_ids)
     ]
-    pinned = [i for i in profile.pinned if i in active]
+    pinned, records = current_pins(profile.pinned, pins_now)
     stated = {i for line in lines for i in line.memory_ids}
-    lines += pinned_lines([i for i in pinned if i not in stated], active)
+    lines += pinned_lines([i for i in pinned if i not in stated], records)
     kept, _ = fit(lines, pinned, max_chars)
-    return profile.model_copy(update={"lines": kept, "pinned": pinned})
+    shown = {i for line in kept for i in line.memory_ids}
+    return profile.model_copy(update={"lines": kept, "pinned": [i for i in pinned if i in shown]})
 
 
 class ProfileVersions:
@@ -133,20 +153,44 @@ class ProfileVersions:
         self.vector = [1.0] + [0.0] * (dims - 1)  # never searched: a constant, no embedding
 
     def head(self, user_id: str) -> Stored | None:
-        """The active version, finishing an update a crash interrupted."""
+        """The current version, finishing an update a crash interrupted. Only a version
+        still active when read again and linked from the one it replaced counts: one that
+        another writer's update is still writing, or is withdrawing after losing a race, is
+        not the profile (several processes may write it at once). Raises `Conflict` while
+        no version settles, for the caller to read again."""
         key = profile_key(user_id)
         records = [
             record_from_point(p) for p in self.engine.scroll(Where(user_id=key, status="active"))
         ]
         shown = self.versions.without_replaced(key, records)
-        current = [r for r in records if r.id in shown]
-        if not current:
+        candidates = sorted(
+            (r for r in records if r.id in shown), key=lambda r: (r.created_at, r.id), reverse=True
+        )
+        if not candidates:
             return None
-        newest = max(current, key=lambda r: (r.created_at, r.id))
-        return self.versions.get(key, newest.id)
+        for record in candidates:
+            found = self.versions.get_many(key, [record.id])
+            if found and found[0].record.status == "active" and self._linked(key, found[0]):
+                return found[0]
+        raise Conflict()
+
+    def _linked(self, key: str, stored: Stored) -> bool:
+        previous = stored.record.supersedes
+        if previous is None:
+            return True
+        before = self.versions.get_many(key, [previous])
+        return bool(before) and before[0].record.superseded_by == stored.record.id
 
     def current(self, user_id: str) -> Profile:
-        head = self.head(user_id)
+        """The current version (a reader waits out a concurrent update's few writes)."""
+        for _ in range(READ_ATTEMPTS - 1):
+            try:
+                head = self.head(user_id)
+                break
+            except Conflict:
+                time.sleep(0.005)
+        else:
+            head = self.head(user_id)
         return decode(user_id, head.record) if head else Profile(user_id=user_id)
 
     def history(self, user_id: str) -> list[Profile]:
@@ -172,13 +216,20 @@ class ProfileVersions:
         at: datetime,
         operation: EventName,
         source: Source,
+        based_on: str | None,
         detail: str | None = None,
     ) -> Profile | None:
-        """Write a new version (None: the same as the current one, nothing written).
-        Raises `Conflict` when a concurrent writer changed the profile: read and retry."""
+        """Write a new version of the profile the caller read, `based_on` (its version id;
+        None: there was none). None: the same as that one, nothing written. Raises
+        `Conflict` when a concurrent writer changed the profile since: read and retry (so
+        no writer's change is lost under another's)."""
         text = encode(lines, pinned)
         head = self.head(user_id)
+        if (head.record.id if head else None) != based_on:
+            raise Conflict()
         if head is not None and json.loads(head.record.text) == json.loads(text):
+            # the same profile: only when it was last considered moves
+            self.versions.write(head, head.record.model_copy(update={"updated_at": at}))
             return None
         if head is not None:
             new_id = self.versions.replace(

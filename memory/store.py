@@ -59,6 +59,7 @@ from engram.memory.payload import (
 from engram.memory.profile import (
     MAX_LINE_CHARS,
     ProfileVersions,
+    current_pins,
     fit,
     grounded,
     pinned_lines,
@@ -74,7 +75,14 @@ from engram.memory.retrieval import (
     keyword_scores,
     searches,
 )
-from engram.memory.versions import Conflict, Validity, Versions, new_version, now_utc
+from engram.memory.versions import (
+    Conflict,
+    Validity,
+    Versions,
+    canonical_uuid,
+    new_version,
+    now_utc,
+)
 from engram.state.context import validate_user_id
 from engram.state.contracts import (
     AppliedOp,
@@ -555,7 +563,8 @@ class MemoryStore:
     def forget(self, user_id: str) -> int:
         """Erase every version of every memory of the user, and their profile. Returns how
         many memory versions were erased."""
-        where = Where(user_id=require_user_id(user_id))
+        user_id = require_user_id(user_id)  # " alice" is alice: her profile goes too
+        where = Where(user_id=user_id)
         profile = Where(user_id=profile_key(user_id))
         with self.write_lock(user_id):
             self._erasures[user_id] = self._erasures.get(user_id, 0) + 1
@@ -856,9 +865,8 @@ class MemoryStore:
             validity=self._validity(op, category, op.observed_at or at, None),
         )
         self.versions.insert(record, vectors[text])
-        kept = self.versions.settle_duplicates(
-            user_id, text
-        )  # another writer may have added it too
+        # another writer may have added it too
+        kept = self.versions.settle_duplicates(user_id, text) or record
         if kept.id != record.id:
             return AppliedOp(
                 op="ADD", ref=op.ref, memory_id=kept.id, text=kept.text, result="duplicate"
@@ -915,7 +923,19 @@ class MemoryStore:
         stored = self.profiles.current(user_id)
         if as_stored:
             return stored
-        return grounded(stored, self.active(user_id, stored.cited(), on=on), self.profile_chars)
+        line_ids = {i for line in stored.lines for i in line.memory_ids}
+        active = self.active(user_id, line_ids, on=on)
+        pins_now = self.pins_now(user_id, stored.pinned, on=on)
+        return grounded(stored, active, pins_now, self.profile_chars)
+
+    def pins_now(
+        self, user_id: str, pinned: Iterable[str], *, on: date | None = None
+    ) -> dict[str, MemoryRecord]:
+        """Pin id -> its memory's current version, still true on day `on` (default today,
+        UTC): a pin follows its memory's updates; a deleted or past one is left out."""
+        today = on or now_utc().date()
+        current = self.current_versions(user_id, pinned)
+        return {pin: record for pin, record in current.items() if not record.is_past(today)}
 
     def profile_history(self, user_id: str) -> list[Profile]:
         """Every version of the user's profile, oldest first, each with what made it."""
@@ -975,8 +995,8 @@ class MemoryStore:
                 ]
                 return ProfileReport(refused=refused)
             current = self.profiles.current(user_id)
-            cited = {i for line in lines for i in line.memory_ids} | set(current.pinned)
-            active = self.active(user_id, cited)
+            active = self.active(user_id, {i for line in lines for i in line.memory_ids})
+            pins, pinned = current_pins(current.pinned, self.pins_now(user_id, current.pinned))
             report = ProfileReport()
             accepted: list[ProfileLine] = []
             for line in lines:
@@ -990,18 +1010,24 @@ class MemoryStore:
                     )
                 else:
                     report.refused.append(RejectedOp(op="PROFILE", text=line.text, reason=reason))
-            pins = [i for i in current.pinned if i in active]
             stated = {i for line in accepted for i in line.memory_ids}
             # Pinned memories no line states are shown in their own words (`grounded`):
             # they take their room here, but are not stored as lines, so unpinning one
-            # takes it out.
-            shown = pinned_lines([i for i in pins if i not in stated], active)
+            # takes it out. Pins are stored as their memories' current versions.
+            shown = pinned_lines([i for i in pins if i not in stated], pinned)
             kept, report.left_out = fit(shown + accepted, pins, self.profile_chars)
             kept = [line for line in kept if line not in shown]
             # Even an empty version is written: it records when the profile was last
             # considered (`nodes.update_profile` counts new memories since then).
             report.profile = self.profiles.write(
-                user_id, kept, pins, at=now_utc(), operation="UPDATE", source=source, detail=detail
+                user_id,
+                kept,
+                pins,
+                at=now_utc(),
+                operation="UPDATE",
+                source=source,
+                based_on=current.version_id,
+                detail=detail,
             )
             return report
 
@@ -1021,11 +1047,12 @@ class MemoryStore:
 
         def attempt() -> Profile:
             current = self.profiles.current(user_id)
-            if record.id in current.pinned:
+            pins, pinned = current_pins(current.pinned, self.pins_now(user_id, current.pinned))
+            if record.id in pinned:
                 return self.profile(user_id)
-            pins = [*current.pinned, record.id]
-            texts = self.active(user_id, pins)
-            if sum(shown_chars(r.text) for r in texts.values()) > self.profile_chars:
+            pins.append(record.id)
+            texts = [*pinned.values(), record]
+            if sum(shown_chars(r.text) for r in texts) > self.profile_chars:
                 raise InvalidInputError(
                     f"the pinned memories would not fit the profile's {self.profile_chars} "
                     "characters (ENGRAM_PROFILE_CHARS); unpin one first"
@@ -1037,6 +1064,7 @@ class MemoryStore:
                 at=now_utc(),
                 operation="UPDATE",
                 source=source or Source(actor="api"),
+                based_on=current.version_id,
                 detail=f"pinned {record.id}",
             )
             return self.profile(user_id)
@@ -1048,18 +1076,26 @@ class MemoryStore:
         """Unpin a memory: it stays in the profile only while a line rests on it."""
         user_id = require_user_id(user_id)
 
+        wanted = canonical_uuid(memory_id) or memory_id
+
         def attempt() -> Profile:
             current = self.profiles.current(user_id)
-            if memory_id not in current.pinned:
-                raise MemoryNotFoundError(f"memory {memory_id!r} is not pinned for {user_id!r}")
+            now = self.current_versions(user_id, current.pinned)
+            # the pin itself, or the memory it pins as it is now (a pin follows updates)
+            kept = [i for i in current.pinned if wanted not in (i, now[i].id if i in now else i)]
+            if len(kept) == len(current.pinned):
+                raise MemoryNotFoundError(
+                    f"memory {_short(memory_id)} is not pinned for {user_id!r}"
+                )
             self.profiles.write(
                 user_id,
                 current.lines,
-                [i for i in current.pinned if i != memory_id],
+                kept,
                 at=now_utc(),
                 operation="UPDATE",
                 source=source or Source(actor="api"),
-                detail=f"unpinned {memory_id}",
+                based_on=current.version_id,
+                detail=f"unpinned {wanted}",
             )
             return self.profile(user_id)
 
@@ -1083,6 +1119,7 @@ class MemoryStore:
                 at=now_utc(),
                 operation="RESTORE",
                 source=source or Source(actor="api"),
+                based_on=self.profiles.current(user_id).version_id,
                 detail=f"restored from {old.version_id}",
             )
             return self.profiles.current(user_id)
@@ -1100,6 +1137,11 @@ def require_user_id(user_id: str) -> str:
         return validate_user_id(user_id)
     except ValueError as error:
         raise InvalidInputError(str(error)) from None
+
+
+def _short(text: str, limit: int = 80) -> str:
+    """An id as an error message quotes it: bounded, whatever was sent."""
+    return repr(text if len(text) <= limit else text[:limit] + "...")
 
 
 def _unsupported(line: ProfileLine, active: dict[str, MemoryRecord]) -> str | None:

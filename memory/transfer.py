@@ -46,7 +46,7 @@ from pydantic import BaseModel, Field, ValidationError
 
 from engram.memory.engines.base import Where
 from engram.memory.payload import Stored, record_from_point, stored_point, text_hash
-from engram.memory.profile import MAX_LINE_CHARS, fit, pinned_lines
+from engram.memory.profile import MAX_LINE_CHARS, fit, pinned_lines, shown_chars
 from engram.memory.store import (
     PAGE,
     MemoryStore,
@@ -684,6 +684,7 @@ def import_profile(
                     at=datetime.now(UTC),
                     operation="IMPORT",
                     source=Source(actor="import"),
+                    based_on=None,  # only a user without a profile gets the file's
                     detail=detail,
                 )
             except Conflict:
@@ -719,7 +720,7 @@ def _planned_profile(
             continue
         if target in pins:
             continue
-        size = len(records[target].text) + 1
+        size = shown_chars(records[target].text)  # as `MemoryStore.pin` counts it
         if pinned_chars + size > store.profile_chars:
             dropped.append(
                 RejectedOp(

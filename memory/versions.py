@@ -103,14 +103,17 @@ class Versions:
             (r for r in records if r.id in shown), key=lambda r: (r.created_at, r.id), default=None
         )
 
-    def settle_duplicates(self, user_id: str, text: str) -> MemoryRecord:
+    def settle_duplicates(self, user_id: str, text: str) -> MemoryRecord | None:
         """Keep one active copy of a text: the oldest; later copies (written at the same
-        time by another writer) are merged into it. Every writer picks the same one."""
+        time by another writer) are merged into it. Every writer picks the same one. None:
+        no active copy is left (a concurrent writer retired or erased it meanwhile)."""
         where = Where(user_id=user_id, status="active", text_hashes=[text_hash(text)])
         copies = sorted(
             (stored_from_point(p) for p in self.engine.scroll(where)),
             key=lambda s: (s.record.created_at, s.record.id),
         )
+        if not copies:
+            return None
         kept = copies[0].record
         for copy in copies[1:]:
             if copy.record.superseded_by:

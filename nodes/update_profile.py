@@ -91,7 +91,15 @@ def make_update_profile(
             )
         except MemoryStepError as error:  # the old profile stays; the next run retries
             return {"profile_due": True, "memory_error": with_error(state, str(error))}
-        proposed, refused = cited_lines(list(prediction.lines or []), memories)
+        answered = list(prediction.lines or [])
+        proposed, refused = cited_lines(answered, memories)
+        if answered and not proposed:  # every line cited ids it was not shown: a bad answer
+            message = "update_profile: every line the model wrote cited unknown ids"
+            return {
+                "profile_due": True,
+                "rejected": refused,
+                "memory_error": with_error(state, f"{message}; the profile is kept"),
+            }
         thread = runtime.execution_info.thread_id if runtime.execution_info else None
         source = Source(thread_id=thread, actor="profile")
 
@@ -127,7 +135,7 @@ def update_reason(store: MemoryStore, user_id: str, current: Profile) -> str | N
     if gone:
         return f"{len(gone)} of the memories it rests on changed"
     today = now_utc().date()
-    since = store.memories(user_id, created_after=current.updated_at)
+    since = store.memories(user_id, created_after=current.considered_at)
     fresh = [
         m
         for m in since

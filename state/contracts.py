@@ -185,6 +185,9 @@ class Profile(BaseModel):
     version_id: str | None = None  # None: the user has no profile yet
     status: MemoryStatus = "active"
     updated_at: datetime | None = None
+    # When the profile program last looked at the memories for the current version (it
+    # may have kept the lines as they were); None for an earlier version.
+    considered_at: datetime | None = None
     events: list[MemoryEvent] = Field(default_factory=list)
 
     def cited(self) -> set[str]:

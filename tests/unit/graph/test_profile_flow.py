@@ -275,3 +275,20 @@ async def test_the_ingest_graph_keeps_the_profile_too(store: MemoryStore) -> Non
     )
     assert lines(store) == ["Daughter: Lea."]
     assert store.profile("alice").lines[0].memory_ids == [store.memories("alice")[0].id]
+
+
+async def test_an_answer_citing_only_invented_ids_keeps_the_profile(store: MemoryStore) -> None:
+    city = store.add("alice", "User lives in Porto", "location").memory_id
+    assert city
+    store.save_profile("alice", [ProfileLine(text="Porto.", memory_ids=[city])], source=Source())
+    lm = scripted_lm(
+        save(),
+        facts(("User lives in Braga now", "location")),
+        ops({"op": "UPDATE", "id": 1, "text": "User lives in Braga"}),
+        profile(("Braga.", [9]), ("Rich.", [12])),
+    )
+    graph, _ = graph_of(store, lm)
+    result = await turn(graph, "I moved to Braga")
+    assert "cited unknown ids" in (result["memory_error"] or "")
+    assert store.profile("alice", as_stored=True).lines[0].text == "Porto."  # kept
+    assert (await thread_values(graph))["profile_due"] is True

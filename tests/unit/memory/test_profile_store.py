@@ -4,6 +4,7 @@ memories' reads — on both engines."""
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -170,4 +171,76 @@ def test_a_profile_prepared_before_a_forget_is_not_written(store: MemoryStore) -
         "alice", [line("Lives in Berlin.", city)], source=CHAT, erasures=mark
     )
     assert report.profile is None and "erased" in report.refused[0].reason
+    assert store.profile_history("alice") == []
+
+
+def test_writers_in_several_processes_never_fork_the_profile_or_lose_a_pin(
+    store: MemoryStore,
+) -> None:
+    """Four stores on one collection stand in for four processes sharing a Qdrant: each
+    has its own locks, so only the conditional writes keep the profile one chain."""
+    stores = [store, *(MemoryStore(store.engine, store.embeddings, dims=8) for _ in range(3))]
+    for attempt in range(6):
+        user = f"dave{attempt}"
+        ids = [store.add(user, f"User thing {i}", "personal").memory_id or "" for i in range(4)]
+        store.save_profile(user, [line("Thing 0.", ids[0])], source=CHAT)
+        start = threading.Barrier(4)
+        errors: list[BaseException] = []
+
+        def pin(
+            writer: int,
+            user: str = user,
+            ids: list[str] = ids,
+            start: threading.Barrier = start,
+            errors: list[BaseException] = errors,
+        ) -> None:
+            start.wait()
+            try:
+                stores[writer].pin(user, ids[writer])
+            except BaseException as error:
+                errors.append(error)
+
+        threads = [threading.Thread(target=pin, args=(i,)) for i in range(4)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        assert errors == []
+        history = store.profile_history(user)
+        assert [p.status for p in history].count("active") == 1
+        assert sorted(store.profile(user).pinned) == sorted(ids)
+
+
+def test_a_pin_follows_its_memory_through_an_update(store: MemoryStore) -> None:
+    allergy = store.add("alice", "User is allergic to nuts", "health").memory_id
+    assert allergy
+    store.pin("alice", allergy)
+    changed = store.update("alice", allergy, "User is allergic to nuts and sesame").memory_id
+    assert changed
+    shown = store.profile("alice")
+    assert [entry.text for entry in shown.lines] == ["User is allergic to nuts and sesame"]
+    assert shown.pinned == [changed]
+    store.save_profile("alice", [], source=CHAT)  # a later update keeps the pin, as it is now
+    assert store.profile("alice", as_stored=True).pinned == [changed]
+    store.unpin("alice", changed)  # by its current id
+    assert store.profile("alice").lines == []
+
+
+def test_a_pin_the_bound_leaves_out_is_not_claimed_as_shown(store: MemoryStore) -> None:
+    first = store.add("alice", "User has type 1 diabetes", "health").memory_id
+    second = store.add("alice", "User keeps insulin in the fridge", "health").memory_id
+    assert first and second
+    store.pin("alice", first)
+    store.pin("alice", second)
+    store.profile_chars = 30  # lowered after pinning
+    shown = store.profile("alice")
+    assert [entry.text for entry in shown.lines] == ["User has type 1 diabetes"]
+    assert shown.pinned == [first]  # recall still brings the other one when it matters
+
+
+def test_forget_takes_the_profile_of_the_id_as_normalised(store: MemoryStore) -> None:
+    city = store.add("alice", "User lives in Berlin", "location").memory_id
+    assert city
+    store.save_profile("alice", [line("Lives in Berlin.", city)], source=CHAT)
+    store.forget(" alice ")
     assert store.profile_history("alice") == []
