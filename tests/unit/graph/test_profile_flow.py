@@ -292,3 +292,23 @@ async def test_an_answer_citing_only_invented_ids_keeps_the_profile(store: Memor
     assert "cited unknown ids" in (result["memory_error"] or "")
     assert store.profile("alice", as_stored=True).lines[0].text == "Porto."  # kept
     assert (await thread_values(graph))["profile_due"] is True
+
+
+async def test_an_unchanged_answer_is_not_asked_again_on_the_next_turn(
+    store: MemoryStore,
+) -> None:
+    city = store.add("alice", "User lives in Porto", "location").memory_id
+    assert city
+    store.save_profile("alice", [ProfileLine(text="Porto.", memory_ids=[city])], source=Source())
+    said = ["User plays chess", "User likes jazz", "User runs", "User bakes bread"]
+    script: list[dict[str, Any]] = []
+    for n, text in enumerate(said):
+        script += [save(), facts((text, "preferences")), ops({"op": "ADD", "text": text})]
+        if n == 2:
+            script.append(profile(("Porto.", [1])))  # the third: due; the same lines
+    lm = scripted_lm(*script)
+    graph, _ = graph_of(store, lm)
+    for text in said:
+        await turn(graph, text.replace("User", "I"))
+    assert calls(lm) == 4 * 3 + 1  # the fourth memory alone is not a batch
+    assert len(store.profile_history("alice")) == 1  # nothing changed, nothing written
