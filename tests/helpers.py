@@ -108,11 +108,13 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
 def engram_env(tmp_path: Path, **settings: str) -> dict[str, str]:
-    """This process's environment without Engram/OpenAI/Qdrant settings, plus `settings`."""
+    """This process's environment without Engram/OpenAI/Qdrant settings, plus `settings`.
+    The profile is off unless `settings` turn it on (see `tests/conftest.py`)."""
     base = {
         k: v for k, v in os.environ.items() if not k.startswith(("OPENAI_", "ENGRAM_", "QDRANT_"))
     }
-    return base | {"ENGRAM_DATA_DIR": str(tmp_path / "data")} | settings
+    defaults = {"ENGRAM_DATA_DIR": str(tmp_path / "data"), "ENGRAM_PROFILE": "off"}
+    return base | defaults | settings
 
 
 def run_engram(

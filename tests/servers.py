@@ -42,6 +42,7 @@ MEMORY_NODES = [
     "extract",
     "retrieve_similar",
     "maintain",
+    "update_profile",
 ]
 INGEST_NODES = MEMORY_NODES[3:]
 # What a chat run reports of its memory steps: with the steps in the background, the
@@ -248,6 +249,7 @@ def server_env(fake: FakeOpenAI, workdir: Path, **settings: str) -> dict[str, st
         LITELLM_LOCAL_MODEL_COST_MAP="True",
         DSPY_CACHEDIR=str(workdir / "dspy-cache"),
         PYTHONUNBUFFERED="1",
+        ENGRAM_PROFILE="off",  # on where a test turns it on (see tests/conftest.py)
     )
     env.update(settings)
     return env

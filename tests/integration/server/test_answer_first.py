@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Iterator
+from pathlib import Path
 
 import httpx
 import pytest
@@ -275,3 +276,33 @@ async def test_forget_stops_memory_steps_still_running(
         assert forgot.status_code == 200, forgot.text
         await asyncio.sleep(4)  # past the point where decide_save would have answered
         assert await memory_texts(dev_server, "kim-first") == []
+
+
+async def test_the_memory_run_keeps_the_profile_and_the_next_answer_has_it(
+    fake: FakeOpenAI, tmp_path: Path
+) -> None:
+    """On the server the profile is updated in the memory run (after the answer) and read
+    by the next chat run's recall: a diet reaches a question that does not mention it."""
+    fake.reset()
+    with langgraph_dev(fake, tmp_path, ENGRAM_PROFILE="on") as profiled:
+        await profile_turns(profiled, fake)
+
+
+async def profile_turns(dev_server: DevServer, fake: FakeOpenAI) -> None:
+    dana = client_for(dev_server.url, "dana-profile")
+    fake.queue("extract", facts_answer(("User is vegetarian", "health")))
+    first = await run_turn(dana, "I'm vegetarian.")
+    assert first["memory_error"] is None
+    assert len(fake.requests_for("profile")) == 1
+    async with httpx.AsyncClient(base_url=dev_server.url, timeout=60) as http:
+        shown = await http.get("/memories/profile", headers=bearer("dana-profile"))
+        theirs = await http.get("/memories/profile", headers=bearer("bob"))
+    assert [line["text"] for line in shown.json()["lines"]] == ["User is vegetarian"]
+    assert theirs.json()["lines"] == []
+
+    fake.queue("decide_save", save_answer(False))
+    second = await run_turn(dana, "Can you suggest a dinner for tonight?")
+    assert second["profile"]["lines"][0]["text"] == "User is vegetarian"
+    system = fake.requests_for("chat")[-1].system_prompt
+    assert "- User is vegetarian" in system.split("What you remember")[0]
+    assert len(fake.requests_for("profile")) == 1

@@ -50,6 +50,7 @@ async def test_dev_server_serves_both_graphs_and_their_schemas(dev_server: DevSe
         ("recall", "respond"),
         ("respond", "decide_save"),
         ("retrieve_similar", "maintain"),
+        ("maintain", "update_profile"),
     } <= edges
     assert ("decide_save", "extract") in edges and ("extract", "retrieve_similar") in edges
 
