@@ -131,17 +131,20 @@ def recall_memories(
     Without a time reference: the most relevant ones above the relevance `floor`. Asking
     what the user said at a time: the most relevant of those said then, without the floor
     (the time is what makes them relevant; none said then means none). Any other time
-    reference: relevant memories said then gain `TIME_BOOST`, so they rank above equally
-    relevant ones from other times and can enter the top k from below it. With `valid_on`,
-    only memories still true that day.
+    reference: memories said then gain `TIME_BOOST`, against the floor too, so they rank
+    above equally relevant ones from other times and can enter the top k from below it.
+    With `valid_on`, only memories still true that day.
     """
     if reference is None:
         return store.search(user_id, query, k, min_score=floor, valid_on=valid_on)
     if reference.said:
         return store.search(user_id, query, k, observed=reference.span, valid_on=valid_on)
     anytime = store.search(user_id, query, k, min_score=floor, valid_on=valid_on)
+    # The boost counts against the floor too: "where was I last week?" shares few words
+    # with "User is in Tokyo", said then.
+    lowered = None if floor is None else floor - TIME_BOOST
     then = store.search(
-        user_id, query, k, min_score=floor, observed=reference.span, valid_on=valid_on
+        user_id, query, k, min_score=lowered, observed=reference.span, valid_on=valid_on
     )
     merged = {m.id: m for m in [*anytime, *then]}.values()
     boosted = [

@@ -178,3 +178,17 @@ async def test_history_told_out_of_order_keeps_the_newer_fact(store: MemoryStore
         ("User lives in Berlin", "active", at(2024, 5, 1)),
         ("User lives in Paris", "superseded", at(2023, 1, 10)),
     ]
+
+
+async def test_the_time_boost_counts_against_the_floor(store: MemoryStore) -> None:
+    """ "What did I do last week?" scores under the floor against what the user said then;
+    with the boost it is within it."""
+    store.add(
+        "alice", "User is on a work trip in Tokyo", "location", observed_at=NOW - timedelta(days=7)
+    )
+    question = "What did I do last week?"
+    plain = store.search("alice", question, 3)
+    assert (plain[0].score or 0) < Settings().recall_floor
+    recall = make_recall(NoModels(Settings(), store=store))  # the default floor
+    recalled = (await recall(message(question), runtime()))["recalled"]
+    assert [m.text for m in recalled] == ["User is on a work trip in Tokyo"]
