@@ -483,14 +483,19 @@ class MemoryStore:
         *,
         observed_at: datetime | None = None,
         source: Source | None = None,
+        valid_from: date | None = None,
+        valid_until: date | None = None,
     ) -> AppliedOp:
-        """Add a memory; an exact duplicate of an active one is a no-op (idempotent)."""
+        """Add a memory (true from `valid_from` until `valid_until` when given); an exact
+        duplicate of an active one is a no-op (idempotent)."""
         op = PlannedOp(
             "ADD",
             text=text,
             category=category,
             observed_at=observed_at,
             source=source or Source(actor="api"),
+            valid_from=valid_from,
+            valid_until=valid_until,
         )
         return self._apply_single(user_id, op)
 

@@ -67,7 +67,16 @@ class MemoryPage(BaseModel):
     next_offset: int | None = Field(description="Pass as `offset` for the next page.")
 
 
-class NewMemory(BaseModel):
+class Validity(BaseModel):
+    valid_from: date | None = Field(
+        default=None, description="The first day it is true; null: from when it was said."
+    )
+    valid_until: date | None = Field(
+        default=None, description="The last day it is true; null: no end."
+    )
+
+
+class NewMemory(Validity):
     text: str = Field(description="The fact, stored as written (no LLM involved).")
     category: str | None = Field(default=None, description="Default: other.")
     observed_at: AwareDatetime | None = Field(
@@ -78,15 +87,6 @@ class NewMemory(BaseModel):
 class MemoryChange(BaseModel):
     text: str = Field(description="The memory's complete new text.")
     category: str | None = Field(default=None, description="Default: unchanged.")
-
-
-class Validity(BaseModel):
-    valid_from: date | None = Field(
-        default=None, description="The first day it is true; null: from when it was said."
-    )
-    valid_until: date | None = Field(
-        default=None, description="The last day it is true; null: no end."
-    )
 
 
 AsOf = Annotated[
@@ -356,6 +356,8 @@ async def create_memory(user: User, memory: NewMemory, response: Response) -> Ap
         memory.category,
         observed_at=memory.observed_at,
         source=API_SOURCE,
+        valid_from=memory.valid_from,
+        valid_until=memory.valid_until,
     )
     if applied.result != "added":
         response.status_code = status.HTTP_200_OK

@@ -310,3 +310,18 @@ async def test_mcp_tools_show_and_set_validity(
     assert "set_validity" in mcp.TOOLS
     arguments = mcp.TOOLS["set_validity"].listing("set_validity").input_schema["properties"]
     assert set(arguments) == {"id", "valid_from", "valid_until"}
+
+
+def test_http_stores_a_new_memory_with_its_dates(client: TestClient, store: MemoryStore) -> None:
+    dates = {"valid_from": "2026-04-06", "valid_until": "2026-04-10"}
+    created = client.post("/memories", json={"text": "User is in Rome", **dates}, headers=me())
+    assert created.status_code == 201, created.text
+    memory = store.get("alice", created.json()["memory_id"])
+    assert (str(memory.valid_from), str(memory.valid_until)) == ("2026-04-06", "2026-04-10")
+    backwards = client.post(
+        "/memories",
+        json={"text": "User is in Oslo", "valid_from": "2026-05-02", "valid_until": "2026-05-01"},
+        headers=me(),
+    )
+    assert backwards.status_code == 422 and "before valid from" in backwards.text
+    assert [m.text for m in store.memories("alice")] == ["User is in Rome"]
