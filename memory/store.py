@@ -90,6 +90,7 @@ from engram.state.contracts import (
     MemoryRecord,
     MemoryStatus,
     OpName,
+    Outcome,
     Profile,
     ProfileLine,
     RejectedOp,
@@ -199,7 +200,7 @@ class MemoryStore:
         self.profile_chars = profile_chars  # the profile's size bound (ENGRAM_PROFILE_CHARS)
         # Days a memory of these categories stays true after it was last said, unless
         # said otherwise (ENGRAM_TTL): restating it renews it (`_validity`).
-        self.ttl_days = dict(ttl_days or {})
+        self.ttl_days = {clean_category(name): days for name, days in (ttl_days or {}).items()}
         # Erasures per user (`forget`): a write prepared before one (its embeddings are made
         # outside the user's lock) must not land after it.
         self._erasures: dict[str, int] = {}
@@ -224,6 +225,7 @@ class MemoryStore:
                 "ENGRAM_COLLECTION to a new collection and move memories with "
                 "`engram export` / `engram import` (which re-embeds)."
             )
+        self.engine.ensure_indexes()  # e.g. `valid_until`, newer than the collection
         if not self.engine.has_keywords():  # written before hybrid retrieval
             self.engine.add_keywords()
         self._backfill_keywords(on_progress)
@@ -705,35 +707,94 @@ class MemoryStore:
     def _validity(
         self, op: PlannedOp, category: str, observed: datetime, previous: MemoryRecord | None
     ) -> Validity:
-        """A new version's validity: what the operation says; else, in a category with a
-        time to live, that many days from when it was said (so saying it again renews it);
-        else the previous version's."""
-        start = op.valid_from or (previous.valid_from if previous else None)
+        """A new version's validity. What the operation says comes first. A version with
+        its predecessor's text (an UPDATE that only dates it) keeps the dates it does not
+        give; a new text does not (an end said of "User is in Tokyo until Friday" is not
+        one of "User lives in Tokyo"). Without an end, a category with a time to live ends
+        that many days after the fact starts or is said, whichever is later. An inherited
+        end before a new start (a closed fact reopened) is dropped."""
+        same_text = previous is not None and text_hash(op.text or "") == text_hash(previous.text)
+        start = op.valid_from or (previous.valid_from if previous and same_text else None)
         end = op.valid_until
-        ttl = self.ttl_days.get(category)
-        if end is None and ttl is not None:
-            end = observed.date() + timedelta(days=ttl)
-        elif end is None and previous is not None:
+        inherited = end is None and previous is not None and same_text
+        if inherited:
+            assert previous is not None
             end = previous.valid_until
+        ttl = self.ttl_days.get(category)
+        if end is None and ttl is not None and not inherited:
+            end = self._ttl_end(observed.date(), start, ttl)
         if start is not None and end is not None and end < start:
-            raise InvalidInputError(f"valid until {end} is before valid from {start}")
+            if inherited:
+                end = None
+            else:
+                raise InvalidInputError(f"valid until {end} is before valid from {start}")
         return start, end
 
-    def _restated(self, user_id: str, op: PlannedOp, at: datetime) -> AppliedOp:
-        """A NOOP: the fact is already known. Restating a memory of a category with a time
-        to live renews it (a new version with the later end); nothing else changes."""
-        unchanged = AppliedOp(op="NOOP", ref=op.ref, memory_id=op.target_id, result="unchanged")
-        if op.target_id is None or not self.ttl_days:
-            return unchanged
-        head = self.versions.head(user_id, op.target_id)
-        record = head.record
+    @staticmethod
+    def _ttl_end(said: date, start: date | None, ttl: int) -> date:
+        return max(said, start or said) + timedelta(days=ttl)
+
+    def _ttl_ended(self, record: MemoryRecord) -> bool:
+        """Whether the memory's end came from its category's time to live (not from the
+        user or by hand): only such an end is renewed when the fact is said again."""
         ttl = self.ttl_days.get(record.category)
-        if ttl is None or record.status != "active" or op.observed_at is None:
+        if ttl is None or record.valid_until is None:
+            return False
+        return record.valid_until == self._ttl_end(
+            record.observed_at.date(), record.valid_from, ttl
+        )
+
+    def _restated(self, user_id: str, op: PlannedOp, at: datetime) -> AppliedOp:
+        """A NOOP: the fact is already known. It may still date the memory, or renew it
+        (`_said_again`); nothing else changes."""
+        unchanged = AppliedOp(op="NOOP", ref=op.ref, memory_id=op.target_id, result="unchanged")
+        if op.target_id is None:
             return unchanged
-        renewed = op.observed_at.date() + timedelta(days=ttl)
-        if record.valid_until is not None and renewed <= record.valid_until:
+        record = self.versions.head(user_id, op.target_id).record
+        if record.status != "active":
             return unchanged
-        new_id = self.versions.replace(
+        return self._said_again(user_id, replace(op, text=record.text), at, record)
+
+    def _renewal(self, record: MemoryRecord, said: datetime) -> date | None:
+        """The later end a memory gets when said again at `said`, or None."""
+        ttl = self.ttl_days.get(record.category)
+        if ttl is None or record.status != "active" or not self._ttl_ended(record):
+            return None
+        renewed = self._ttl_end(said.date(), record.valid_from, ttl)
+        assert record.valid_until is not None  # `_ttl_ended`
+        return renewed if renewed > record.valid_until else None
+
+    def _said_again(
+        self, user_id: str, op: PlannedOp, at: datetime, duplicate: MemoryRecord
+    ) -> AppliedOp:
+        """A fact the user's memory already holds, said again (an ADD of the same text, or a
+        NOOP): the memory takes the dates the user gave now ("User is in Tokyo until the
+        20th"); without any, an end that came from its category's time to live is renewed
+        (an end the user gave, or one cleared by hand, stays). A statement older than the
+        memory changes nothing."""
+        kept: Outcome = "duplicate" if op.op == "ADD" else "unchanged"
+        found = AppliedOp(
+            op=op.op, ref=op.ref, memory_id=duplicate.id, text=duplicate.text, result=kept
+        )
+        if _older(op, duplicate):
+            return found
+        validity: Validity | None = None
+        if op.valid_from is not None or op.valid_until is not None:
+            validity = self._validity(op, duplicate.category, op.observed_at or at, duplicate)
+        elif op.observed_at is not None and (renewed := self._renewal(duplicate, op.observed_at)):
+            validity = (duplicate.valid_from, renewed)
+        if validity is None or validity == (duplicate.valid_from, duplicate.valid_until):
+            return found
+        head = self.versions.head(user_id, duplicate.id)
+        new_id = self._redate(head, op, at, validity)
+        detail = f"said again: true until {validity[1]}" if validity[1] else "said again, dated"
+        return found.model_copy(update={"memory_id": new_id, "result": "updated", "detail": detail})
+
+    def _redate(self, head: Stored, op: PlannedOp, at: datetime, validity: Validity) -> str:
+        """A new version of `head` with the same text and `validity` (said again at the
+        operation's time, when it has one)."""
+        record = head.record
+        return self.versions.replace(
             head,
             record.text,
             record.category,
@@ -741,17 +802,9 @@ class MemoryStore:
             at=at,
             operation="UPDATE",
             source=op.source,
-            observed_at=op.observed_at,
-            validity=(record.valid_from, renewed),
-            detail=f"said again: true until {renewed}",
-        )
-        return AppliedOp(
-            op="NOOP",
-            ref=op.ref,
-            memory_id=new_id,
-            text=record.text,
-            result="updated",
-            detail=f"said again: true until {renewed}",
+            observed_at=op.observed_at or record.observed_at,
+            validity=validity,
+            detail=_validity_change(record, validity),
         )
 
     def set_validity(
@@ -831,6 +884,7 @@ class MemoryStore:
                 observed_at=op.observed_at,
                 lineage_id=record.lineage_id,
                 detail=detail,
+                validity=(op.valid_from, op.valid_until),
             )
             self.versions.insert(
                 version.model_copy(update={"status": "superseded", "superseded_by": record.id}),
@@ -851,13 +905,7 @@ class MemoryStore:
         text = clean_memory_text(op.text)
         duplicate = self.versions.active_duplicate(user_id, text)
         if duplicate is not None:
-            return AppliedOp(
-                op="ADD",
-                ref=op.ref,
-                memory_id=duplicate.id,
-                text=duplicate.text,
-                result="duplicate",
-            )
+            return self._said_again(user_id, op, at, duplicate)
         category = clean_category(op.category)
         record = new_version(
             user_id,
@@ -889,7 +937,13 @@ class MemoryStore:
                 op="RESTORE", memory_id=version.id, text=version.text, result="already active"
             )
         duplicate = self.versions.active_duplicate(user_id, version.text)
-        if duplicate is not None:  # restoring would create a second, identical memory
+        redating = (  # the same text with other dates: restoring brings the dates back
+            duplicate is not None
+            and duplicate.id == head.record.id
+            and (duplicate.valid_from, duplicate.valid_until)
+            != (version.valid_from, version.valid_until)
+        )
+        if duplicate is not None and not redating:  # it would be a second, identical memory
             return AppliedOp(
                 op="RESTORE",
                 memory_id=duplicate.id,
@@ -914,6 +968,7 @@ class MemoryStore:
             source=op.source,
             observed_at=version.observed_at,
             detail=f"restored from {version.id}",
+            validity=(version.valid_from, version.valid_until),
         )
         return AppliedOp(op="RESTORE", memory_id=new_id, text=version.text, result="restored")
 

@@ -149,10 +149,17 @@ def plan_operations(
             op = op.model_copy(update={"text": text})
         fact = _matching_fact(op.text, facts)
         target = by_ref.get(op.id) if op.op != "ADD" and op.id is not None else None
-        if op.op in ("ADD", "UPDATE"):
+        # An UPDATE that keeps its target's text only dates it (closes a fact a new one
+        # ends): it carries no new fact, which must then come in an ADD of its own.
+        closing = target is not None and normalize_text(op.text or "") == normalize_text(
+            target.text
+        )
+        if op.op == "ADD" or (op.op == "UPDATE" and not closing):
             carried_texts.append(op.text or "")
         elif op.op == "NOOP" and target is not None:
             carried_texts.append(target.text)
+        # A new text takes the dates of the fact it came from unless the model gave some.
+        dated = fact if fact is not None and not closing else None
         planned.append(
             PlannedOp(
                 op=op.op,
@@ -162,9 +169,8 @@ def plan_operations(
                 category=_category(op.category, target, fact),
                 observed_at=fact.observed_at if fact else None,
                 source=_source(facts, fact, actor),
-                valid_from=op.valid_from or (fact.valid_from if fact and not target else None),
-                valid_until=op.valid_until
-                or (fact.valid_until if fact and op.op == "ADD" else None),
+                valid_from=op.valid_from or (dated.valid_from if dated else None),
+                valid_until=op.valid_until or (dated.valid_until if dated else None),
             )
         )
     planned += [

@@ -68,9 +68,9 @@ class ExtractFactsSignature(dspy.Signature):
     preferably one of: preferences, personal, work, health, relationships, plans, location,
     other. When the user says how long something holds, give its dates: "I'm in Tokyo until
     Friday" is valid until that Friday; "my exam is next Monday" is an event valid from and
-    until that Monday; "I used to play the violin" is no longer true (valid until the message
-    date, or the end the user gives). Leave both null for lasting facts. Return an empty
-    list when there is nothing."""
+    until that Monday; "I used to play the violin" is no longer true (valid until the day
+    before the message, or the end the user gives). Leave both null for lasting facts.
+    Return an empty list when there is nothing."""
 
     user_message: str = dspy.InputField()
     assistant_context: str = dspy.InputField(desc="The assistant's reply; not a fact source.")
@@ -94,7 +94,8 @@ class MaintainMemorySignature(dspy.Signature):
     When a new fact ends an old one that was true until now ("moved to Berlin" vs "lives in
     Paris", a new job), keep the old one as history: UPDATE it with its own text and
     valid_until the day it stopped, and ADD the new fact. Give a fact's dates (valid_from,
-    valid_until) on its ADD or UPDATE when it has them.
+    valid_until) on its ADD or UPDATE when it has them; an UPDATE with a new text keeps no
+    dates it does not give.
     Never invent ids, never change memories unrelated to the new facts. A fact that no
     ADD, UPDATE or NOOP accounts for is added as it is."""
 
@@ -228,6 +229,12 @@ class MemoryPrograms:
             difference = shape_difference(entry.get("shape"), shape)
             if difference and shape_difference(entry.get("shape"), _before_added(shape)) is None:
                 difference = None  # written before the validity dates: it still fits
+                log.warning(
+                    "%s: the %s program was optimized before memories had validity dates; "
+                    "its instructions do not ask for them (run `engram optimize` again)",
+                    path,
+                    name,
+                )
             if difference:
                 raise ConfigurationError(
                     f"{path} holds a {name} program of another shape ({difference}); it was "

@@ -266,8 +266,9 @@ def apply_planned_dated(
     existing: Mapping[int, tuple[str, Validity]], planned: Sequence[PlannedOp]
 ) -> list[tuple[str, Validity]]:
     """`apply_planned` with the memories' dates, as the store keeps them: an ADD has its
-    operation's dates; an UPDATE the dates it gives, else the memory's own (so an UPDATE
-    that gives only `valid_until` closes the memory and keeps its start)."""
+    operation's dates; an UPDATE the dates it gives, and when it keeps the memory's text
+    the memory's own for the others (so an UPDATE that gives only `valid_until` closes the
+    memory and keeps its start; a new text keeps no old dates)."""
     state = dict(existing)
     added: list[tuple[str, Validity]] = []
     for op in planned:
@@ -276,10 +277,11 @@ def apply_planned_dated(
             if normalize_text(op.text) not in present:
                 added.append((op.text, Validity(op.valid_from, op.valid_until)))
         elif op.op == "UPDATE" and op.ref in state and op.text:
-            before = state[op.ref][1]
+            text, before = state[op.ref]
+            kept = before if normalize_text(op.text) == normalize_text(text) else Validity()
             state[op.ref] = (
                 op.text,
-                Validity(op.valid_from or before.valid_from, op.valid_until or before.valid_until),
+                Validity(op.valid_from or kept.valid_from, op.valid_until or kept.valid_until),
             )
         elif op.op == "DELETE" and op.ref in state:
             del state[op.ref]

@@ -125,6 +125,9 @@ class Engine(Protocol):
     def dims(self) -> int | None:
         """The dense size of the existing collection, or None when there is none yet."""
 
+    def ensure_indexes(self) -> None:
+        """Build the payload indexes a collection written by an earlier version lacks."""
+
     def create(self, dims: int) -> None:
         """Create the collection with both vectors and the payload indexes."""
 

@@ -70,7 +70,7 @@ class EdgeEngine:
         with self._lock:
             self.path.mkdir(parents=True, exist_ok=True)
             self._shard = edge.EdgeShard.create(str(self.path), _config(dims))
-            self._create_indexes()
+            self.ensure_indexes()
 
     def has_keywords(self) -> bool:
         return self._shard is not None and KEYWORDS in self._config().get("sparse_vectors", {})
@@ -80,9 +80,14 @@ class EdgeEngine:
         if not self.has_keywords():
             raise RuntimeError(f"the Edge shard at {self.path} has no keyword vector")
 
-    def _create_indexes(self) -> None:
+    def ensure_indexes(self) -> None:
+        """The payload indexes the store's filters use; those a shard written by an earlier
+        version lacks are built (the others are left alone)."""
+        existing = set(self.shard.info().payload_schema)
+
         def index(name: str, params: Any) -> None:
-            self.shard.update(edge.UpdateOperation.create_field_index(name, params))
+            if name not in existing:
+                self.shard.update(edge.UpdateOperation.create_field_index(name, params))
 
         index(f"{METADATA_KEY}.user_id", edge.KeywordIndexParams(is_tenant=True))
         for name in KEYWORD_FIELDS:

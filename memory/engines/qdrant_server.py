@@ -77,7 +77,8 @@ class ServerEngine:
         self.ensure_indexes()
 
     def ensure_indexes(self) -> None:
-        """The payload indexes a server needs (idempotent; no-ops in local mode)."""
+        """The payload indexes a server needs; those the collection lacks (one written by
+        an earlier version) are created, the others left alone. No-ops in local mode."""
         indexes: list[tuple[str, Any]] = [
             (
                 "user_id",
@@ -89,8 +90,12 @@ class ServerEngine:
         ]
         with self._call_lock, warnings.catch_warnings():
             warnings.simplefilter("ignore")  # local mode warns that indexes are no-ops
+            existing = self.client.get_collection(self.collection).payload_schema or {}
             for name, schema in indexes:
-                self.client.create_payload_index(self.collection, f"{METADATA_KEY}.{name}", schema)
+                if f"{METADATA_KEY}.{name}" not in existing:
+                    self.client.create_payload_index(
+                        self.collection, f"{METADATA_KEY}.{name}", schema
+                    )
 
     def has_keywords(self) -> bool:
         with self._call_lock:

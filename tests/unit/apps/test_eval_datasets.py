@@ -232,7 +232,7 @@ def test_the_shipped_labelled_set() -> None:
     # to); every other fact is lasting. A move closes the old home in the memory.
     dated = {text: v for t in user_turns for text, v in t.dated_facts() if v != Validity()}
     assert dated == {
-        "User used to play the violin in a student orchestra": Validity(None, date(2025, 1, 13)),
+        "User used to play the violin in a student orchestra": Validity(None, date(2025, 1, 12)),
         "User lives in Berlin, in Kreuzberg": Validity(date(2025, 3, 1), None),
         "User is in Tokyo for a pharmacy conference": Validity(None, date(2025, 4, 11)),
         "User has a German B1 exam on 14 April 2025": Validity(

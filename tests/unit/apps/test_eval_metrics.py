@@ -447,10 +447,10 @@ def test_the_maintain_metric_wants_a_move_to_close_the_old_home() -> None:
     deleted = score(MemoryOp(op="DELETE", id=1), MemoryOp(op="ADD", text=berlin))
     assert deleted.score == pytest.approx(0.8)
     assert "closed with valid_until, not deleted): User lives in Paris" in deleted.feedback
-    # Replaced by the new home (the UPDATE of old): Berlin without its start counts half;
-    # credit 1.5, precision 1.5/2, recall 1.5/3.
+    # Replaced by the new home (the UPDATE of old): Berlin takes its fact's start, but
+    # Paris is lost: precision 2/2, recall 2/3, F1 0.8.
     replaced = score(MemoryOp(op="UPDATE", id=1, text=berlin))
-    assert replaced.score == pytest.approx(2 * 0.75 * 0.5 / 1.25)
+    assert replaced.score == pytest.approx(0.8)
     # Berlin added beside a Paris still open, or closed a day late: credit 2.5 of 3.
     for paris_op in ([], [MemoryOp(op="UPDATE", id=1, text=paris, valid_until=date(2025, 3, 1))]):
         left = score(*paris_op, MemoryOp(op="ADD", text=berlin))
@@ -466,13 +466,13 @@ def test_applying_planned_operations_keeps_the_dates() -> None:
         2: ("User is in Tokyo", Validity(valid_until=FRIDAY)),
     }
     planned = [
-        # Closing keeps the start; an UPDATE that gives no dates keeps the memory's own.
+        # Closing keeps the start; an UPDATE to a new text keeps none it does not give.
         PlannedOp("UPDATE", ref=1, target_id="a", text="User lives in Paris", valid_until=FRIDAY),
         PlannedOp("UPDATE", ref=2, target_id="b", text="User is in Tokyo for a conference"),
         PlannedOp("ADD", text="User has an exam", valid_from=FRIDAY, valid_until=FRIDAY),
     ]
     assert apply_planned_dated(existing, planned) == [
         ("User lives in Paris", Validity(date(2020, 9, 1), FRIDAY)),
-        ("User is in Tokyo for a conference", Validity(valid_until=FRIDAY)),
+        ("User is in Tokyo for a conference", Validity()),
         ("User has an exam", Validity(FRIDAY, FRIDAY)),
     ]

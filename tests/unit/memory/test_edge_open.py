@@ -44,3 +44,30 @@ def test_a_shard_from_an_earlier_version_opens_with_its_data(tmp_path: Path) -> 
     assert config["max_search_threads"] == SEARCH_THREADS
     assert config["vectors"] == earlier["vectors"]
     assert config["sparse_vectors"] == earlier["sparse_vectors"]
+
+
+def test_a_shard_without_the_newer_indexes_gets_them_when_a_store_opens_it(
+    tmp_path: Path,
+) -> None:
+    import qdrant_edge as edge
+    from langchain_core.embeddings import DeterministicFakeEmbedding
+
+    from engram.memory.engines.edge import _config
+    from engram.memory.store import MemoryStore
+
+    path = tmp_path / "edge"
+    path.mkdir()
+    shard = edge.EdgeShard.create(str(path), _config(4))  # as before `valid_until` existed
+    shard.update(
+        edge.UpdateOperation.create_field_index(
+            f"{METADATA_KEY}.user_id", edge.KeywordIndexParams(is_tenant=True)
+        )
+    )
+    shard.close()
+    engine = EdgeEngine(path)
+    MemoryStore(engine, DeterministicFakeEmbedding(size=4), dims=4)  # opening it
+    try:
+        indexed = set(engine.shard.info().payload_schema)
+        assert {f"{METADATA_KEY}.valid_until", f"{METADATA_KEY}.status"} <= indexed
+    finally:
+        engine.close()

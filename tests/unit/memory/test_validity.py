@@ -183,3 +183,119 @@ def test_the_profile_never_states_what_is_no_longer_true(store: MemoryStore) -> 
     after = store.profile("alice", on=friday + timedelta(days=1))
     assert [line.text for line in on_friday.lines] == ["In Tokyo this week.", "Lives in Lisbon."]
     assert [line.text for line in after.lines] == ["Lives in Lisbon."]
+
+
+def test_a_new_text_does_not_inherit_an_end_and_a_closed_fact_can_reopen(
+    store: MemoryStore,
+) -> None:
+    tokyo = add(store, "User is in Tokyo", "location", valid_until=date(2026, 3, 13))
+    moved = store.update("alice", tokyo, "User lives in Tokyo")
+    assert store.get("alice", moved.memory_id or "").valid_until is None
+    paris = add(store, "User lives in Paris", "location", valid_until=date(2026, 2, 28))
+    report = store.apply(
+        "alice",
+        [
+            PlannedOp(
+                "UPDATE", target_id=paris, text="User lives in Paris", valid_from=date(2026, 6, 1)
+            )
+        ],
+    )
+    [reopened] = report.applied
+    current = store.get("alice", reopened.memory_id or "")
+    assert (current.valid_from, current.valid_until) == (date(2026, 6, 1), None)
+
+
+def test_restoring_a_version_restores_its_dates(store: MemoryStore) -> None:
+    trip = add(store, "User is in Tokyo", "location", valid_until=date(2026, 3, 13))
+    cleared = store.set_validity("alice", trip, None, None)
+    assert store.get("alice", cleared.memory_id or "").valid_until is None
+    restored = store.restore("alice", trip)
+    assert store.get("alice", restored.memory_id or "").valid_until == date(2026, 3, 13)
+
+
+def test_saying_a_fact_again_renews_only_an_end_from_the_time_to_live(
+    store: MemoryStore,
+) -> None:
+    stated = add(
+        store,
+        "User is in Lima for work",
+        "plans",
+        observed_at=said("2026-03-01"),
+        valid_until=date(2026, 3, 13),
+    )
+    again = store.apply(
+        "alice", [PlannedOp("NOOP", target_id=stated, observed_at=said("2026-03-05"))]
+    )
+    assert again.applied[0].result == "unchanged"
+    assert store.get("alice", stated).valid_until == date(2026, 3, 13)
+    cleared = store.set_validity("alice", stated, None, None).memory_id or ""
+    store.apply("alice", [PlannedOp("NOOP", target_id=cleared, observed_at=said("2026-03-06"))])
+    assert store.memories("alice")[0].valid_until is None  # cleared by hand: stays open
+
+
+def test_a_start_later_than_the_time_to_live_counts_from_the_start(store: MemoryStore) -> None:
+    sabbatical = add(
+        store,
+        "User starts a sabbatical",
+        "plans",
+        observed_at=said("2026-03-01"),
+        valid_from=date(2026, 9, 1),
+    )
+    record = store.get("alice", sabbatical)
+    assert (record.valid_from, record.valid_until) == (date(2026, 9, 1), date(2026, 11, 30))
+
+
+def test_an_add_of_a_known_text_takes_its_new_dates_or_renews_it(store: MemoryStore) -> None:
+    add(
+        store,
+        "User is in Tokyo",
+        "location",
+        observed_at=said("2026-03-09"),
+        valid_until=date(2026, 3, 13),
+    )
+    report = store.apply(
+        "alice",
+        [
+            PlannedOp(
+                "ADD",
+                text="User is in Tokyo",
+                category="location",
+                observed_at=said("2026-03-16"),
+                valid_until=date(2026, 3, 20),
+            )
+        ],
+    )
+    assert report.applied[0].result == "updated"
+    assert [m.valid_until for m in store.memories("alice")] == [date(2026, 3, 20)]
+    add(store, "User plans to learn Spanish", "plans", observed_at=said("2026-01-01"))
+    renewed = store.apply(
+        "alice",
+        [
+            PlannedOp(
+                "ADD",
+                text="User plans to learn Spanish",
+                category="plans",
+                observed_at=said("2026-05-01"),
+            )
+        ],
+    )
+    assert renewed.applied[0].result == "updated"
+    spanish = next(m for m in store.memories("alice") if "Spanish" in m.text)
+    assert spanish.valid_until == date(2026, 7, 30)
+
+
+def test_time_to_live_names_categories_as_the_store_does(tmp_path: Path) -> None:
+    from langchain_core.embeddings import DeterministicFakeEmbedding
+
+    from tests.helpers import make_engine
+
+    embeddings = DeterministicFakeEmbedding(size=4)
+    engine = make_engine("edge", embeddings, tmp_path)
+    store = MemoryStore(engine, embeddings, dims=4, ttl_days={"Travel Plans": 30})
+    try:
+        trip = store.add(
+            "alice", "User books a trip", "travel plans", observed_at=said("2026-01-01")
+        )
+        assert store.get("alice", trip.memory_id or "").valid_until == date(2026, 1, 31)
+    finally:
+        engine.close()

@@ -6,7 +6,7 @@ import asyncio
 import json
 import time
 import uuid
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from typing import Any
 
 import pytest
@@ -481,3 +481,29 @@ async def test_maintain_keeps_the_facts_when_the_store_cannot_open() -> None:
 
     assert "maintain could not write: Connection refused" in update["memory_error"]
     assert "facts" not in update  # still pending for the next turn
+
+
+def test_plan_a_closing_update_carries_no_new_fact() -> None:
+    google = Candidate(ref=1, memory=record("User works at Google"))
+    meta = observed("User works at Meta")
+    planned, _ = plan_operations(
+        [MemoryOp(op="UPDATE", id=1, text="User works at Google", valid_until=date(2026, 2, 27))],
+        [google],
+        [meta],
+    )
+    # The model closed Google but forgot the ADD: Meta is kept all the same.
+    assert [(p.op, p.text, p.valid_until, p.detail) for p in planned] == [
+        ("UPDATE", "User works at Google", date(2026, 2, 27), None),
+        ("ADD", "User works at Meta", None, KEPT),
+    ]
+
+
+def test_plan_an_update_with_a_new_text_takes_its_facts_dates() -> None:
+    tokyo = Candidate(ref=1, memory=record("User is in Tokyo"))
+    until = observed("User is in Tokyo until Friday").model_copy(
+        update={"valid_until": date(2026, 3, 13)}
+    )
+    planned, _ = plan_operations(
+        [MemoryOp(op="UPDATE", id=1, text="User is in Tokyo until Friday")], [tokyo], [until]
+    )
+    assert [(p.op, p.valid_until) for p in planned] == [("UPDATE", date(2026, 3, 13))]
