@@ -198,7 +198,11 @@ def _check_manifest(path: Path, manifest: dict[str, Any]) -> None:
         before = json.loads(path.read_text("utf-8"))
     except json.JSONDecodeError:
         raise ConfigurationError(f"{path} is damaged; use another --out directory") from None
+    # Runs made before the profile existed ran without one: they resume with --profile off.
+    before.setdefault("profile", "off")
     for key, value in manifest.items():
+        if key == "profile_chars" and manifest.get("profile") == "off":
+            continue  # no profile: its bound changes nothing
         if before.get(key) != value:
             raise ConfigurationError(
                 f"{path.parent} holds a run with another {key} ({before.get(key)!r}, now "

@@ -557,3 +557,14 @@ async def test_an_expired_fact_answers_past_questions_only(
     paris = asked["When did I live in Paris?"]
     assert "no longer true: it held until 2025-02-28" in paris["answer"]
     assert results["summary"]["j_by_category"] == {"validity": {"j": 1.0, "n": 5}}
+
+
+def test_a_run_from_before_the_profile_resumes_without_one(tmp_path: Path) -> None:
+    from engram.apps.eval.harness import _check_manifest
+
+    path = tmp_path / "manifest.json"
+    earlier = {"dataset": "d", "models": "m"}  # written before the profile was recorded
+    path.write_text(json.dumps(earlier))
+    _check_manifest(path, {**earlier, "profile": "off", "profile_chars": 800})
+    with pytest.raises(ConfigurationError, match="another profile"):
+        _check_manifest(path, {**earlier, "profile": "on", "profile_chars": 800})
