@@ -1037,6 +1037,7 @@ class MemoryStore:
         source: Source,
         detail: str | None = None,
         erasures: int | None = None,
+        on: date | None = None,
     ) -> ProfileReport:
         """Write `lines` as the user's profile (its pins stay). A line must rest on active
         memories of this user: one that rests on none, or on an unknown, another user's,
@@ -1045,7 +1046,8 @@ class MemoryStore:
         user's write lock, so a line cannot rest on a memory a concurrent write retired.
         `erasures` (`erasure_mark`, taken when the lines were being prepared): a `forget`
         since then refuses them all, so no profile outlives it. Nothing is written when
-        nothing changed; an empty profile is written (it records when it was considered)."""
+        nothing changed; an empty profile is written (it records when it was considered).
+        `on`: the user's date the memories must be true on (default: today, UTC)."""
         user_id = require_user_id(user_id)
 
         def attempt() -> ProfileReport:
@@ -1055,8 +1057,9 @@ class MemoryStore:
                 ]
                 return ProfileReport(refused=refused)
             current = self.profiles.current(user_id)
-            active = self.active(user_id, {i for line in lines for i in line.memory_ids})
-            pins, pinned = current_pins(current.pinned, self.pins_now(user_id, current.pinned))
+            active = self.active(user_id, {i for line in lines for i in line.memory_ids}, on=on)
+            pins_now = self.pins_now(user_id, current.pinned, on=on)
+            pins, pinned = current_pins(current.pinned, pins_now)
             report = ProfileReport()
             accepted: list[ProfileLine] = []
             for line in lines:

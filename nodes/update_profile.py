@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
+from datetime import date
 from typing import Any
 
 from langgraph.graph import END
@@ -29,8 +30,8 @@ from langgraph.runtime import Runtime
 
 from engram.clients import Clients
 from engram.identity import run_context
-from engram.memory.store import MemoryStore, ProfileReport, now_utc
-from engram.nodes.common import with_error
+from engram.memory.store import MemoryStore, ProfileReport
+from engram.nodes.common import turn_date, with_error
 from engram.nodes.programs import UpdateProfile, run_memory_step
 from engram.state.context import EngramContext
 from engram.state.contracts import (
@@ -61,13 +62,14 @@ def make_update_profile(
         if clients.settings.profile == "off":
             return {"profile_due": False}
         context = run_context(runtime)
+        today = turn_date(state.get("messages", []))  # the user's date, as recall's
 
         def look() -> tuple[Profile, str | None, int]:  # one worker thread: the store blocks
             store = clients.store()
             current = store.profile(context.user_id, as_stored=True)
             return (
                 current,
-                update_reason(store, context.user_id, current),
+                update_reason(store, context.user_id, current, today),
                 store.erasure_mark(context.user_id),
             )
 
@@ -76,7 +78,7 @@ def make_update_profile(
             return {"profile_due": False}
 
         def inputs() -> tuple[list[CitedLine], list[MemoryRecord]]:
-            return profile_inputs(clients.store(), context.user_id, current)
+            return profile_inputs(clients.store(), context.user_id, current, today)
 
         lines, memories = await asyncio.to_thread(inputs)
         try:
@@ -106,9 +108,14 @@ def make_update_profile(
         def write() -> tuple[ProfileReport, Profile]:
             store = clients.store()
             report = store.save_profile(
-                context.user_id, proposed, source=source, detail=reason, erasures=erasures
+                context.user_id,
+                proposed,
+                source=source,
+                detail=reason,
+                erasures=erasures,
+                on=today,
             )
-            return report, store.profile(context.user_id)
+            return report, store.profile(context.user_id, on=today)
 
         try:
             report, profile = await asyncio.to_thread(write)
@@ -128,13 +135,13 @@ async def route_after_memory_steps(state: EngramState) -> str:
     return "update_profile" if state.get("profile_due") else END
 
 
-def update_reason(store: MemoryStore, user_id: str, current: Profile) -> str | None:
-    """Why the profile needs the program now (see the module doc), or None."""
+def update_reason(store: MemoryStore, user_id: str, current: Profile, today: date) -> str | None:
+    """Why the profile needs the program now (see the module doc), or None; `today`: the
+    user's date (that of the turn's latest message)."""
     cited = current.cited()
-    gone = cited - store.active(user_id, cited).keys()
+    gone = cited - store.active(user_id, cited, on=today).keys()
     if gone:
         return f"{len(gone)} of the memories it rests on changed"
-    today = now_utc().date()
     since = store.memories(user_id, created_after=current.considered_at)
     fresh = [
         m
@@ -149,7 +156,7 @@ def update_reason(store: MemoryStore, user_id: str, current: Profile) -> str | N
 
 
 def profile_inputs(
-    store: MemoryStore, user_id: str, current: Profile
+    store: MemoryStore, user_id: str, current: Profile, today: date
 ) -> tuple[list[CitedLine], list[MemoryRecord]]:
     """What the program sees: the current lines, citing by small ids the memories they rest
     on as those are now (a line about a memory since updated cites the new text; one about
@@ -157,7 +164,6 @@ def profile_inputs(
     current memories to draw on:
     the profile's own first, then pinned ones, then the newest in profile categories, then
     the newest others, `PROFILE_MEMORIES` in all."""
-    today = now_utc().date()
     now = {
         i: m
         for i, m in store.current_versions(user_id, current.cited()).items()

@@ -5,6 +5,7 @@ its bound, and off when ENGRAM_PROFILE=off."""
 
 from __future__ import annotations
 
+from datetime import date
 from typing import Any
 
 import pytest
@@ -312,3 +313,31 @@ async def test_an_unchanged_answer_is_not_asked_again_on_the_next_turn(
         await turn(graph, text.replace("User", "I"))
     assert calls(lm) == 4 * 3 + 1  # the fourth memory alone is not a batch
     assert len(store.profile_history("alice")) == 1  # nothing changed, nothing written
+
+
+async def test_the_profile_judges_what_is_current_by_the_users_date(
+    store: MemoryStore,
+) -> None:
+    """A memory true until the day of the message is current for that turn's profile,
+    whatever today's date where the server runs."""
+    lima = store.add("alice", "User is in Lima for work", "plans", valid_until=date(2020, 5, 1))
+    assert lima.memory_id
+    lm = scripted_lm(
+        save(),
+        facts(("User is a geologist", "work")),
+        ops({"op": "ADD", "text": "User is a geologist", "category": "work"}),
+        profile(("Geologist.", [1]), ("In Lima for work.", [2])),
+    )
+    graph, _ = graph_of(store, lm)
+    message = HumanMessage(
+        "I'm a geologist", additional_kwargs={"sent_at": "2020-05-01T20:00:00-05:00"}
+    )
+    await graph.ainvoke(
+        {"messages": [message]},
+        config={"configurable": {"thread_id": "thread-1"}},
+        context={"user_id": "alice"},
+    )
+    shown = lm.history[3]["messages"][-1]["content"]
+    assert "User is in Lima for work" in shown
+    stored = store.profile("alice", as_stored=True)
+    assert [line.text for line in stored.lines] == ["Geologist.", "In Lima for work."]
