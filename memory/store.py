@@ -274,13 +274,15 @@ class MemoryStore:
             observed=observed,
             valid_on=valid_on,
         )
-        if as_of is not None:
-            held = [r.id for r in self.held_at(user_id, as_of) if category in (None, r.category)]
-            if not held:
-                return []
-            where = replace(where, status=None, ids=held, valid_on=None)
         dense = [self.embeddings.embed_query(query)]
-        return self._search(where, [query], dense, k, min_score)[0]
+        if as_of is None:
+            return self._search(where, [query], dense, k, min_score)[0]
+        held = {r.id: r for r in self.held_at(user_id, as_of) if category in (None, r.category)}
+        if not held:
+            return []
+        where = replace(where, status=None, ids=list(held), valid_on=None)
+        found = self._search(where, [query], dense, k, min_score)[0]
+        return [held[r.id].model_copy(update={"score": r.score}) for r in found]
 
     def search_many(
         self,
@@ -448,7 +450,9 @@ class MemoryStore:
         user_id = require_user_id(user_id)
         records = [record_from_point(p) for p in self.engine.scroll(Where(user_id=user_id))]
         held = [
-            r for r in records if status_at(r, moment) == "active" and not r.is_past(moment.date())
+            as_it_was(r, moment)
+            for r in records
+            if status_at(r, moment) == "active" and not r.is_past(moment.date())
         ]
         return sorted(held, key=lambda r: (r.created_at, r.id))
 
@@ -1229,6 +1233,20 @@ _STATUS_AFTER: dict[str, MemoryStatus] = {
 }
 
 
+def as_it_was(record: MemoryRecord, moment: datetime) -> MemoryRecord:
+    """A version the store held at `moment`, as it was then: active, not yet replaced, with
+    the events up to then."""
+    events = [e for e in record.events if e.at <= moment]
+    return record.model_copy(
+        update={
+            "status": "active",
+            "superseded_by": None,
+            "events": events,
+            "updated_at": max((e.at for e in events), default=record.created_at),
+        }
+    )
+
+
 def status_at(record: MemoryRecord, moment: datetime) -> MemoryStatus | None:
     """A version's status at `moment`, replaying its events (None: not written yet). The
     first event wrote the version; a version stored retired from the start (an older
@@ -1249,9 +1267,11 @@ def status_at(record: MemoryRecord, moment: datetime) -> MemoryStatus | None:
 def _validity_change(record: MemoryRecord, validity: Validity) -> str:
     def shown(span: Validity) -> str:
         start, end = span
-        return f"{start or 'said'} to {end or 'open'}"
+        since = f"from {start}" if start else "from when said"
+        return f"{since}, until {end}" if end else f"{since}, no end"
 
-    return f"true {shown(validity)} (was {shown((record.valid_from, record.valid_until))})"
+    before = shown((record.valid_from, record.valid_until))
+    return f"true {shown(validity)} (was: {before})"
 
 
 def _older(op: PlannedOp, record: MemoryRecord) -> bool:

@@ -198,12 +198,12 @@ def default_answer(request: RecordedRequest) -> str:
     if request.step == "extract":
         said = inputs.get("user_message", "").strip()
         return facts_answer((f"User said: {said}", "other")) if said else facts_answer()
-    if request.step == "maintain":
-        new_facts = []
-        for line in inputs.get("new_facts", "").splitlines():
-            match = re.match(r"^-\s*(.+?)(?:\s+\(([^()]*)\))?\s*$", line.strip())
-            if match:
-                new_facts.append(add_op(match.group(1), match.group(2) or "other"))
+    if request.step == "maintain":  # the new facts come as a JSON list
+        try:
+            given = json.loads(inputs.get("new_facts", "[]"))
+        except json.JSONDecodeError:
+            given = []
+        new_facts = [add_op(f["text"], f.get("category") or "other") for f in given]
         return operations_answer(*new_facts, reasoning="Every new fact is new: ADD it.")
     if request.step == "profile":
         try:

@@ -29,19 +29,22 @@ def forget(
     user: User,
     yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False,
 ) -> None:
-    """Erase EVERYTHING about a user: every memory version and their conversations."""
+    """Erase EVERYTHING about a user: every memory version, their profile and their
+    conversations."""
     user_id = require_user(user)
     settings = get_settings()
     store = open_store()
     total = store.count(user_id)
     if not yes and not typer.confirm(
-        f"Erase all {total} memory versions and all conversations of {user_id}?"
+        f"Erase all {total} memory versions, the profile and all conversations of {user_id}?"
     ):
         raise typer.Abort()
     erased = store.forget(user_id)
     threads = asyncio.run(_forget_conversations(settings, user_id))
     prompt_history_path(settings, user_id).unlink(missing_ok=True)  # what they typed
-    out.print(f"Erased {erased} memory versions and {threads} conversation(s) of {user_id}.")
+    out.print(
+        f"Erased {erased} memory versions, the profile and {threads} conversation(s) of {user_id}."
+    )
 
 
 async def _forget_conversations(settings: Settings, user_id: str) -> int:

@@ -168,7 +168,7 @@ def _print_profile(store: Memories, user_id: str, profile: Profile) -> None:
     when = f", updated {profile.updated_at:%Y-%m-%d %H:%M}" if profile.updated_at else ""
     title = f"profile of {user_id} (version {(profile.version_id or '')[:8]}{when})"
     if not profile.lines:
-        out.print(f"{title}: no line stands (every memory it rested on changed)")
+        out.print(f"{title}: no lines")
         return
     pinned = set(profile.pinned)
     table = Table(title=title, box=box.SIMPLE_HEAD, pad_edge=False)

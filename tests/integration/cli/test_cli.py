@@ -143,7 +143,7 @@ def test_forget_asks_then_erases_memories_and_conversations(
         path.write_text(f"+what {user} typed\n")
     code, output = run("forget", "--user", "alice", "--yes")
     assert code == 0
-    assert "Erased 30 memory versions and 1 conversation(s) of alice." in output
+    assert "Erased 30 memory versions, the profile and 1 conversation(s) of alice." in output
     assert not typed["alice"].exists() and typed["bob"].exists()  # the prompt's history too
     assert store.count("alice") == 0 and store.count("bob") == 1
     assert not asyncio.run(has_checkpoint(alice_thread))

@@ -58,7 +58,7 @@ def test_memories_persist_across_sessions_and_stay_per_user(
 
     # forget erases alice's memories and her conversation, and nothing of bob's.
     forgot = run_engram(env, "forget", "--user", "alice", "--yes")
-    assert "Erased 2 memory versions and 1 conversation(s) of alice." in forgot.stdout
+    assert "Erased 2 memory versions, the profile and 1 conversation(s) of alice." in forgot.stdout
     fresh = run_engram(env, "chat", "--user", "alice", typed="Hi again\n/quit\n")
     assert fresh.returncode == 0, fresh.stderr
     assert [m["role"] for m in fake.requests_for("chat")[-1].messages] == ["system", "user"]

@@ -70,7 +70,10 @@ def test_tables_and_lines_show_stored_text_literally(store: MemoryStore, tmp_pat
     exported = run("export", "--user", USER, "--output", str(export))
     assert exported.stderr.strip() == f"exported {versions} memory versions of {USER}"
     forgot = run("forget", "--user", USER, "--yes").stdout
-    assert forgot.strip() == f"Erased {versions} memory versions and 0 conversation(s) of {USER}."
+    assert (
+        forgot.strip()
+        == f"Erased {versions} memory versions, the profile and 0 conversation(s) of {USER}."
+    )
     imported = run("import", str(export)).stdout
     assert f"imported {versions} memory versions for {USER}" in imported
 

@@ -81,7 +81,8 @@ def test_a_superseding_fact_closes_the_old_ones_validity(store: MemoryStore) -> 
         ("superseded", None),
         ("active", moved),
     ]
-    assert "was said to open" in (history[1].events[0].detail or "")
+    detail = history[1].events[0].detail or ""
+    assert detail == "true from when said, until 2026-02-28 (was: from when said, no end)"
 
 
 def test_an_as_of_read_before_and_after_an_update_returns_each_text(store: MemoryStore) -> None:
@@ -299,3 +300,14 @@ def test_time_to_live_names_categories_as_the_store_does(tmp_path: Path) -> None
         assert store.get("alice", trip.memory_id or "").valid_until == date(2026, 1, 31)
     finally:
         engine.close()
+
+
+def test_an_as_of_read_shows_each_version_as_it_was_then(store: MemoryStore) -> None:
+    coffee = add(store, "User drinks coffee every morning", "preferences")
+    before = now_utc()
+    store.update("alice", coffee, "User drinks tea every morning")
+    [then] = store.memories("alice", as_of=before)
+    assert (then.status, then.superseded_by) == ("active", None)
+    assert [e.op for e in then.events] == ["ADD"]  # not yet superseded
+    [found] = store.search("alice", "morning drink", 1, as_of=before)
+    assert (found.id, found.status, found.score is not None) == (coffee, "active", True)
