@@ -6,8 +6,8 @@ run), so the checks cannot live in the first node only. Before any node runs:
 
 1. the run's user is resolved (`engram.identity.run_context`: the authenticated user on
    a LangGraph server, `context.user_id` from plain Python);
-2. the thread must belong to that user (`state["user_id"]`, stamped by the first node
-   that runs on the thread);
+2. the thread must belong to that user and the agent it was started as (`state["user_id"]`,
+   `state["agent_id"]`, stamped by the first node that runs on the thread);
 3. the models the context names must be allowed (`ENGRAM_ALLOWED_MODELS`), before any
    client for them is built or cached.
 
@@ -87,7 +87,7 @@ def guarded(
             extra["runtime"] = runtime
         update = await node(types.load(state), **extra)
         if state.get("user_id") is None and "user_id" not in update:
-            update = {**update, "user_id": context.user_id}
+            update = {**update, "user_id": context.user_id, "agent_id": context.agent_id}
         return types.dump(update) if plain_checkpoints else update
 
     # Only the name: LangGraph reads the guard's own signature and annotations (the whole

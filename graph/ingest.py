@@ -144,7 +144,9 @@ def batch_decide_save(decide: Node, clients: Clients) -> Node:
                 if isinstance(m, HumanMessage) and m.id and m.id not in seen
             ]
             if unseen:
-                seen.update(await ingested_before(runtime.store, context.user_id, unseen))
+                seen.update(
+                    await ingested_before(runtime.store, context.user_id, unseen, context.agent_id)
+                )
         max_chars = clients.settings.max_message_chars
         new, rejected = _new_user_messages(messages, seen, _pending(state), max_chars)
         reset: dict[str, Any] = {**TURN_RESET, "rejected": Overwrite(rejected)}
@@ -277,7 +279,8 @@ async def _mark(
     """The thread's seen messages with these added, recorded in the run's store too."""
     done = {str(message.id): _fingerprint(message) for message in messages}
     if runtime.store is not None and done:
-        await mark_ingested(runtime.store, run_context(runtime).user_id, done)
+        context = run_context(runtime)
+        await mark_ingested(runtime.store, context.user_id, done, context.agent_id)
     return {**(seen or {}), **done}
 
 

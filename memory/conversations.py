@@ -69,8 +69,13 @@ def messages_namespace(user_id: str, thread_id: str) -> tuple[str, ...]:
     return (ROOT, label(user_id), label(thread_id), "messages")
 
 
-def ingested_namespace(user_id: str) -> tuple[str, ...]:
-    return (INGESTED_ROOT, label(user_id))
+def ingested_namespace(user_id: str, agent_id: str | None = None) -> tuple[str, ...]:
+    """Where the ingest graph marks the messages it considered: per user, and per agent
+    (another agent reading the same conversation makes its own memories of it). Under the
+    user's prefix either way, so `forget_conversations` erases both."""
+    if agent_id is None:
+        return (INGESTED_ROOT, label(user_id))
+    return (INGESTED_ROOT, label(user_id), "agent", label(agent_id))
 
 
 def user_prefixes(user_id: str) -> list[tuple[str, ...]]:
@@ -208,11 +213,11 @@ async def conversation(
 
 
 async def ingested_before(
-    store: BaseStore, user_id: str, message_ids: Sequence[str]
+    store: BaseStore, user_id: str, message_ids: Sequence[str], agent_id: str | None = None
 ) -> dict[str, str]:
-    """The fingerprints of those messages the ingest graph considered before for the user,
-    on any thread."""
-    namespace = ingested_namespace(user_id)
+    """The fingerprints of those messages the ingest graph considered before for the user
+    (as this agent), on any thread."""
+    namespace = ingested_namespace(user_id, agent_id)
     found = await store.abatch([GetOp(namespace, message_id) for message_id in message_ids])
     return {
         message_id: str(item.value["fingerprint"])
@@ -221,8 +226,10 @@ async def ingested_before(
     }
 
 
-async def mark_ingested(store: BaseStore, user_id: str, fingerprints: dict[str, str]) -> None:
-    namespace = ingested_namespace(user_id)
+async def mark_ingested(
+    store: BaseStore, user_id: str, fingerprints: dict[str, str], agent_id: str | None = None
+) -> None:
+    namespace = ingested_namespace(user_id, agent_id)
     await store.abatch(
         [
             PutOp(namespace, message_id, {"fingerprint": fingerprint}, False)

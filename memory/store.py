@@ -43,7 +43,7 @@ from typing import TypeVar
 from langchain_core.embeddings import Embeddings
 from qdrant_client import QdrantClient
 
-from engram.memory.engines.base import Engine, TimeRange, Where
+from engram.memory.engines.base import SHARED, Agents, Engine, TimeRange, Where
 from engram.memory.engines.qdrant_server import ServerEngine
 from engram.memory.keywords import query_keywords
 from engram.memory.payload import (
@@ -83,7 +83,7 @@ from engram.memory.versions import (
     new_version,
     now_utc,
 )
-from engram.state.context import validate_user_id
+from engram.state.context import ALL_AGENTS, AgentScope, validate_agent_id, validate_user_id
 from engram.state.contracts import (
     AppliedOp,
     MemoryEvent,
@@ -177,6 +177,7 @@ class MemoryStore:
         retrieval: Retrieval | None = None,
         profile_chars: int = 800,
         ttl_days: Mapping[str, int] | None = None,
+        private_agents: Iterable[str] = (),
         on_progress: Callable[[str, int, int], None] | None = None,
     ) -> None:
         if isinstance(engine, QdrantClient):
@@ -201,6 +202,9 @@ class MemoryStore:
         # Days a memory of these categories stays true after it was last said, unless
         # said otherwise (ENGRAM_TTL): restating it renews it (`_validity`).
         self.ttl_days = {clean_category(name): days for name, days in (ttl_days or {}).items()}
+        # Agents whose new memories are their own (ENGRAM_AGENTS); every other agent's
+        # new memories are shared by all the user's agents (`home`).
+        self.private_agents = frozenset(validate_agent_id(a) for a in private_agents)
         # Erasures per user (`forget`): a write prepared before one (its embeddings are made
         # outside the user's lock) must not land after it.
         self._erasures: dict[str, int] = {}
@@ -247,6 +251,11 @@ class MemoryStore:
         """This process's lock for the user's writes (striped: users share a few)."""
         return self._locks[zlib.crc32(user_id.encode()) % LOCK_STRIPES]
 
+    def home(self, agent_id: str | None) -> str | None:
+        """Where the new memories of a run as `agent_id` go: the agent's own when it is a
+        private agent, else the user's shared memories (None)."""
+        return agent_id if agent_id in self.private_agents else None
+
     # -- reads ---------------------------------------------------------------------------
 
     def search(
@@ -260,12 +269,14 @@ class MemoryStore:
         observed: TimeRange | None = None,
         valid_on: date | None = None,
         as_of: datetime | None = None,
+        agent_id: str | None = None,
     ) -> list[MemoryRecord]:
         """The user's `k` active memories most relevant to `query`, best first; with
         `min_score`, only those that score at least that (the relevance floor); with
         `observed`, only those the user said within that time range; with `valid_on`, only
         those still true that day (not past their `valid_until`). With `as_of`, among what
-        the store held as true at that moment instead (`held_at`): nothing is changed."""
+        the store held as true at that moment instead (`held_at`): nothing is changed. Searched
+        as `agent_id`: the shared memories and that agent's own (none: the shared only)."""
         user_id = require_user_id(user_id)
         where = Where(
             user_id=user_id,
@@ -273,11 +284,16 @@ class MemoryStore:
             category=category,
             observed=observed,
             valid_on=valid_on,
+            agents=seen_by(agent_id),
         )
         dense = [self.embeddings.embed_query(query)]
         if as_of is None:
             return self._search(where, [query], dense, k, min_score)[0]
-        held = {r.id: r for r in self.held_at(user_id, as_of) if category in (None, r.category)}
+        held = {
+            r.id: r
+            for r in self.held_at(user_id, as_of, agent_id=agent_id)
+            if category in (None, r.category)
+        }
         if not held:
             return []
         where = replace(where, status=None, ids=list(held), valid_on=None)
@@ -293,6 +309,7 @@ class MemoryStore:
         *,
         min_score: float | None = None,
         observed: TimeRange | None = None,
+        agent_id: str | None = None,
     ) -> list[list[MemoryRecord]]:
         """`search` for several texts that read like memories (a turn's new facts), in one
         embedding call and one batch of engine queries. They are embedded as documents, and
@@ -301,7 +318,13 @@ class MemoryStore:
         if not queries:
             return []
         dense = self._document_vectors(queries)
-        where = Where(user_id=user_id, status="active", category=category, observed=observed)
+        where = Where(
+            user_id=user_id,
+            status="active",
+            category=category,
+            observed=observed,
+            agents=seen_by(agent_id),
+        )
         return self._search(where, queries, dense, k, min_score)
 
     def _search(
@@ -386,9 +409,14 @@ class MemoryStore:
         rows = [fused[i].ranked for i in range(len(queries))]
         winners = list(dict.fromkeys(p.id for row in rows for p, _ in row))
         read = [record_from_point(p) for p in self.engine.retrieve(winners)]
-        # Status is all a search filters on that a version's changes can touch.
+        # Status (and scope, moved by `move`) is all a search filters on that a version's
+        # changes can touch.
         current = {
-            r.id: r for r in read if r.user_id == where.user_id and where.status in (None, r.status)
+            r.id: r
+            for r in read
+            if r.user_id == where.user_id
+            and where.status in (None, r.status)
+            and (where.agents is None or where.agents.admits(r.agent_id))
         }
         if len(current) < len(winners) and not last:
             return None
@@ -413,9 +441,10 @@ class MemoryStore:
             found.update(fresh)
         return [found[t] for t in texts]
 
-    def get(self, user_id: str, memory_id: str) -> MemoryRecord:
-        """One version by id; another user's id is reported exactly like a missing one."""
-        return self.versions.get(require_user_id(user_id), memory_id).record
+    def get(self, user_id: str, memory_id: str, *, agent_id: AgentScope = None) -> MemoryRecord:
+        """One version by id; another user's id, or another agent's private one (as seen
+        by `agent_id`), is reported exactly like a missing one."""
+        return self.versions.get(require_user_id(user_id), memory_id, seen_by(agent_id)).record
 
     def memories(
         self,
@@ -425,30 +454,41 @@ class MemoryStore:
         category: str | None = None,
         as_of: datetime | None = None,
         created_after: datetime | None = None,
+        agent_id: AgentScope = None,
     ) -> list[MemoryRecord]:
         """The user's memories (all pages, no cap), oldest first; `status=None` for all;
         `created_after`: only versions written since. With `as_of`: what the store held as
-        true at that moment (`held_at`)."""
+        true at that moment (`held_at`). As `agent_id` sees them: the shared ones and that
+        agent's own (None: the shared only; `ALL_AGENTS`: every agent's too)."""
         user_id = require_user_id(user_id)
         if as_of is not None:
-            return [r for r in self.held_at(user_id, as_of) if category in (None, r.category)]
+            held = self.held_at(user_id, as_of, agent_id=agent_id)
+            return [r for r in held if category in (None, r.category)]
         where = Where(
-            user_id=user_id, status=status, category=category, created_after=created_after
+            user_id=user_id,
+            status=status,
+            category=category,
+            created_after=created_after,
+            agents=seen_by(agent_id),
         )
         records = [record_from_point(p) for p in self.engine.scroll(where)]
         if len(self.versions.without_replaced(user_id, records)) != len(records):
             records = [record_from_point(p) for p in self.engine.scroll(where)]  # repaired
         return sorted(records, key=lambda r: (r.created_at, r.id))
 
-    def held_at(self, user_id: str, moment: datetime) -> list[MemoryRecord]:
+    def held_at(
+        self, user_id: str, moment: datetime, *, agent_id: AgentScope = None
+    ) -> list[MemoryRecord]:
         """The versions the store held as true at `moment`, oldest first: written by then,
         active then (their events replayed up to it: superseded, deleted, restored), and
         not past their `valid_until` on that day. What the chatbot knew when it said
-        something; a read only. A forgotten user's past is gone with them."""
+        something; a read only. A forgotten user's past is gone with them. Scopes are
+        today's (a memory moved between agents is read where it is now)."""
         if moment.tzinfo is None:
             raise InvalidInputError("an as-of time needs its UTC offset (e.g. ...+00:00)")
         user_id = require_user_id(user_id)
-        records = [record_from_point(p) for p in self.engine.scroll(Where(user_id=user_id))]
+        where = Where(user_id=user_id, agents=seen_by(agent_id))
+        records = [record_from_point(p) for p in self.engine.scroll(where)]
         held = [
             as_it_was(r, moment)
             for r in records
@@ -456,19 +496,29 @@ class MemoryStore:
         ]
         return sorted(held, key=lambda r: (r.created_at, r.id))
 
-    def count(self, user_id: str, *, status: MemoryStatus | None = None) -> int:
-        return self.engine.count(Where(user_id=require_user_id(user_id), status=status))
+    def count(
+        self, user_id: str, *, status: MemoryStatus | None = None, agent_id: AgentScope = None
+    ) -> int:
+        where = Where(user_id=require_user_id(user_id), status=status, agents=seen_by(agent_id))
+        return self.engine.count(where)
 
-    def history(self, user_id: str, memory_id: str) -> list[MemoryRecord]:
-        """Every version of the memory that `memory_id` belongs to, oldest first."""
+    def history(
+        self, user_id: str, memory_id: str, *, agent_id: AgentScope = None
+    ) -> list[MemoryRecord]:
+        """Every version of the memory that `memory_id` belongs to, oldest first (a memory's
+        versions share its scope)."""
         user_id = require_user_id(user_id)
-        lineage = self.versions.get(user_id, memory_id).record.lineage_id
+        lineage = self.versions.get(user_id, memory_id, seen_by(agent_id)).record.lineage_id
         points = self.engine.scroll(Where(user_id=user_id, lineage_ids=[lineage]))
         return sorted((record_from_point(p) for p in points), key=lambda r: (r.created_at, r.id))
 
-    def export_records(self, user_id: str) -> Iterator[tuple[MemoryRecord, list[float]]]:
-        """Every version of every memory of the user, with its vector, oldest first."""
-        points = self.engine.scroll(Where(user_id=require_user_id(user_id)), with_dense=True)
+    def export_records(
+        self, user_id: str, *, agent_id: AgentScope = None
+    ) -> Iterator[tuple[MemoryRecord, list[float]]]:
+        """Every version of every memory of the user `agent_id` sees (see `memories`), with
+        its vector, oldest first."""
+        where = Where(user_id=require_user_id(user_id), agents=seen_by(agent_id))
+        points = self.engine.scroll(where, with_dense=True)
         rows = [(record_from_point(p), p.dense or []) for p in points]
         yield from sorted(rows, key=lambda row: (row[0].created_at, row[0].id))
 
@@ -491,9 +541,11 @@ class MemoryStore:
         source: Source | None = None,
         valid_from: date | None = None,
         valid_until: date | None = None,
+        agent_id: str | None = None,
     ) -> AppliedOp:
-        """Add a memory (true from `valid_from` until `valid_until` when given); an exact
-        duplicate of an active one is a no-op (idempotent)."""
+        """Add a memory (true from `valid_from` until `valid_until` when given) as `agent_id`
+        (into its own memories if it is a private agent, `home`); an exact duplicate of an
+        active one it sees is a no-op (idempotent)."""
         op = PlannedOp(
             "ADD",
             text=text,
@@ -503,7 +555,7 @@ class MemoryStore:
             valid_from=valid_from,
             valid_until=valid_until,
         )
-        return self._apply_single(user_id, op)
+        return self._apply_single(user_id, op, agent_id)
 
     def update(
         self,
@@ -513,8 +565,10 @@ class MemoryStore:
         category: str | None = None,
         *,
         source: Source | None = None,
+        agent_id: AgentScope = None,
     ) -> AppliedOp:
-        """Write a new version of the memory (the old one stays in its history)."""
+        """Write a new version of the memory (the old one stays in its history); it must
+        be one `agent_id` sees, and the new version stays in its scope."""
         op = PlannedOp(
             "UPDATE",
             target_id=memory_id,
@@ -522,29 +576,49 @@ class MemoryStore:
             category=category,
             source=source or Source(actor="api"),
         )
-        return self._apply_single(user_id, op)
+        return self._apply_single(user_id, op, agent_id)
 
-    def delete(self, user_id: str, memory_id: str, *, source: Source | None = None) -> AppliedOp:
-        """Mark a memory deleted; it stays restorable until `forget`."""
+    def delete(
+        self,
+        user_id: str,
+        memory_id: str,
+        *,
+        source: Source | None = None,
+        agent_id: AgentScope = None,
+    ) -> AppliedOp:
+        """Mark a memory `agent_id` sees deleted; it stays restorable until `forget`."""
         op = PlannedOp("DELETE", target_id=memory_id, source=source or Source(actor="api"))
-        return self._apply_single(user_id, op)
+        return self._apply_single(user_id, op, agent_id)
 
-    def restore(self, user_id: str, memory_id: str, *, source: Source | None = None) -> AppliedOp:
-        """Make a deleted or superseded version the active one of its memory again."""
+    def restore(
+        self,
+        user_id: str,
+        memory_id: str,
+        *,
+        source: Source | None = None,
+        agent_id: AgentScope = None,
+    ) -> AppliedOp:
+        """Make a deleted or superseded version (one `agent_id` sees) the active one of
+        its memory again."""
         op = PlannedOp("NOOP", target_id=memory_id, source=source or Source(actor="api"))
         user_id = require_user_id(user_id)
+        seen = seen_by(agent_id)
         with self.write_lock(user_id):
-            return self._retrying(lambda: self._restore(user_id, op))
+            return self._retrying(lambda: self._restore(user_id, op, seen))
 
-    def apply(self, user_id: str, ops: Iterable[PlannedOp]) -> ApplyReport:
-        """Apply operations for one user.
+    def apply(
+        self, user_id: str, ops: Iterable[PlannedOp], *, agent_id: str | None = None
+    ) -> ApplyReport:
+        """Apply operations for one user, as `agent_id` (a run's agent, or None).
 
-        An operation that cannot be applied (unknown id, another user's id, empty text)
-        is reported in `rejected` and the others still apply. A target changed by a
-        concurrent turn is followed to its newest version, so neither change is lost.
+        An operation that cannot be applied (unknown id, another user's id or another
+        agent's private one, empty text) is reported in `rejected` and the others still
+        apply. A target changed by a concurrent turn is followed to its newest version, so
+        neither change is lost. New memories go where `home` says.
         """
         user_id = require_user_id(user_id)
-        ops = list(ops)
+        seen_by(agent_id)  # a bad agent id is the caller's error, raised
+        ops = [_as_agent(op, agent_id) for op in ops]
         report = ApplyReport()
         erasures = self._erasures.get(user_id, 0)
         vectors = self._embed_ops(ops)  # before the lock: may be a slow network call
@@ -556,7 +630,9 @@ class MemoryStore:
                 return report
             for op in ops:
                 try:
-                    applied = self._retrying(partial(self._apply_one, user_id, op, vectors))
+                    applied = self._retrying(
+                        partial(self._apply_one, user_id, op, vectors, agent_id)
+                    )
                     report.applied.append(
                         applied.model_copy(update={"detail": applied.detail or op.detail})
                     )
@@ -571,31 +647,90 @@ class MemoryStore:
         the user's lock checks it did not change meanwhile."""
         return self._erasures.get(user_id, 0)
 
-    def forget(self, user_id: str) -> int:
-        """Erase every version of every memory of the user, and their profile. Returns how
-        many memory versions were erased."""
+    def forget(self, user_id: str, *, agent_id: str | None = None) -> int:
+        """Erase every version of every memory of the user, every agent's included, and
+        their profile. With `agent_id`: only that agent's own memories (the shared ones,
+        and the profile built from them, stay). Returns how many versions were erased."""
         user_id = require_user_id(user_id)  # " alice" is alice: her profile goes too
-        where = Where(user_id=user_id)
-        profile = Where(user_id=profile_key(user_id))
+        if agent_id is None:
+            where = Where(user_id=user_id)
+            erased = [where, Where(user_id=profile_key(user_id))]
+        else:
+            where = Where(user_id=user_id, agents=Agents.only(require_agent_id(agent_id)))
+            erased = [where]
         with self.write_lock(user_id):
             self._erasures[user_id] = self._erasures.get(user_id, 0) + 1
             total = self.engine.count(where)
-            self.engine.delete(where)
-            self.engine.delete(profile)
-            left = self.engine.count(where) + self.engine.count(profile)
+            for gone in erased:
+                self.engine.delete(gone)
+            left = sum(self.engine.count(gone) for gone in erased)
         if left:
             raise RuntimeError(f"forget left {left} memories of {user_id!r}; run it again")
         return total
 
-    def _apply_single(self, user_id: str, op: PlannedOp) -> AppliedOp:
+    def move(
+        self,
+        user_id: str,
+        memory_id: str,
+        to_agent: str | None,
+        *,
+        agent_id: AgentScope = ALL_AGENTS,
+        source: Source | None = None,
+    ) -> AppliedOp:
+        """Move a memory, every version of it, into `to_agent`'s own memories, or (None)
+        into the user's shared ones. `agent_id`: whom the memory must be visible to now
+        (a server passes the caller's agent; the operator's default reaches any). An
+        identical memory already active there absorbs it, as an UPDATE would."""
+        user_id = require_user_id(user_id)
+        to = None if to_agent is None else require_agent_id(to_agent)
+        seen = seen_by(agent_id)
+
+        def attempt() -> AppliedOp:
+            head = self.versions.head(user_id, memory_id, seen)
+            record = head.record
+            if record.agent_id == to:
+                return AppliedOp(
+                    op="UPDATE", memory_id=record.id, text=record.text, result="unchanged"
+                )
+            lineage = Where(user_id=user_id, lineage_ids=[record.lineage_id])
+            versions = [stored_from_point(p) for p in self.engine.scroll(lineage)]
+            # The head moves last: an interrupted move is finished by trying it again.
+            for version in sorted(versions, key=lambda v: v.record.id == record.id):
+                if version.record.agent_id == to:
+                    continue
+                update: dict[str, object] = {"agent_id": to}
+                if version.record.id == record.id:
+                    event = MemoryEvent(
+                        op="MOVE",
+                        at=now_utc(),
+                        source=source or Source(actor="api"),
+                        detail=f"from {_scope_name(record.agent_id)} to {_scope_name(to)}",
+                    )
+                    update["events"] = [*version.record.events, event]
+                self.versions.write(version, version.record.model_copy(update=update))
+            kept = (
+                self.versions.settle_duplicates(user_id, record.text, to)
+                if record.status == "active"
+                else None
+            )
+            if kept is not None and kept.id != record.id:
+                return AppliedOp(op="UPDATE", memory_id=kept.id, text=kept.text, result="merged")
+            return AppliedOp(op="UPDATE", memory_id=record.id, text=record.text, result="moved")
+
+        with self.write_lock(user_id):
+            return self._retrying(attempt)
+
+    def _apply_single(self, user_id: str, op: PlannedOp, agent_id: AgentScope) -> AppliedOp:
         """One operation for API callers: errors are raised, not reported."""
         user_id = require_user_id(user_id)
+        seen_by(agent_id)  # a bad agent id is the caller's error, raised
+        op = _as_agent(op, agent_id)
         erasures = self._erasures.get(user_id, 0)
         vectors = self._embed_ops([op])
         with self.write_lock(user_id):
             if self._erasures.get(user_id, 0) != erasures:
                 raise InvalidInputError(ERASED)
-            return self._retrying(lambda: self._apply_one(user_id, op, vectors))
+            return self._retrying(lambda: self._apply_one(user_id, op, vectors, agent_id))
 
     def _retrying(self, attempt: Callable[[], Written]) -> Written:
         """Run an operation until its conditional writes win (each try reads afresh)."""
@@ -622,17 +757,28 @@ class MemoryStore:
             return {}
         return dict(zip(texts, self._document_vectors(list(texts)), strict=True))
 
-    def _apply_one(self, user_id: str, op: PlannedOp, vectors: dict[str, list[float]]) -> AppliedOp:
+    def _apply_one(
+        self,
+        user_id: str,
+        op: PlannedOp,
+        vectors: dict[str, list[float]],
+        agent_id: AgentScope,
+    ) -> AppliedOp:
+        """One operation as `agent_id`: it reads and changes only memories that agent sees;
+        an ADD goes to its `home`, an UPDATE stays in its target's scope."""
         at = now_utc()
+        seen = seen_by(agent_id)
         if op.op == "NOOP":
-            return self._restated(user_id, op, at)
+            return self._restated(user_id, op, at, seen)
         if op.op == "ADD":
-            return self._add(user_id, op, at, vectors)
+            if agent_id is ALL_AGENTS:
+                raise InvalidInputError("a new memory is added as one agent, or as none")
+            return self._add(user_id, op, at, vectors, self.home(agent_id), seen)
         if op.target_id is None:
             raise InvalidInputError(f"{op.op} needs the id of an existing memory")
         # Never past the end of this memory's own versions: a version merged into another
         # memory links to it, and an operation must not change a memory it was not shown.
-        head = self.versions.head(user_id, op.target_id)
+        head = self.versions.head(user_id, op.target_id, seen)
         record = head.record
         merged_into = record.superseded_by if record.status == "superseded" else None
         if op.op == "DELETE":
@@ -668,7 +814,9 @@ class MemoryStore:
         if record.status != "active":
             # Deleted, or merged into another memory, meanwhile: keep what the user just
             # said as a new memory (with the old one's category) and touch nothing else.
-            added = self._add(user_id, replace(op, category=category), at, vectors)
+            added = self._add(
+                user_id, replace(op, category=category), at, vectors, record.agent_id, seen
+            )
             gone = f"merged into {merged_into}" if merged_into else "deleted"
             return added.model_copy(
                 update={"op": "UPDATE", "detail": f"its target was {gone} meanwhile"}
@@ -681,7 +829,11 @@ class MemoryStore:
             )
         if _older(op, record):
             return self._keep_newer(head, op, text, category, at, vectors)
-        duplicate = None if unchanged else self.versions.active_duplicate(user_id, text)
+        duplicate = (
+            None
+            if unchanged
+            else self.versions.active_duplicate(user_id, text, Agents.only(record.agent_id))
+        )
         if duplicate is not None and duplicate.id != record.id:
             event = MemoryEvent(
                 op="SUPERSEDED", at=at, source=op.source, detail=f"merged into {duplicate.id}"
@@ -748,13 +900,15 @@ class MemoryStore:
             record.observed_at.date(), record.valid_from, ttl
         )
 
-    def _restated(self, user_id: str, op: PlannedOp, at: datetime) -> AppliedOp:
+    def _restated(
+        self, user_id: str, op: PlannedOp, at: datetime, seen: Agents | None
+    ) -> AppliedOp:
         """A NOOP: the fact is already known. It may still date the memory, or renew it
         (`_said_again`); nothing else changes."""
         unchanged = AppliedOp(op="NOOP", ref=op.ref, memory_id=op.target_id, result="unchanged")
         if op.target_id is None:
             return unchanged
-        record = self.versions.head(user_id, op.target_id).record
+        record = self.versions.head(user_id, op.target_id, seen).record
         if record.status != "active":
             return unchanged
         return self._said_again(user_id, replace(op, text=record.text), at, record)
@@ -819,15 +973,17 @@ class MemoryStore:
         valid_until: date | None,
         *,
         source: Source | None = None,
+        agent_id: AgentScope = None,
     ) -> AppliedOp:
-        """Set (or, with None, clear) when a memory is true, by hand: a new version with
-        the same text, the old one kept in its history."""
+        """Set (or, with None, clear) when a memory `agent_id` sees is true, by hand: a new
+        version with the same text, the old one kept in its history."""
         user_id = require_user_id(user_id)
+        seen = seen_by(agent_id)
         if valid_from is not None and valid_until is not None and valid_until < valid_from:
             raise InvalidInputError(f"valid until {valid_until} is before valid from {valid_from}")
 
         def attempt() -> AppliedOp:
-            head = self.versions.head(user_id, memory_id)
+            head = self.versions.head(user_id, memory_id, seen)
             record = head.record
             if record.status != "active":
                 raise InvalidInputError(f"memory {record.id} is {record.status}; restore it first")
@@ -889,6 +1045,7 @@ class MemoryStore:
                 lineage_id=record.lineage_id,
                 detail=detail,
                 validity=(op.valid_from, op.valid_until),
+                agent_id=record.agent_id,
             )
             self.versions.insert(
                 version.model_copy(update={"status": "superseded", "superseded_by": record.id}),
@@ -904,10 +1061,18 @@ class MemoryStore:
         )
 
     def _add(
-        self, user_id: str, op: PlannedOp, at: datetime, vectors: dict[str, list[float]]
+        self,
+        user_id: str,
+        op: PlannedOp,
+        at: datetime,
+        vectors: dict[str, list[float]],
+        home: str | None,
+        seen: Agents | None,
     ) -> AppliedOp:
+        """A new memory in `home`'s scope (an agent's own, or shared: None), unless one
+        the writer sees (`seen`) already holds the text."""
         text = clean_memory_text(op.text)
-        duplicate = self.versions.active_duplicate(user_id, text)
+        duplicate = self.versions.active_duplicate(user_id, text, seen)
         if duplicate is not None:
             return self._said_again(user_id, op, at, duplicate)
         category = clean_category(op.category)
@@ -920,19 +1085,20 @@ class MemoryStore:
             source=op.source,
             observed_at=op.observed_at or at,
             validity=self._validity(op, category, op.observed_at or at, None),
+            agent_id=home,
         )
         self.versions.insert(record, vectors[text])
         # another writer may have added it too
-        kept = self.versions.settle_duplicates(user_id, text) or record
+        kept = self.versions.settle_duplicates(user_id, text, home) or record
         if kept.id != record.id:
             return AppliedOp(
                 op="ADD", ref=op.ref, memory_id=kept.id, text=kept.text, result="duplicate"
             )
         return AppliedOp(op="ADD", ref=op.ref, memory_id=record.id, text=text, result="added")
 
-    def _restore(self, user_id: str, op: PlannedOp) -> AppliedOp:
+    def _restore(self, user_id: str, op: PlannedOp, seen: Agents | None) -> AppliedOp:
         assert op.target_id is not None
-        version = self.versions.get(user_id, op.target_id).record
+        version = self.versions.get(user_id, op.target_id, seen).record
         self.versions.repair(user_id, [version.id], writer=True)
         version = self.versions.get(user_id, op.target_id).record
         head = self.versions.head(user_id, version.id)
@@ -940,7 +1106,8 @@ class MemoryStore:
             return AppliedOp(
                 op="RESTORE", memory_id=version.id, text=version.text, result="already active"
             )
-        duplicate = self.versions.active_duplicate(user_id, version.text)
+        scope = Agents.only(version.agent_id)
+        duplicate = self.versions.active_duplicate(user_id, version.text, scope)
         redating = (  # the same text with other dates: restoring brings the dates back
             duplicate is not None
             and duplicate.id == head.record.id
@@ -958,7 +1125,7 @@ class MemoryStore:
         at = now_utc()
         if version.id == head.record.id:  # deleted, or merged into another memory
             self.versions.change(head, "active", MemoryEvent(op="RESTORE", at=at, source=op.source))
-            self.versions.settle_duplicates(user_id, version.text)
+            self.versions.settle_duplicates(user_id, version.text, version.agent_id)
             return AppliedOp(
                 op="RESTORE", memory_id=version.id, text=version.text, result="restored"
             )
@@ -1011,7 +1178,7 @@ class MemoryStore:
         """Those of `memory_ids` that are active memories of the user and still true on day
         `on` (default: today, UTC; a past memory is kept, not current), by id."""
         today = on or now_utc().date()
-        stored = self.versions.get_many(require_user_id(user_id), list(memory_ids))
+        stored = self.versions.get_many(require_user_id(user_id), list(memory_ids), SHARED)
         return {
             s.record.id: s.record
             for s in stored
@@ -1026,7 +1193,7 @@ class MemoryStore:
         found: dict[str, MemoryRecord] = {}
         for memory_id in dict.fromkeys(memory_ids):
             try:
-                head = self.versions.head(user_id, memory_id).record
+                head = self.versions.head(user_id, memory_id, SHARED).record
             except MemoryNotFoundError:
                 continue
             if head.status == "active":
@@ -1101,11 +1268,24 @@ class MemoryStore:
         with self.write_lock(user_id):
             return self._retrying(attempt)
 
-    def pin(self, user_id: str, memory_id: str, *, source: Source | None = None) -> Profile:
-        """Pin an active memory: it always appears in the profile, in its own words unless a
-        line states it. The pinned memories together must fit the size bound."""
+    def pin(
+        self,
+        user_id: str,
+        memory_id: str,
+        *,
+        source: Source | None = None,
+        agent_id: AgentScope = None,
+    ) -> Profile:
+        """Pin an active shared memory (one `agent_id` sees): it always appears in the
+        profile, in its own words unless a line states it. The pinned memories together
+        must fit the size bound."""
         user_id = require_user_id(user_id)
-        record = self.get(user_id, memory_id)
+        record = self.get(user_id, memory_id, agent_id=agent_id)
+        if record.agent_id is not None:  # the profile is every agent's: shared memories only
+            raise InvalidInputError(
+                f"memory {record.id} is agent {record.agent_id!r}'s own; only shared memories "
+                "are in the profile, which every agent of the user sees"
+            )
         if record.status != "active":
             raise InvalidInputError(
                 f"memory {record.id} is {record.status}; pin its current version "
@@ -1204,6 +1384,37 @@ def require_user_id(user_id: str) -> str:
         return validate_user_id(user_id)
     except ValueError as error:
         raise InvalidInputError(str(error)) from None
+
+
+def require_agent_id(agent_id: str) -> str:
+    """The run context's rule for agent ids, as an `InvalidInputError`."""
+    try:
+        return validate_agent_id(agent_id)
+    except ValueError as error:
+        raise InvalidInputError(str(error)) from None
+
+
+def seen_by(agent_id: AgentScope) -> Agents | None:
+    """What a caller acting as `agent_id` sees: the user's shared memories and that agent's
+    own; no agent, the shared ones only; `ALL_AGENTS` (the operator), every scope."""
+    if agent_id is ALL_AGENTS:
+        return None
+    if agent_id is None:
+        return SHARED
+    if not isinstance(agent_id, str):
+        raise InvalidInputError(f"agent_id must be a string, not {type(agent_id).__name__}")
+    return Agents(require_agent_id(agent_id))
+
+
+def _as_agent(op: PlannedOp, agent_id: AgentScope) -> PlannedOp:
+    """The operation with the agent it was made as in its source (provenance)."""
+    if not isinstance(agent_id, str) or op.source.agent_id == agent_id:
+        return op
+    return replace(op, source=op.source.model_copy(update={"agent_id": agent_id}))
+
+
+def _scope_name(agent_id: str | None) -> str:
+    return "the shared memories" if agent_id is None else f"agent {agent_id!r}'s own"
 
 
 def _short(text: str, limit: int = 80) -> str:

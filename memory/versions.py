@@ -15,7 +15,7 @@ from __future__ import annotations
 import uuid
 from datetime import UTC, date, datetime, timedelta
 
-from engram.memory.engines.base import Engine, Where
+from engram.memory.engines.base import Agents, Engine, Where
 from engram.memory.payload import (
     Stored,
     payload,
@@ -50,16 +50,24 @@ class Versions:
         self.engine = engine
         self.writer_id = writer_id
 
-    def get(self, user_id: str, memory_id: str) -> Stored:
-        found = self.get_many(user_id, [memory_id])
+    def get(self, user_id: str, memory_id: str, agents: Agents | None = None) -> Stored:
+        """One version of the user's, within `agents`' scopes (None: any): another user's
+        id, or another agent's private one, is reported exactly like a missing one."""
+        found = self.get_many(user_id, [memory_id], agents)
         if not found:
             raise MemoryNotFoundError(f"no memory {memory_id!r} for user {user_id!r}")
         return found[0]
 
-    def get_many(self, user_id: str, memory_ids: list[str]) -> list[Stored]:
+    def get_many(
+        self, user_id: str, memory_ids: list[str], agents: Agents | None = None
+    ) -> list[Stored]:
         ids = [canonical for i in memory_ids if (canonical := canonical_uuid(i))]
         stored = [stored_from_point(p) for p in self.engine.retrieve(ids)]
-        return [s for s in stored if s.record.user_id == user_id]
+        return [
+            s
+            for s in stored
+            if s.record.user_id == user_id and (agents is None or agents.admits(s.record.agent_id))
+        ]
 
     def without_replaced(self, user_id: str, records: list[MemoryRecord]) -> set[str]:
         """Ids of these records that readers may show: not the old half of an update that
@@ -70,14 +78,15 @@ class Versions:
         finished = self.repair(user_id, [r.id for r in pending], writer=False)
         return {r.id for r in records if r.id not in finished}
 
-    def head(self, user_id: str, memory_id: str) -> Stored:
+    def head(self, user_id: str, memory_id: str, agents: Agents | None = None) -> Stored:
         """The newest version of `memory_id`'s memory, following `superseded_by` links
-        (finishing interrupted updates on the way).
+        (finishing interrupted updates on the way); `memory_id` must be within `agents`'
+        scopes (a memory's versions all share its scope).
 
         A link may lead into another memory (a merge); the walk stops there, so nothing
         done to this memory (update, delete, restore) ever reaches the one it merged into.
         """
-        stored = self.get(user_id, memory_id)
+        stored = self.get(user_id, memory_id, agents)
         seen = {stored.record.id}
         while True:
             if stored.record.status == "active" and stored.record.superseded_by:
@@ -94,20 +103,34 @@ class Versions:
             stored = successors[0]
             seen.add(stored.record.id)
 
-    def active_duplicate(self, user_id: str, text: str) -> MemoryRecord | None:
-        """The user's active memory with this text (an indexed lookup), if any."""
-        where = Where(user_id=user_id, status="active", text_hashes=[text_hash(text)])
+    def active_duplicate(
+        self, user_id: str, text: str, agents: Agents | None = None
+    ) -> MemoryRecord | None:
+        """The user's active memory with this text within `agents`' scopes (an indexed
+        lookup), if any."""
+        where = Where(
+            user_id=user_id, status="active", text_hashes=[text_hash(text)], agents=agents
+        )
         records = [record_from_point(p) for p in self.engine.scroll(where)]
         shown = self.without_replaced(user_id, records)
         return min(
             (r for r in records if r.id in shown), key=lambda r: (r.created_at, r.id), default=None
         )
 
-    def settle_duplicates(self, user_id: str, text: str) -> MemoryRecord | None:
-        """Keep one active copy of a text: the oldest; later copies (written at the same
-        time by another writer) are merged into it. Every writer picks the same one. None:
-        no active copy is left (a concurrent writer retired or erased it meanwhile)."""
-        where = Where(user_id=user_id, status="active", text_hashes=[text_hash(text)])
+    def settle_duplicates(
+        self, user_id: str, text: str, agent_id: str | None
+    ) -> MemoryRecord | None:
+        """Keep one active copy of a text in one scope (`agent_id`'s own, or the shared
+        memories): the oldest; later copies (written at the same time by another writer)
+        are merged into it. Every writer picks the same one. None: no active copy is left
+        (a concurrent writer retired or erased it meanwhile). A copy in another scope is
+        another agent's business and stays."""
+        where = Where(
+            user_id=user_id,
+            status="active",
+            text_hashes=[text_hash(text)],
+            agents=Agents.only(agent_id),
+        )
         copies = sorted(
             (stored_from_point(p) for p in self.engine.scroll(where)),
             key=lambda s: (s.record.created_at, s.record.id),
@@ -220,6 +243,7 @@ class Versions:
             detail=detail,
             point_id=new_id,
             validity=validity,
+            agent_id=record.agent_id,
         )
         self.insert(new, vector)
         event = MemoryEvent(op="SUPERSEDED", at=at, source=source)
@@ -230,7 +254,7 @@ class Versions:
             if not (current.status == "superseded" and current.superseded_by == new_id):
                 self.engine.delete_ids([new_id])  # never linked: withdraw it and retry
                 raise
-        self.settle_duplicates(record.user_id, text)
+        self.settle_duplicates(record.user_id, text, record.agent_id)
         return new_id
 
     def insert(self, record: MemoryRecord, vector: list[float]) -> None:
@@ -286,6 +310,7 @@ def new_version(
     detail: str | None = None,
     point_id: str | None = None,
     validity: Validity = (None, None),
+    agent_id: str | None = None,
 ) -> MemoryRecord:
     new_id = point_id or str(uuid.uuid4())
     return MemoryRecord(
@@ -303,6 +328,7 @@ def new_version(
         events=[MemoryEvent(op=operation, at=at, source=source, detail=detail)],
         valid_from=validity[0],
         valid_until=validity[1],
+        agent_id=agent_id,
     )
 
 

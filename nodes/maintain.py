@@ -83,7 +83,7 @@ def make_maintain(
         def write() -> ApplyReport:  # one worker thread: opening the store blocks too
             store = clients.store()
             with endpoint_errors("embedding model", settings.openai_base_url):
-                return store.apply(context.user_id, planned)
+                return store.apply(context.user_id, planned, agent_id=context.agent_id)
 
         try:
             report = await asyncio.to_thread(write)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable
 from datetime import date
+from functools import partial
 from typing import Any
 
 from langchain_core.messages import AIMessage, HumanMessage
@@ -73,6 +74,7 @@ def make_recall(clients: Clients) -> Callable[..., Awaitable[dict[str, Any]]]:
                     reference=reference,
                     floor=floor,
                     valid_on=valid_on,
+                    agent_id=context.agent_id,
                 )
             # what the profile already says is not repeated in the prompt
             return profile, [m for m in found if m.id not in stated][:fetch]
@@ -125,6 +127,7 @@ def recall_memories(
     reference: TimeReference | None,
     floor: float | None,
     valid_on: date | None = None,
+    agent_id: str | None = None,
 ) -> list[MemoryRecord]:
     """The user's `k` memories for a message, best first.
 
@@ -133,19 +136,19 @@ def recall_memories(
     (the time is what makes them relevant; none said then means none). Any other time
     reference: memories said then gain `TIME_BOOST`, against the floor too, so they rank
     above equally relevant ones from other times and can enter the top k from below it.
-    With `valid_on`, only memories still true that day.
+    With `valid_on`, only memories still true that day. As `agent_id`: the shared
+    memories and that agent's own.
     """
+    search = partial(store.search, user_id, query, k, valid_on=valid_on, agent_id=agent_id)
     if reference is None:
-        return store.search(user_id, query, k, min_score=floor, valid_on=valid_on)
+        return search(min_score=floor)
     if reference.said:
-        return store.search(user_id, query, k, observed=reference.span, valid_on=valid_on)
-    anytime = store.search(user_id, query, k, min_score=floor, valid_on=valid_on)
+        return search(observed=reference.span)
+    anytime = search(min_score=floor)
     # The boost counts against the floor too: "where was I last week?" shares few words
     # with "User is in Tokyo", said then.
     lowered = None if floor is None else floor - TIME_BOOST
-    then = store.search(
-        user_id, query, k, min_score=lowered, observed=reference.span, valid_on=valid_on
-    )
+    then = search(min_score=lowered, observed=reference.span)
     merged = {m.id: m for m in [*anytime, *then]}.values()
     boosted = [
         m.model_copy(update={"score": (m.score or 0) + TIME_BOOST})

@@ -31,13 +31,13 @@ def make_retrieve_similar(clients: Clients) -> Callable[..., Awaitable[dict[str,
     async def retrieve_similar(
         state: EngramState, runtime: Runtime[EngramContext]
     ) -> dict[str, Any]:
-        user_id = run_context(runtime).user_id
+        context = run_context(runtime)
         texts = [fact.text for fact in state.get("facts", [])]
 
         def search() -> list[MemoryRecord]:  # one worker thread: opening the store blocks too
             store = clients.store()
             with endpoint_errors("embedding model", clients.settings.openai_base_url):
-                return similar_memories(store, user_id, texts)
+                return similar_memories(store, context.user_id, texts, context.agent_id)
 
         try:
             nearest = await asyncio.to_thread(search)
@@ -50,11 +50,13 @@ def make_retrieve_similar(clients: Clients) -> Callable[..., Awaitable[dict[str,
     return retrieve_similar
 
 
-def similar_memories(store: MemoryStore, user_id: str, texts: list[str]) -> list[MemoryRecord]:
-    """Nearest memories per text (one batched search), merged by id keeping the best
-    score, best first."""
+def similar_memories(
+    store: MemoryStore, user_id: str, texts: list[str], agent_id: str | None = None
+) -> list[MemoryRecord]:
+    """Nearest memories per text (one batched search) among those `agent_id` sees,
+    merged by id keeping the best score, best first."""
     best: dict[str, MemoryRecord] = {}
-    for hits in store.search_many(user_id, texts, k=PER_FACT):
+    for hits in store.search_many(user_id, texts, k=PER_FACT, agent_id=agent_id):
         for record in hits:
             kept = best.get(record.id)
             if kept is None or (record.score or 0) > (kept.score or 0):

@@ -52,7 +52,7 @@ INGEST_GRAPH = "engram_ingest"  # the ingest graph's id in langgraph.json
 # turn of a conversation queues behind the previous one.
 MEMORY_THREADS = uuid.UUID("5e0d4c1e-6b8a-4f59-9d3c-7a1f0e2b8c41")
 # Context fields the ingest graph reads (the chat model and top_k are the chat's own).
-MEMORY_CONTEXT = ("user_id", "memory_model", "save_policy")
+MEMORY_CONTEXT = ("user_id", "agent_id", "memory_model", "save_policy")
 
 
 def make_schedule_memory(
@@ -74,7 +74,7 @@ def make_schedule_memory(
         # for stateless runs, whose failed work is retried by the next such run.
         checkpointer = config.get("configurable", {}).get(CONFIG_KEY_CHECKPOINTER)
         chat_thread = run_thread if checkpointer else None
-        thread_id = memory_thread_id(context.user_id, chat_thread)
+        thread_id = memory_thread_id(context.user_id, chat_thread, context.agent_id)
         exchange = [_forwarded(user_message, run_thread, chat_thread)]
         if reply is not None:
             exchange.append(_forwarded(reply, run_thread, chat_thread))
@@ -234,14 +234,20 @@ async def route_after_schedule(state: EngramState) -> str:
     return END if state.get("memory_run") else "decide_save"
 
 
-def memory_thread_id(user_id: str, chat_thread: str | None) -> str:
-    """The memory thread of a chat thread; one per user for stateless runs, whose own
-    thread the server throws away afterwards (the memory thread stays, with the reports).
+def memory_thread_id(user_id: str, chat_thread: str | None, agent_id: str | None = None) -> str:
+    """The memory thread of a chat thread; one per user (and agent: a thread keeps one)
+    for stateless runs, whose own thread the server throws away afterwards (the memory
+    thread stays, with the reports).
 
     The id is computable from the user id: another user who creates a thread with it
     first only makes this user's stateless turns run their memory steps inline (the
     owner filters keep that thread apart; scheduling fails, the fallback runs)."""
-    name = f"thread:{chat_thread}" if chat_thread else f"stateless:{user_id}"
+    if chat_thread:
+        name = f"thread:{chat_thread}"
+    elif agent_id is None:  # as before agents: existing memory threads keep their ids
+        name = f"stateless:{user_id}"
+    else:  # "\x1f" cannot be in a user id, so no user id poses as another's agent
+        name = f"stateless:{user_id}\x1fagent:{agent_id}"
     return str(uuid.uuid5(MEMORY_THREADS, name))
 
 

@@ -2,11 +2,24 @@
 
 from __future__ import annotations
 
+import enum
 from typing import Literal
 
 from pydantic import BaseModel, Field, field_validator
 
 MAX_USER_ID_CHARS = 256
+
+
+class AllAgents(enum.Enum):
+    """The operator's view across every agent's memories of a user (`ALL_AGENTS`)."""
+
+    ALL = "all agents"
+
+
+# Reads that span every agent's private memories (the local CLI's `--all-agents`, an
+# operator's Python): never what a run, a token or an MCP client can ask for.
+ALL_AGENTS = AllAgents.ALL
+AgentScope = str | None | AllAgents
 
 
 class EngramContext(BaseModel):
@@ -17,6 +30,12 @@ class EngramContext(BaseModel):
         description="Whose memories this run reads and writes. On a server it is the "
         "authenticated user (left out, it is filled in; another id is refused). Required "
         "outside a server.",
+    )
+    agent_id: str | None = Field(
+        default=None,
+        description="The agent this run acts as: it sees the user's shared memories and "
+        "its own, never another agent's; left out, only the shared ones. On a server the "
+        "token must allow it.",
     )
     chat_model: str | None = Field(
         default=None, description="Overrides ENGRAM_CHAT_MODEL (one of ENGRAM_ALLOWED_MODELS)."
@@ -43,14 +62,28 @@ class EngramContext(BaseModel):
             return value
         return validate_user_id(value)
 
+    @field_validator("agent_id")
+    @classmethod
+    def _valid_agent_id(cls, value: str | None) -> str | None:
+        return None if value is None or value == "" else validate_agent_id(value)
 
-def validate_user_id(value: str) -> str:
+
+def validate_user_id(value: str, *, name: str = "user_id") -> str:
     """The one rule for user ids (graph, store and CLI): non-blank, printable, bounded."""
     value = value.strip() if isinstance(value, str) else ""
     if not value:
-        raise ValueError("user_id must not be blank")
+        raise ValueError(f"{name} must not be blank")
     if len(value) > MAX_USER_ID_CHARS:
-        raise ValueError(f"user_id must be at most {MAX_USER_ID_CHARS} characters")
+        raise ValueError(f"{name} must be at most {MAX_USER_ID_CHARS} characters")
     if any(not ch.isprintable() for ch in value):
-        raise ValueError("user_id must not contain control characters")
+        raise ValueError(f"{name} must not contain control characters")
+    return value
+
+
+def validate_agent_id(value: str) -> str:
+    """Agent ids follow the user ids' rule (they name a scope of the user's memories); `*`
+    is not one: in a token's agents claim it means every agent."""
+    value = validate_user_id(value, name="agent_id")
+    if value == "*":
+        raise ValueError("agent_id '*' is reserved (a token's claim for every agent)")
     return value

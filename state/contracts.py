@@ -9,7 +9,7 @@ from pydantic import BaseModel, Field
 
 MemoryStatus = Literal["active", "superseded", "deleted"]
 OpName = Literal["ADD", "UPDATE", "DELETE", "NOOP"]
-EventName = Literal["ADD", "UPDATE", "DELETE", "RESTORE", "SUPERSEDED", "IMPORT"]
+EventName = Literal["ADD", "UPDATE", "DELETE", "RESTORE", "SUPERSEDED", "IMPORT", "MOVE"]
 
 
 class Fact(BaseModel):
@@ -63,6 +63,9 @@ class Source(BaseModel):
     thread_id: str | None = None
     message_ids: list[str] = Field(default_factory=list)
     actor: str = "chat"
+    agent_id: str | None = Field(  # the agent the run acted as (None: no agent)
+        default=None, exclude_if=lambda value: value is None
+    )
 
 
 class MemoryEvent(BaseModel):
@@ -95,6 +98,9 @@ class MemoryRecord(BaseModel):
     # whose `valid_until` has passed is past: kept, shown with its dates, not current.
     valid_from: date | None = None
     valid_until: date | None = None
+    # Whose own memory it is: None is the user's shared memory, seen by every agent of the
+    # user; an agent id, a memory only that agent sees (engram.memory.engines.base.Agents).
+    agent_id: str | None = None
 
     def is_past(self, today: date) -> bool:
         return self.valid_until is not None and self.valid_until < today
@@ -135,14 +141,15 @@ Outcome = Literal[
     "added",
     "updated",
     "deleted",
-    "restored",  # the store changed
+    "restored",
+    "moved",  # the store changed
     "duplicate",
     "merged",
     "unchanged",
     "already deleted",
     "already active",  # it did not
 ]
-CHANGES: tuple[Outcome, ...] = ("added", "updated", "deleted", "restored")
+CHANGES: tuple[Outcome, ...] = ("added", "updated", "deleted", "restored", "moved")
 
 
 class AppliedOp(BaseModel):

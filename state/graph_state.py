@@ -44,6 +44,7 @@ class MemoryStepsOutput(TypedDict, total=False):
     a failure (`facts`, `unextracted`, named in `memory_error`)."""
 
     user_id: str
+    agent_id: str | None  # the thread's agent (stamped with its user by the first turn)
     save: bool | None
     extracted: list[ObservedFact]
     facts: list[ObservedFact]

@@ -29,7 +29,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from starlette.websockets import WebSocketClose
 
 from engram.apps.server.tokens import TokenError, TokenVerifier
-from engram.identity import on_aegra, user_id_of
+from engram.identity import agent_permissions, check_agent, on_aegra, user_id_of
 from engram.memory.conversations import RESERVED_ROOTS
 from engram.settings import get_settings
 from engram.state.errors import AccessDeniedError
@@ -55,10 +55,14 @@ async def authenticate(authorization: str | Mapping[str, str] | None) -> Auth.ty
     if isinstance(authorization, Mapping):
         authorization = authorization.get("authorization")
     try:
-        user_id = await verifier().user_id(authorization)
+        caller = await verifier().caller(authorization)
     except TokenError as error:
         raise Auth.exceptions.HTTPException(status_code=401, detail=str(error)) from None
-    return {"identity": user_id, "is_authenticated": True}
+    return {
+        "identity": caller.user_id,
+        "is_authenticated": True,
+        "permissions": agent_permissions(caller.agents),
+    }
 
 
 def owner_of(ctx: Auth.types.AuthContext) -> str:
@@ -81,11 +85,11 @@ def stamp(value: dict[str, Any], owner: str) -> None:
     metadata[OWNER] = owner
 
 
-def check_run(kwargs: dict[str, Any], owner: str) -> None:
-    """A run acts for its owner with allowed models. `context.user_id` may be left out
-    (it is filled in) or name the owner; anything else is refused, as is a model outside
-    ENGRAM_ALLOWED_MODELS. Clients may send the context as `configurable` too: both are
-    checked."""
+def check_run(kwargs: dict[str, Any], owner: str, user: Any) -> None:
+    """A run acts for its owner with allowed models, as an agent its token allows.
+    `context.user_id` may be left out (it is filled in) or name the owner; anything else is
+    refused, as is a model outside ENGRAM_ALLOWED_MODELS and an agent the token does not
+    list. Clients may send the context as `configurable` too: both are checked."""
     context = kwargs.get("context")
     if not isinstance(context, dict):
         context = kwargs["context"] = {}
@@ -98,6 +102,12 @@ def check_run(kwargs: dict[str, Any], owner: str) -> None:
                 f"context.user_id {claimed!r} is not the authenticated user {owner!r}; leave "
                 "it out (the server fills it in)"
             )
+        agent = given.get("agent_id")
+        if agent not in (None, ""):
+            try:
+                check_agent(user, agent if isinstance(agent, str) else repr(agent))
+            except AccessDeniedError as error:
+                raise forbidden(str(error)) from None
         for name in ("chat_model", "memory_model"):
             model = given.get(name)
             if model in (None, ""):
@@ -161,12 +171,12 @@ async def on_run_create(ctx: Auth.types.AuthContext, value: Any) -> Auth.types.F
     stamp(value, owner)  # a new thread (a stateless run's too) takes the run's metadata
     if not on_aegra():  # LangGraph's server: the run's settings are under `kwargs`
         kwargs = value.get("kwargs")
-        check_run(kwargs if isinstance(kwargs, dict) else {}, owner)
+        check_run(kwargs if isinstance(kwargs, dict) else {}, owner, ctx.user)
         return {OWNER: owner}
     # Aegra: `value` is the request body itself (`context` and `config` at its top), and
     # Aegra applies the edits made here only when no filter is returned (it keeps each
     # thread's owner itself and answers 404 to anyone else).
-    check_run(value, owner)
+    check_run(value, owner, ctx.user)
     return None
 
 
@@ -195,9 +205,9 @@ async def on_cron_write(ctx: Auth.types.AuthContext, value: Any) -> Auth.types.F
         stamp(value, owner)
     payload = value.get("payload")
     if isinstance(payload, dict):
-        check_run(payload, owner)
+        check_run(payload, owner, ctx.user)
     elif on_aegra():  # the request body itself; Aegra keeps no edits (identity.run_context)
-        check_run(value, owner)
+        check_run(value, owner, ctx.user)
     return {OWNER: owner}
 
 

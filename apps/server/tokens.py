@@ -6,11 +6,16 @@ used as an HMAC secret): HS256 signed with ENGRAM_AUTH_SECRET (your app's backen
 published at ENGRAM_AUTH_JWKS_URL (Auth0, Clerk, Supabase, Cognito). `exp` and `sub` are
 required; `aud` and `iss` are checked when ENGRAM_AUTH_AUDIENCE / ENGRAM_AUTH_ISSUER are
 set. Every refusal is one line that says what is wrong.
+
+Which agents a caller may act as is the token's word too, never the request's: the
+`agents` claim (ENGRAM_AUTH_AGENTS_CLAIM names another) lists agent ids, `*` for any. A
+token without it acts for no agent (the user's shared memories only).
 """
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -18,7 +23,7 @@ from typing import Any
 import jwt
 
 from engram.settings import Settings
-from engram.state.context import validate_user_id
+from engram.state.context import validate_agent_id, validate_user_id
 
 SECRET_ALGORITHMS = ("HS256",)
 JWKS_ALGORITHMS = ("RS256", "ES256")
@@ -36,6 +41,17 @@ class AuthNotConfiguredError(TokenError):
     """The server has no way to verify tokens, so it refuses every request."""
 
 
+ANY_AGENT = "*"  # in a token's agents claim: every agent of the user
+
+
+@dataclass(frozen=True)
+class Caller:
+    """Who a verified token speaks for: the user (`sub`) and the agents it may act as."""
+
+    user_id: str
+    agents: frozenset[str] = frozenset()
+
+
 @dataclass(frozen=True)
 class TokenVerifier:
     """What a server accepts, built once from the settings."""
@@ -44,6 +60,7 @@ class TokenVerifier:
     jwks: jwt.PyJWKClient | None
     audience: str | None
     issuer: str | None
+    agents_claim: str = "agents"
 
     @classmethod
     def from_settings(cls, settings: Settings) -> TokenVerifier:
@@ -61,7 +78,13 @@ class TokenVerifier:
             if settings.auth_jwks_url
             else None
         )
-        return cls(secret, jwks, settings.auth_audience, settings.auth_issuer)
+        return cls(
+            secret,
+            jwks,
+            settings.auth_audience,
+            settings.auth_issuer,
+            settings.auth_agents_claim,
+        )
 
     @property
     def accepted(self) -> str:
@@ -74,6 +97,11 @@ class TokenVerifier:
 
     async def user_id(self, authorization: str | None) -> str:
         """The user id (`sub`) of a valid `Authorization: Bearer <JWT>` header, or a
+        `TokenError`."""
+        return (await self.caller(authorization)).user_id
+
+    async def caller(self, authorization: str | None) -> Caller:
+        """The user and agents of a valid `Authorization: Bearer <JWT>` header, or a
         `TokenError`. Fetching JWKS keys happens off the event loop."""
         token = bearer_token(authorization)
         try:
@@ -96,9 +124,30 @@ class TokenVerifier:
             # Ids are compared exactly: "bob " must not quietly become bob.
             raise TokenError("the token's subject has leading or trailing spaces")
         try:
-            return validate_user_id(subject)
+            user_id = validate_user_id(subject)
         except ValueError as error:
             raise TokenError(f"the token's subject is not a valid user id: {error}") from None
+        return Caller(user_id, self._agents(claims.get(self.agents_claim)))
+
+    def _agents(self, claim: Any) -> frozenset[str]:
+        """The agents claim: a list of agent ids (or one string of them, separated by
+        spaces or commas, as some identity providers write scopes); `*` is any agent."""
+        if claim is None:
+            return frozenset()
+        if isinstance(claim, str):
+            claim = claim.replace(",", " ").split()
+        if not isinstance(claim, list) or not all(isinstance(a, str) for a in claim):
+            raise TokenError(f"the token's {self.agents_claim!r} claim must list agent ids")
+        agents: set[str] = set()
+        for agent in claim:
+            if agent == ANY_AGENT:
+                agents.add(agent)
+                continue
+            try:
+                agents.add(validate_agent_id(agent))
+            except ValueError as error:
+                raise TokenError(f"the token's {self.agents_claim!r} claim: {error}") from None
+        return frozenset(agents)
 
     async def _jwks_key(self, token: str) -> Any:
         assert self.jwks is not None
@@ -179,9 +228,10 @@ def secret_bytes(settings: Settings) -> bytes | None:
     return secret.encode()
 
 
-def mint_token(settings: Settings, user_id: str, ttl: timedelta) -> str:
+def mint_token(settings: Settings, user_id: str, ttl: timedelta, agents: Sequence[str] = ()) -> str:
     """An HS256 token for `user_id`, valid for `ttl`, that this server's settings accept
-    (with ENGRAM_AUTH_AUDIENCE / ENGRAM_AUTH_ISSUER when set)."""
+    (with ENGRAM_AUTH_AUDIENCE / ENGRAM_AUTH_ISSUER when set), allowed to act as `agents`
+    (`*`: any)."""
     secret = secret_bytes(settings)
     if secret is None:
         raise AuthNotConfiguredError(
@@ -196,6 +246,10 @@ def mint_token(settings: Settings, user_id: str, ttl: timedelta) -> str:
         claims["aud"] = settings.auth_audience
     if settings.auth_issuer:
         claims["iss"] = settings.auth_issuer
+    if agents:
+        claims[settings.auth_agents_claim] = [
+            agent if agent == ANY_AGENT else validate_agent_id(agent) for agent in agents
+        ]
     return jwt.encode(claims, secret, algorithm="HS256")
 
 

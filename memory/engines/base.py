@@ -21,7 +21,7 @@ METADATA_KEY = "metadata"
 
 # Keyword indexes serve the filters every call makes; `user_id` is the tenant key, so
 # each user's points are stored together. Datetime indexes serve date-range filters.
-KEYWORD_FIELDS = ("status", "category", "lineage_id", "text_hash")
+KEYWORD_FIELDS = ("status", "category", "lineage_id", "text_hash", "agent_id")
 INTEGER_FIELDS = ("revision",)
 DATETIME_FIELDS = ("created_at", "updated_at", "observed_at", "valid_until")
 
@@ -61,6 +61,34 @@ class TimeRange:
 
 
 @dataclass(frozen=True)
+class Agents:
+    """Which of a user's memories a filter admits by scope: the shared ones (no
+    `agent_id`), and those private to `agent_id`. `Agents("travel")` is what the travel
+    agent sees; `Agents.only("travel")` is the travel agent's own and nothing shared."""
+
+    agent_id: str | None = None
+    shared: bool = True
+
+    def __post_init__(self) -> None:
+        if not self.shared and self.agent_id is None:
+            raise ValueError("a scope admits shared memories, an agent's, or both")
+
+    @classmethod
+    def only(cls, agent_id: str | None) -> Agents:
+        """Exactly one scope: `agent_id`'s own memories, or the shared ones (None)."""
+        return cls(agent_id, shared=agent_id is None)
+
+    def admits(self, agent_id: str | None) -> bool:
+        """Whether a memory of this scope (its `agent_id`) passes."""
+        return (self.shared and agent_id is None) or (
+            agent_id is not None and agent_id == self.agent_id
+        )
+
+
+SHARED = Agents()  # the user's shared memories only: what a run without an agent sees
+
+
+@dataclass(frozen=True)
 class Where:
     """A filter both engines understand: always one user, the rest optional."""
 
@@ -75,6 +103,9 @@ class Where:
     # Only versions still true on this day: no `valid_until`, or one not before it.
     valid_on: date | None = None
     created_after: datetime | None = None  # `created_at` later than this
+    # Whose memories by scope (None: every scope, for the store's own walks of a lineage
+    # or a whole user; every read a caller asks for names one).
+    agents: Agents | None = None
 
     def matches(self) -> dict[str, str | int | list[str]]:
         """The metadata fields to match, by name (ids are separate: they are not payload)."""

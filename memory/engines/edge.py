@@ -257,6 +257,15 @@ def _filter(where: Where) -> edge.Filter:
             key=key, range=edge.RangeDateTime(gte=where.valid_on.isoformat())
         )
         must.append(edge.Filter(should=[open_ended, not_ended]))
+    if where.agents is not None:
+        agents = where.agents
+        key = f"{METADATA_KEY}.agent_id"
+        scopes: list[Any] = []
+        if agents.shared:  # shared memories have no agent (older points have no key)
+            scopes.append(edge.IsEmptyCondition(key))
+        if agents.agent_id is not None:
+            scopes.append(edge.FieldCondition(key=key, match=edge.MatchValue(agents.agent_id)))
+        must.append(edge.Filter(should=scopes))
     return edge.Filter(must=must)
 
 
@@ -285,8 +294,9 @@ def _request(query: Query, *, screen: bool = True) -> edge.QueryRequest:
         )
     flt = _filter(query.where)
     if query.keywords is not None:
-        # IDF over this user's own memories: another user's words never weigh on hers.
-        user_only = _filter(Where(user_id=query.where.user_id))
+        # IDF over the memories this search may see: another user's (or another agent's
+        # private) words never weigh on hers.
+        user_only = _filter(Where(user_id=query.where.user_id, agents=query.where.agents))
         by_keywords = edge.Query.Nearest(_sparse(query.keywords), using=KEYWORDS)
         idf = edge.SearchParams(idf=edge.IdfParams(corpus=user_only))
         if query.rescore is not None:

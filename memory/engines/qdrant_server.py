@@ -238,8 +238,11 @@ class ServerEngine:
     def _request(self, query: Query) -> models.QueryRequest:
         flt = _filter(query.where)
         if query.keywords is not None:
-            # IDF over this user's own memories: another user's words never weigh on hers.
-            corpus = models.IdfCorpusParams(corpus=_filter(Where(user_id=query.where.user_id)))
+            # IDF over the memories this search may see: another user's (or another agent's
+            # private) words never weigh on hers.
+            corpus = models.IdfCorpusParams(
+                corpus=_filter(Where(user_id=query.where.user_id, agents=query.where.agents))
+            )
             idf = models.SearchParams(idf=corpus)
             if query.rescore is not None:
                 return models.QueryRequest(
@@ -328,6 +331,17 @@ def _filter(where: Where) -> models.Filter:
             key=key, range=models.DatetimeRange(gte=where.valid_on.isoformat())
         )
         must.append(models.Filter(should=[open_ended, not_ended]))
+    if where.agents is not None:
+        agents = where.agents
+        key = f"{METADATA_KEY}.agent_id"
+        scopes: list[Any] = []
+        if agents.shared:  # shared memories have no agent (older points have no key)
+            scopes.append(models.IsEmptyCondition(is_empty=models.PayloadField(key=key)))
+        if agents.agent_id is not None:
+            scopes.append(
+                models.FieldCondition(key=key, match=models.MatchValue(value=agents.agent_id))
+            )
+        must.append(models.Filter(should=scopes))
     return models.Filter(must=must)
 
 

@@ -251,6 +251,7 @@ def default_store(settings: Settings | None = None) -> MemoryStore:
                 retrieval=Retrieval(mode=settings.retrieval),
                 profile_chars=settings.profile_chars,
                 ttl_days=settings.ttl,
+                private_agents=settings.private_agents,
             )
             with _lock:
                 _stores[key] = store

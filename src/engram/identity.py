@@ -1,13 +1,13 @@
 """Who a run acts for, and what it may touch: the one place where Engram resolves the user
 of a run (the authenticated one on a LangGraph server, `context.user_id` from Python) and
-checks the thread's owner and the models a run names. The graph's guard, the server's auth
-handlers and its routes all ask here."""
+checks the agent it acts as, the thread's owner and the models a run names. The graph's
+guard, the server's auth handlers, its routes and MCP all ask here."""
 
 from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from langgraph.config import get_config
@@ -32,6 +32,8 @@ def run_context(runtime: Runtime[EngramContext]) -> EngramContext:
     elif isinstance(context, dict):
         context = EngramContext.model_validate(context)
     identity = authenticated_user(runtime)
+    if runtime.server_info is not None:
+        check_agent(runtime.server_info.user, context.agent_id)
     if not context.user_id:
         # A server that did not pass the auth handler's context on (Aegra, for crons and
         # runs) still names the user it authenticated.
@@ -67,6 +69,37 @@ def authenticated_user(runtime: Runtime[Any]) -> str | None:
     raise AccessDeniedError(
         "this run came through a LangGraph server without an authenticated user; "
         "serve Engram with its langgraph.json (custom auth on)"
+    )
+
+
+AGENT_PERMISSION = "agent:"  # + an agent id, or `*`: what a token's agents claim grants
+
+
+def agent_permissions(agents: Iterable[str]) -> list[str]:
+    """The permissions a server's authenticated user carries for the agents its token
+    allows (LangGraph keeps them on the user, in every handler, route and run)."""
+    return [f"{AGENT_PERMISSION}{agent}" for agent in sorted(agents)]
+
+
+def check_agent(user: Any, agent_id: str | None) -> None:
+    """A server's caller may act as an agent only if its token allows it (the agents claim,
+    kept as the user's permissions); the client's word is never enough. No agent is always
+    allowed: the user's shared memories are theirs. LangGraph Studio under `langgraph dev`
+    acts as the developer's chosen test user, for any of its agents."""
+    if agent_id is None:
+        return
+    if user is not None and is_studio_user(user):
+        user_id_of(user)  # refused on a deployment, or without ENGRAM_STUDIO_USER
+        return
+    permissions = getattr(user, "permissions", None)
+    if permissions is None and isinstance(user, Mapping):
+        permissions = user.get("permissions")
+    granted = set(permissions or ())
+    if f"{AGENT_PERMISSION}{agent_id}" in granted or f"{AGENT_PERMISSION}*" in granted:
+        return
+    raise AccessDeniedError(
+        f"this token does not allow agent {agent_id!r}; its issuer lists the agents a "
+        "token may act as in its agents claim (ENGRAM_AUTH_AGENTS_CLAIM)"
     )
 
 
@@ -119,11 +152,24 @@ def user_id_of(user: Any) -> str:
 
 def check_thread_owner(state: Mapping[str, Any], context: EngramContext) -> None:
     """A thread belongs to the user of its first turn; nobody else may continue it
-    (they would see the conversation and could apply its pending facts)."""
+    (they would see the conversation and could apply its pending facts). It also keeps
+    the agent of its first turn (none, for threads from before agents): its messages hold
+    what that agent recalled, which another agent, or a run without one, must not see."""
     owner = state.get("user_id")
-    if owner is not None and owner != context.user_id:
+    if owner is None:
+        return
+    if owner != context.user_id:
         raise AccessDeniedError(
             f"this thread belongs to another user; start a new thread for {context.user_id!r}"
+        )
+    agent = state.get("agent_id")
+    if agent != context.agent_id:
+        started = f"agent {agent!r}" if agent else "no agent"
+        raise AccessDeniedError(
+            f"this thread was started with {started}; start a new thread for agent "
+            f"{context.agent_id!r}"
+            if context.agent_id
+            else f"this thread was started with {started}; continue it with that agent"
         )
 
 

@@ -10,6 +10,7 @@ import platformdirs
 from pydantic import AliasChoices, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from engram.state.context import validate_agent_id
 from engram.state.errors import ConfigurationError
 
 DEFAULT_LOCAL_EMBEDDING_MODEL = "all-MiniLM-L6-v2"
@@ -68,6 +69,9 @@ class Settings(BaseSettings):
     # Days memories of a category stay true after they were last said, unless the user
     # said otherwise: "plans=90,travel=30". Expired memories are kept, not recalled as current.
     ttl: Annotated[dict[str, int], NoDecode] = Field(default_factory=dict)
+    # Agents whose new memories are their own, seen by no other agent of the user
+    # ("health,therapist"); every other agent's new memories are shared (docs/agents.md).
+    private_agents: Annotated[list[str], NoDecode] = Field(default_factory=list)
     # Optimized memory programs (`engram optimize`); unset: the built-in ones.
     programs: Path | None = None
 
@@ -77,6 +81,8 @@ class Settings(BaseSettings):
     auth_jwks_url: str | None = None
     auth_audience: str | None = None
     auth_issuer: str | None = None
+    # The token claim that lists the agents a caller may act as (`*`: any).
+    auth_agents_claim: str = "agents"
     # Models a run's context may name (comma-separated); empty: the configured two only.
     allowed_models: Annotated[list[str], NoDecode] = Field(default_factory=list)
     # Whose memories LangGraph Studio uses under `langgraph dev`; unset: Studio is refused.
@@ -98,12 +104,17 @@ class Settings(BaseSettings):
     def _blank_serving_setting_is_unset(cls, value: str | None) -> str | None:
         return value.strip() or None if value is not None else None
 
-    @field_validator("allowed_models", "studio_origins", mode="before")
+    @field_validator("allowed_models", "studio_origins", "private_agents", mode="before")
     @classmethod
     def _comma_separated(cls, value: object) -> object:
         if isinstance(value, str):
             return [name.strip() for name in value.split(",") if name.strip()]
         return value
+
+    @field_validator("private_agents")
+    @classmethod
+    def _agent_ids(cls, value: list[str]) -> list[str]:
+        return [validate_agent_id(agent) for agent in value]
 
     @field_validator("ttl", mode="before")
     @classmethod

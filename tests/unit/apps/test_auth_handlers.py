@@ -49,7 +49,7 @@ def fresh_verifier() -> Iterator[None]:
 async def test_authenticate_turns_a_token_into_the_user(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("ENGRAM_AUTH_SECRET", SECRET)
     user = await auth.authenticate(f"Bearer {token('alice')}")
-    assert user == {"identity": "alice", "is_authenticated": True}
+    assert user == {"identity": "alice", "is_authenticated": True, "permissions": []}
     with pytest.raises(HTTPError) as refused:
         await auth.authenticate(None)
     assert refused.value.status_code == 401
@@ -59,7 +59,11 @@ async def test_authenticate_turns_a_token_into_the_user(monkeypatch: pytest.Monk
 async def test_authenticate_takes_aegras_header_mapping(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("ENGRAM_AUTH_SECRET", SECRET)
     headers = {"authorization": f"Bearer {token('alice')}", "host": "127.0.0.1"}
-    assert await auth.authenticate(headers) == {"identity": "alice", "is_authenticated": True}
+    assert await auth.authenticate(headers) == {
+        "identity": "alice",
+        "is_authenticated": True,
+        "permissions": [],
+    }
     with pytest.raises(HTTPError) as refused:
         await auth.authenticate({"host": "127.0.0.1"})
     assert refused.value.status_code == 401

@@ -238,10 +238,10 @@ async def test_other_users_memories_are_never_recalled_nor_touched(
     sent_to_store: list[tuple[str, list[PlannedOp]]] = []
     apply = store.apply
 
-    def spy(user_id: str, planned: Iterable[PlannedOp]) -> ApplyReport:
+    def spy(user_id: str, planned: Iterable[PlannedOp], **kwargs: Any) -> ApplyReport:
         planned = list(planned)
         sent_to_store.append((user_id, planned))
-        return apply(user_id, planned)
+        return apply(user_id, planned, **kwargs)
 
     monkeypatch.setattr(store, "apply", spy)
     graph = make_graph(store, lm)
