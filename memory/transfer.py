@@ -44,7 +44,7 @@ from typing import Any, Literal, TextIO
 
 from pydantic import BaseModel, Field, ValidationError
 
-from engram.memory.engines.base import Where
+from engram.memory.engines.base import SHARED, Where
 from engram.memory.payload import Stored, record_from_point, stored_point, text_hash
 from engram.memory.profile import MAX_LINE_CHARS, fit, pinned_lines, shown_chars
 from engram.memory.store import (
@@ -53,8 +53,10 @@ from engram.memory.store import (
     clean_category,
     clean_memory_text,
     require_user_id,
+    seen_by,
 )
 from engram.memory.versions import Conflict
+from engram.state.context import ALL_AGENTS, AgentScope, validate_agent_id
 from engram.state.contracts import (
     MemoryEvent,
     MemoryRecord,
@@ -66,11 +68,13 @@ from engram.state.errors import ImportFormatError, InvalidInputError, StoreConfl
 
 FORMAT = "engram-export"
 # 2 adds `vector_mac`, 3 `ids_mac`, 4 the header's `profile`, 5 the versions' `valid_from`
-# and `valid_until`. Older files still import: their vectors are re-embedded, their ids
-# derived (see `import_jsonl`), without a profile the importing user's is left as it is, and
-# without validity dates their memories are true from when they were said, with no end.
-VERSION = 5
-READABLE_VERSIONS = (1, 2, 3, 4, 5)
+# and `valid_until`, 6 the versions' `agent_id` and the header's scope (`agent_id`,
+# `all_agents`). Older files still import: their vectors are re-embedded, their ids
+# derived (see `import_jsonl`), without a profile the importing user's is left as it is,
+# without validity dates their memories are true from when they were said, with no end, and
+# without agents they are shared.
+VERSION = 6
+READABLE_VERSIONS = (1, 2, 3, 4, 5, 6)
 
 # Bounds on one line, checked before it is kept. The largest line Engram writes (a
 # 3,072-dimension vector is about 70 KB of JSON, a 2,000-character text, a few events) is
@@ -108,6 +112,10 @@ class ExportHeader(BaseModel):
     count: int
     exported_at: datetime
     profile: ExportedProfile | None = None  # since version 4; None: the user had none
+    # Since version 6: whose memories the file holds. The shared ones and `agent_id`'s own
+    # (None: the shared only), or, with `all_agents`, every agent's (an operator's export).
+    agent_id: str | None = None
+    all_agents: bool = False
 
 
 class ExportedMemory(MemoryRecord):
@@ -136,10 +144,14 @@ class ImportReport(BaseModel):
     profile: ProfileImport | None = None  # None: the file holds no profile
 
 
-def export_jsonl(store: MemoryStore, user_id: str, out: TextIO) -> int:
-    """Write every version of every memory of the user; returns how many."""
+def export_jsonl(
+    store: MemoryStore, user_id: str, out: TextIO, *, agent_id: AgentScope = None
+) -> int:
+    """Write every version of every memory of the user that `agent_id` sees (the shared
+    ones and that agent's own; None: the shared only; `ALL_AGENTS`: every agent's);
+    returns how many."""
     user_id = require_user_id(user_id)
-    rows = list(store.export_records(user_id))
+    rows = list(store.export_records(user_id, agent_id=agent_id))
     profile = store.profile(user_id, as_stored=True)
     header = ExportHeader(
         format=FORMAT,
@@ -148,6 +160,8 @@ def export_jsonl(store: MemoryStore, user_id: str, out: TextIO) -> int:
         embedding=store.embedding_id,
         count=len(rows),
         exported_at=datetime.now(UTC),
+        agent_id=agent_id if isinstance(agent_id, str) else None,
+        all_agents=agent_id is ALL_AGENTS,
         profile=None
         if profile.version_id is None
         else ExportedProfile(
@@ -272,6 +286,7 @@ def import_jsonl(
     lines: Iterable[str],
     *,
     as_user: str | None = None,
+    agent_id: AgentScope = ALL_AGENTS,
     on_progress: Callable[[int, int], None] | None = None,
 ) -> ImportReport:
     """Import an export, optionally as another user (a copy: no provenance pointing into
@@ -284,11 +299,24 @@ def import_jsonl(
     holds an id changes nothing an importer can see. A memory the user already has under
     the file's ids, or the derived ones, is kept as it is.
 
+    A memory keeps its scope (shared, or an agent's own); `agent_id` is whom the import
+    acts as and so which scopes it may write (a server passes the caller's agent: the
+    shared memories and its own; the operator's default, any): a file holding another
+    agent's memory imports nothing.
+
     Every imported version records an IMPORT event. `on_progress(done, total)` reports
     re-embedding. Importing twice changes nothing (see `import_records`). The file's
     profile, if any, is written afterwards under the same mapping of ids (`import_profile`).
     """
     header, memories = read_export(lines)
+    allowed = seen_by(agent_id)
+    for memory in memories:
+        if allowed is not None and not allowed.admits(memory.agent_id):
+            acting = f"agent {agent_id!r}" if agent_id else "no agent"
+            raise ImportFormatError(
+                f"memory {memory.id} is agent {memory.agent_id!r}'s own; an import as "
+                f"{acting} writes only the shared memories and that agent's own"
+            )
     user_id = require_user_id(as_user) if as_user else header.user_id
     copied = user_id != header.user_id
     same_backend = header.embedding == store.embedding_id
@@ -351,7 +379,13 @@ def _valid_header(header: ExportHeader) -> ExportHeader:
     profile = header.profile
     if profile is not None:
         profile = _valid_profile(profile)
-    return header.model_copy(update={"user_id": _user_id(header.user_id), "profile": profile})
+    return header.model_copy(
+        update={
+            "user_id": _user_id(header.user_id),
+            "profile": profile,
+            "agent_id": _agent_id(header.agent_id),
+        }
+    )
 
 
 def _valid_profile(profile: ExportedProfile) -> ExportedProfile:
@@ -433,6 +467,7 @@ def _valid_memory(memory: ExportedMemory) -> ExportedMemory:
     return memory.model_copy(
         update={
             "user_id": _user_id(memory.user_id),
+            "agent_id": _agent_id(memory.agent_id),
             "id": _canonical_id("id", memory.id),
             "lineage_id": _canonical_id("lineage_id", memory.lineage_id),
             "supersedes": _canonical_link("supersedes", memory.supersedes),
@@ -459,6 +494,15 @@ def _user_id(value: str) -> str:
         return require_user_id(value)
     except InvalidInputError as error:
         raise ValueError(f"user_id: {error}") from None
+
+
+def _agent_id(value: str | None) -> str | None:
+    if value is None:
+        return None
+    try:
+        return validate_agent_id(value)
+    except ValueError as error:
+        raise ValueError(f"agent_id: {error}") from None
 
 
 def _without_conversations(record: MemoryRecord) -> MemoryRecord:
@@ -567,19 +611,19 @@ def _lineages_of(store: MemoryStore, user_id: str, lineage_ids: list[str]) -> se
 def _merge_duplicates(
     store: MemoryStore, user_id: str, rows: list[tuple[MemoryRecord, list[float]]]
 ) -> list[tuple[MemoryRecord, list[float]]]:
-    """Imported active versions whose text is already active (in the store, or earlier in
-    this import) are written as merged into that memory instead."""
+    """Imported active versions whose text is already active in the same scope (in the
+    store, or earlier in this import) are written as merged into that memory instead."""
     hashes = list({text_hash(r.text) for r, _ in rows if r.status == "active"})
-    active: dict[str, str] = {}
+    active: dict[tuple[str | None, str], str] = {}
     for start in range(0, len(hashes), PAGE):
         where = Where(user_id=user_id, status="active", text_hashes=hashes[start : start + PAGE])
         for point in store.engine.scroll(where):
             record = record_from_point(point)
-            active.setdefault(text_hash(record.text), record.id)
+            active.setdefault((record.agent_id, text_hash(record.text)), record.id)
     result: list[tuple[MemoryRecord, list[float]]] = []
     for record, vector in rows:
         if record.status == "active":
-            same = active.setdefault(text_hash(record.text), record.id)
+            same = active.setdefault((record.agent_id, text_hash(record.text)), record.id)
             if same != record.id:
                 at = datetime.now(UTC)
                 event = MemoryEvent(
@@ -791,8 +835,10 @@ def _active_for(store: MemoryStore, user_id: str, ids: list[str]) -> dict[str, s
 
 
 def _records(store: MemoryStore, user_id: str, ids: list[str]) -> list[MemoryRecord]:
-    """The user's versions among `ids` (another user's read like missing ones)."""
+    """The user's shared versions among `ids` (what a profile may rest on; another user's,
+    or an agent's own, read like missing ones)."""
     found: list[MemoryRecord] = []
     for start in range(0, len(ids), PAGE):
-        found += [s.record for s in store.versions.get_many(user_id, ids[start : start + PAGE])]
+        batch = ids[start : start + PAGE]
+        found += [s.record for s in store.versions.get_many(user_id, batch, SHARED)]
     return found

@@ -13,7 +13,7 @@ import pytest
 from langchain_core.embeddings import DeterministicFakeEmbedding, Embeddings
 
 from engram.memory.store import MemoryStore, PlannedOp
-from engram.memory.transfer import derived_id, export_jsonl, import_jsonl
+from engram.memory.transfer import VERSION, derived_id, export_jsonl, import_jsonl
 from engram.state.contracts import Source
 from engram.state.errors import ImportFormatError, MemoryNotFoundError
 from tests.helpers import make_engine, make_store
@@ -463,7 +463,7 @@ def test_validity_dates_survive_a_round_trip(store: MemoryStore) -> None:
     moment = datetime.now(UTC)
     held_before = [m.id for m in store.memories("alice", as_of=moment)]
     text = exported(store)
-    assert json.loads(text.splitlines()[0])["version"] == 5
+    assert json.loads(text.splitlines()[0])["version"] == VERSION
     store.forget("alice")
 
     import_jsonl(store, io.StringIO(text))

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from engram.memory.store import MemoryStore
-from engram.memory.transfer import derived_id, export_jsonl, import_jsonl
+from engram.memory.transfer import VERSION, derived_id, export_jsonl, import_jsonl
 from engram.state.contracts import ProfileLine, Source
 from engram.state.errors import ImportFormatError
 
@@ -63,7 +63,7 @@ def file_of(rows: list[dict[str, Any]]) -> io.StringIO:
 def test_the_export_carries_the_current_profile_as_stored(store: MemoryStore) -> None:
     ids = alice_with_a_profile(store)
     header = lines_of(exported(store))[0]
-    assert header["version"] == 5
+    assert header["version"] == VERSION
     profile = header["profile"]
     assert profile["version_id"] == store.profile("alice").version_id
     assert [entry["text"] for entry in profile["lines"]] == [
