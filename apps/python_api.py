@@ -5,7 +5,10 @@
 retrieve_similar → maintain) on a conversation the app already answered and returns what
 changed; the other methods are the memory store's own (`engram.memory.store`), with its
 guarantees and errors: every call names the user and reaches only that user's memories,
-updates keep every version, deletes are restorable, only `forget` erases.
+updates keep every version, deletes are restorable, only `forget` erases. `agent_id=` acts
+as one of the user's agents (docs/agents.md): the shared memories and that agent's own;
+left out, the shared ones only. `ALL_AGENTS` reads (and changes) every agent's, for an
+operator's tools.
 
 Nothing opens a client until a method needs it. One store per data directory per process
 (the embedded Qdrant Edge shard is locked by its first opener), so two `Memory` objects on
@@ -31,6 +34,7 @@ from pydantic import BaseModel, Field
 
 from engram.clients import Clients
 from engram.settings import Settings
+from engram.state.context import ALL_AGENTS, AgentScope
 from engram.state.contracts import (
     AppliedOp,
     MemoryRecord,
@@ -113,6 +117,7 @@ class AsyncMemory:
         user_id: str,
         sent_at: datetime | None = None,
         save_policy: Literal["auto", "always"] = "auto",
+        agent_id: str | None = None,
     ) -> AddResult:
         """Remember what the user said in `messages` (a string, or user and assistant
         messages as dicts `{"role", "content"}`, tuples or LangChain messages).
@@ -120,12 +125,13 @@ class AsyncMemory:
         Only the user's own words become facts; the assistant's replies are context.
         `sent_at` dates messages that carry no `sent_at` of their own (default: now), and
         relative dates ("next Friday") are resolved against it. `save_policy="always"`
-        skips the judgement of whether a message is worth remembering."""
+        skips the judgement of whether a message is worth remembering. As `agent_id`, new
+        memories go to that agent's own when it is a private agent (ENGRAM_PRIVATE_AGENTS),
+        else to the shared ones."""
         batch = _as_messages(messages, sent_at)
         ingest = await asyncio.to_thread(lambda: self._ingest)  # imports DSPy the first time
-        result = await ingest.ainvoke(
-            {"messages": batch}, context={"user_id": user_id, "save_policy": save_policy}
-        )
+        context = {"user_id": user_id, "save_policy": save_policy, "agent_id": agent_id}
+        result = await ingest.ainvoke({"messages": batch}, context=context)
         return AddResult(
             extracted=result.get("extracted") or [],
             applied=result.get("applied") or [],
@@ -141,6 +147,7 @@ class AsyncMemory:
         k: int = 5,
         category: str | None = None,
         as_of: AsOf | None = None,
+        agent_id: str | None = None,
     ) -> builtins.list[MemoryRecord]:
         """The user's `k` active memories most relevant to `query`, best first, scored
         (past ones too: see `valid_until`). `as_of`: among what the store held as true at
@@ -149,12 +156,15 @@ class AsyncMemory:
             raise InvalidInputError("the query is empty")
         moment = _moment(as_of)
         return await self._off_loop(
-            lambda: self.store.search(user_id, query, k, category, as_of=moment)
+            lambda: self.store.search(user_id, query, k, category, as_of=moment, agent_id=agent_id)
         )
 
-    async def get(self, memory_id: str, *, user_id: str) -> MemoryRecord:
-        """One memory version; `MemoryNotFoundError` when the user has none with this id."""
-        return await self._off_loop(lambda: self.store.get(user_id, memory_id))
+    async def get(
+        self, memory_id: str, *, user_id: str, agent_id: AgentScope = None
+    ) -> MemoryRecord:
+        """One memory version; `MemoryNotFoundError` when the user has none with this id
+        (another agent's own memory reads like none)."""
+        return await self._off_loop(lambda: self.store.get(user_id, memory_id, agent_id=agent_id))
 
     async def list(
         self,
@@ -163,6 +173,7 @@ class AsyncMemory:
         status: Which = "active",
         category: str | None = None,
         as_of: AsOf | None = None,
+        agent_id: AgentScope = None,
     ) -> builtins.list[MemoryRecord]:
         """All of the user's memories (no cap), oldest first; `status="all"` for every
         version, superseded and deleted ones included. `as_of`: the versions active and
@@ -172,19 +183,33 @@ class AsyncMemory:
         if moment is not None and chosen != "active":
             raise InvalidInputError("as_of lists what was active then; leave status out")
         return await self._off_loop(
-            lambda: self.store.memories(user_id, status=chosen, category=category, as_of=moment)
+            lambda: self.store.memories(
+                user_id, status=chosen, category=category, as_of=moment, agent_id=agent_id
+            )
         )
 
-    async def history(self, memory_id: str, *, user_id: str) -> builtins.list[MemoryRecord]:
+    async def history(
+        self, memory_id: str, *, user_id: str, agent_id: AgentScope = None
+    ) -> builtins.list[MemoryRecord]:
         """Every version of the memory, oldest first, each with its audit trail."""
-        return await self._off_loop(lambda: self.store.history(user_id, memory_id))
+        return await self._off_loop(
+            lambda: self.store.history(user_id, memory_id, agent_id=agent_id)
+        )
 
     async def update(
-        self, memory_id: str, text: str, *, user_id: str, category: str | None = None
+        self,
+        memory_id: str,
+        text: str,
+        *,
+        user_id: str,
+        category: str | None = None,
+        agent_id: AgentScope = None,
     ) -> AppliedOp:
         """A new version with this text; the old one stays in the history."""
         return await self._off_loop(
-            lambda: self.store.update(user_id, memory_id, text, category, source=_source())
+            lambda: self.store.update(
+                user_id, memory_id, text, category, source=_source(), agent_id=agent_id
+            )
         )
 
     async def set_validity(
@@ -194,24 +219,48 @@ class AsyncMemory:
         user_id: str,
         valid_from: date | None = None,
         valid_until: date | None = None,
+        agent_id: AgentScope = None,
     ) -> AppliedOp:
         """Set when the memory is true: both ends (None leaves that end open, so neither
         clears them). A new version with the same text; the old one stays in the history.
         Past its `valid_until` a memory is kept but no longer recalled as current."""
         return await self._off_loop(
             lambda: self.store.set_validity(
-                user_id, memory_id, valid_from, valid_until, source=_source()
+                user_id, memory_id, valid_from, valid_until, source=_source(), agent_id=agent_id
             )
         )
 
-    async def delete(self, memory_id: str, *, user_id: str) -> AppliedOp:
+    async def delete(
+        self, memory_id: str, *, user_id: str, agent_id: AgentScope = None
+    ) -> AppliedOp:
         """Mark the memory deleted: no longer recalled, kept in the history (`restore`)."""
-        return await self._off_loop(lambda: self.store.delete(user_id, memory_id, source=_source()))
+        return await self._off_loop(
+            lambda: self.store.delete(user_id, memory_id, source=_source(), agent_id=agent_id)
+        )
 
-    async def restore(self, memory_id: str, *, user_id: str) -> AppliedOp:
+    async def restore(
+        self, memory_id: str, *, user_id: str, agent_id: AgentScope = None
+    ) -> AppliedOp:
         """Make a deleted or superseded version the memory's active one again."""
         return await self._off_loop(
-            lambda: self.store.restore(user_id, memory_id, source=_source())
+            lambda: self.store.restore(user_id, memory_id, source=_source(), agent_id=agent_id)
+        )
+
+    async def move(
+        self,
+        memory_id: str,
+        *,
+        user_id: str,
+        to_agent: str | None,
+        agent_id: AgentScope = ALL_AGENTS,
+    ) -> AppliedOp:
+        """Move the memory, every version of it, into `to_agent`'s own memories, or (None)
+        into the user's shared ones. `agent_id`: whom it must be visible to now (default:
+        anyone's, the operator's move)."""
+        return await self._off_loop(
+            lambda: self.store.move(
+                user_id, memory_id, to_agent, agent_id=agent_id, source=_source()
+            )
         )
 
     async def profile(self, *, user_id: str, as_stored: bool = False) -> Profile:
@@ -231,49 +280,62 @@ class AsyncMemory:
             lambda: self.store.restore_profile(user_id, version_id, source=_source())
         )
 
-    async def pin(self, memory_id: str, *, user_id: str) -> Profile:
-        """Pin an active memory: it always appears in the profile. Returns the profile."""
-        return await self._off_loop(lambda: self.store.pin(user_id, memory_id, source=_source()))
+    async def pin(self, memory_id: str, *, user_id: str, agent_id: AgentScope = None) -> Profile:
+        """Pin an active shared memory: it always appears in the profile (which every agent
+        of the user sees, so an agent's own memory is refused). Returns the profile."""
+        return await self._off_loop(
+            lambda: self.store.pin(user_id, memory_id, source=_source(), agent_id=agent_id)
+        )
 
     async def unpin(self, memory_id: str, *, user_id: str) -> Profile:
         """Unpin a memory: it stays in the profile only while a line rests on it."""
         return await self._off_loop(lambda: self.store.unpin(user_id, memory_id, source=_source()))
 
-    async def forget(self, *, user_id: str) -> int:
-        """Erase every version of every memory of the user, and their profile; returns how
-        many memory versions. It cannot be undone (`export` first if in doubt)."""
-        return await self._off_loop(lambda: self.store.forget(user_id))
+    async def forget(self, *, user_id: str, agent_id: str | None = None) -> int:
+        """Erase every version of every memory of the user, every agent's included, and
+        their profile; with `agent_id`, only that agent's own memories. Returns how many
+        memory versions. It cannot be undone (`export` first if in doubt)."""
+        return await self._off_loop(lambda: self.store.forget(user_id, agent_id=agent_id))
 
-    async def export(self, file: str | Path | TextIO, *, user_id: str) -> int:
-        """Write every version of the user's memories, and their profile, to `file` (a path
-        or a text stream) in `engram export`'s format; returns how many versions."""
+    async def export(
+        self, file: str | Path | TextIO, *, user_id: str, agent_id: AgentScope = None
+    ) -> int:
+        """Write every version of the user's memories `agent_id` sees (`ALL_AGENTS`: every
+        agent's), and their profile, to `file` (a path or a text stream) in `engram
+        export`'s format; returns how many versions."""
         from engram.memory.transfer import export_jsonl
 
         def write() -> int:
             if not isinstance(file, str | Path):
-                return export_jsonl(self.store, user_id, file)
+                return export_jsonl(self.store, user_id, file, agent_id=agent_id)
             path = Path(file)
             partial = path.with_name(path.name + ".partial")  # a failed export replaces nothing
             with partial.open("w", encoding="utf-8") as handle:
-                count = export_jsonl(self.store, user_id, handle)
+                count = export_jsonl(self.store, user_id, handle, agent_id=agent_id)
             partial.replace(path)
             return count
 
         return await self._off_loop(write)
 
     async def import_(
-        self, file: str | Path | Iterable[str], *, as_user: str | None = None
+        self,
+        file: str | Path | Iterable[str],
+        *,
+        as_user: str | None = None,
+        agent_id: AgentScope = ALL_AGENTS,
     ) -> ImportReport:
         """Import an export (a path, or its lines), all or nothing, optionally as another
         user. Memories the store already has are kept as they are; the file's profile is
-        imported for a user who has none (`ImportReport.profile` says what became of it)."""
+        imported for a user who has none (`ImportReport.profile` says what became of it).
+        Memories keep their scopes; with `agent_id`, a file holding another agent's own
+        memories imports nothing."""
         from engram.memory.transfer import import_jsonl
 
         def read() -> ImportReport:
             if isinstance(file, str | Path):
                 with Path(file).open(encoding="utf-8") as handle:
-                    return import_jsonl(self.store, handle, as_user=as_user)
-            return import_jsonl(self.store, file, as_user=as_user)
+                    return import_jsonl(self.store, handle, as_user=as_user, agent_id=agent_id)
+            return import_jsonl(self.store, file, as_user=as_user, agent_id=agent_id)
 
         return await self._off_loop(read)
 
@@ -312,9 +374,16 @@ class Memory:
         user_id: str,
         sent_at: datetime | None = None,
         save_policy: Literal["auto", "always"] = "auto",
+        agent_id: str | None = None,
     ) -> AddResult:
         return self._run(
-            self.aio.add(messages, user_id=user_id, sent_at=sent_at, save_policy=save_policy)
+            self.aio.add(
+                messages,
+                user_id=user_id,
+                sent_at=sent_at,
+                save_policy=save_policy,
+                agent_id=agent_id,
+            )
         )
 
     def search(
@@ -325,13 +394,16 @@ class Memory:
         k: int = 5,
         category: str | None = None,
         as_of: AsOf | None = None,
+        agent_id: str | None = None,
     ) -> builtins.list[MemoryRecord]:
         return self._run(
-            self.aio.search(query, user_id=user_id, k=k, category=category, as_of=as_of)
+            self.aio.search(
+                query, user_id=user_id, k=k, category=category, as_of=as_of, agent_id=agent_id
+            )
         )
 
-    def get(self, memory_id: str, *, user_id: str) -> MemoryRecord:
-        return self._run(self.aio.get(memory_id, user_id=user_id))
+    def get(self, memory_id: str, *, user_id: str, agent_id: AgentScope = None) -> MemoryRecord:
+        return self._run(self.aio.get(memory_id, user_id=user_id, agent_id=agent_id))
 
     def list(
         self,
@@ -340,18 +412,31 @@ class Memory:
         status: Which = "active",
         category: str | None = None,
         as_of: AsOf | None = None,
+        agent_id: AgentScope = None,
     ) -> builtins.list[MemoryRecord]:
         return self._run(
-            self.aio.list(user_id=user_id, status=status, category=category, as_of=as_of)
+            self.aio.list(
+                user_id=user_id, status=status, category=category, as_of=as_of, agent_id=agent_id
+            )
         )
 
-    def history(self, memory_id: str, *, user_id: str) -> builtins.list[MemoryRecord]:
-        return self._run(self.aio.history(memory_id, user_id=user_id))
+    def history(
+        self, memory_id: str, *, user_id: str, agent_id: AgentScope = None
+    ) -> builtins.list[MemoryRecord]:
+        return self._run(self.aio.history(memory_id, user_id=user_id, agent_id=agent_id))
 
     def update(
-        self, memory_id: str, text: str, *, user_id: str, category: str | None = None
+        self,
+        memory_id: str,
+        text: str,
+        *,
+        user_id: str,
+        category: str | None = None,
+        agent_id: AgentScope = None,
     ) -> AppliedOp:
-        return self._run(self.aio.update(memory_id, text, user_id=user_id, category=category))
+        return self._run(
+            self.aio.update(memory_id, text, user_id=user_id, category=category, agent_id=agent_id)
+        )
 
     def set_validity(
         self,
@@ -360,18 +445,35 @@ class Memory:
         user_id: str,
         valid_from: date | None = None,
         valid_until: date | None = None,
+        agent_id: AgentScope = None,
     ) -> AppliedOp:
         return self._run(
             self.aio.set_validity(
-                memory_id, user_id=user_id, valid_from=valid_from, valid_until=valid_until
+                memory_id,
+                user_id=user_id,
+                valid_from=valid_from,
+                valid_until=valid_until,
+                agent_id=agent_id,
             )
         )
 
-    def delete(self, memory_id: str, *, user_id: str) -> AppliedOp:
-        return self._run(self.aio.delete(memory_id, user_id=user_id))
+    def delete(self, memory_id: str, *, user_id: str, agent_id: AgentScope = None) -> AppliedOp:
+        return self._run(self.aio.delete(memory_id, user_id=user_id, agent_id=agent_id))
 
-    def restore(self, memory_id: str, *, user_id: str) -> AppliedOp:
-        return self._run(self.aio.restore(memory_id, user_id=user_id))
+    def restore(self, memory_id: str, *, user_id: str, agent_id: AgentScope = None) -> AppliedOp:
+        return self._run(self.aio.restore(memory_id, user_id=user_id, agent_id=agent_id))
+
+    def move(
+        self,
+        memory_id: str,
+        *,
+        user_id: str,
+        to_agent: str | None,
+        agent_id: AgentScope = ALL_AGENTS,
+    ) -> AppliedOp:
+        return self._run(
+            self.aio.move(memory_id, user_id=user_id, to_agent=to_agent, agent_id=agent_id)
+        )
 
     def profile(self, *, user_id: str, as_stored: bool = False) -> Profile:
         return self._run(self.aio.profile(user_id=user_id, as_stored=as_stored))
@@ -382,22 +484,28 @@ class Memory:
     def restore_profile(self, version_id: str, *, user_id: str) -> Profile:
         return self._run(self.aio.restore_profile(version_id, user_id=user_id))
 
-    def pin(self, memory_id: str, *, user_id: str) -> Profile:
-        return self._run(self.aio.pin(memory_id, user_id=user_id))
+    def pin(self, memory_id: str, *, user_id: str, agent_id: AgentScope = None) -> Profile:
+        return self._run(self.aio.pin(memory_id, user_id=user_id, agent_id=agent_id))
 
     def unpin(self, memory_id: str, *, user_id: str) -> Profile:
         return self._run(self.aio.unpin(memory_id, user_id=user_id))
 
-    def forget(self, *, user_id: str) -> int:
-        return self._run(self.aio.forget(user_id=user_id))
+    def forget(self, *, user_id: str, agent_id: str | None = None) -> int:
+        return self._run(self.aio.forget(user_id=user_id, agent_id=agent_id))
 
-    def export(self, file: str | Path | TextIO, *, user_id: str) -> int:
-        return self._run(self.aio.export(file, user_id=user_id))
+    def export(
+        self, file: str | Path | TextIO, *, user_id: str, agent_id: AgentScope = None
+    ) -> int:
+        return self._run(self.aio.export(file, user_id=user_id, agent_id=agent_id))
 
     def import_(
-        self, file: str | Path | Iterable[str], *, as_user: str | None = None
+        self,
+        file: str | Path | Iterable[str],
+        *,
+        as_user: str | None = None,
+        agent_id: AgentScope = ALL_AGENTS,
     ) -> ImportReport:
-        return self._run(self.aio.import_(file, as_user=as_user))
+        return self._run(self.aio.import_(file, as_user=as_user, agent_id=agent_id))
 
     def close(self) -> None:
         """Stop the background loop and its thread (also done when the object goes)."""

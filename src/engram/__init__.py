@@ -39,6 +39,7 @@ if TYPE_CHECKING:
         RejectedOp,
         checkpoint_serde,
     )
+    from engram.state.context import ALL_AGENTS
     from engram.state.contracts import Profile, ProfileLine
     from engram.state.errors import (
         AccessDeniedError,
@@ -84,6 +85,7 @@ _EXPORTS = {
         ],
         "engram.state",
     ),
+    "ALL_AGENTS": "engram.state.context",
     **dict.fromkeys(["Profile", "ProfileLine"], "engram.state.contracts"),
     **dict.fromkeys(
         [
@@ -104,6 +106,7 @@ _EXPORTS = {
 
 # Spelled out for linters and type checkers; a test checks it against `_EXPORTS`.
 __all__ = [
+    "ALL_AGENTS",
     "AccessDeniedError",
     "AddResult",
     "AppliedOp",
