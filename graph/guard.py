@@ -86,8 +86,8 @@ def guarded(
         if "runtime" in wanted:
             extra["runtime"] = runtime
         update = await node(types.load(state), **extra)
-        if state.get("user_id") is None and "user_id" not in update:
-            update = {**update, "user_id": context.user_id, "agent_id": context.agent_id}
+        if state.get("user_id") is None:  # the thread's first node: its owner and agent
+            update = {"user_id": context.user_id, "agent_id": context.agent_id, **update}
         return types.dump(update) if plain_checkpoints else update
 
     # Only the name: LangGraph reads the guard's own signature and annotations (the whole
