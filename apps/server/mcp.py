@@ -12,17 +12,22 @@ every method there; LangGraph's auth middleware wraps it like every custom route
 401). Stateless, with JSON responses: any server process can answer any request.
 
 Who the caller is: the token's user (`scope["user"]`; Studio's user by `user_id_of`), never
-a tool argument: no tool has one and undeclared arguments are refused. The memory tools call
-the store like `/memories` does. `chat` and `remember` with messages run the real graphs
-through the server's in-process API, `get_client(url=None)`, which skips the auth middleware;
-a custom route runs outside LangGraph's auth context, so a run started from here would have
-no user (its thread unstamped, the run refused by `identity.authenticated_user`, which fails
-closed; both checked by experiment). `as_caller` makes those requests inside the caller's
-auth context, so LangGraph's auth handlers stamp, filter and check them exactly as the
-caller's own SDK requests.
+a tool argument: no tool has one and undeclared arguments are refused. Every tool takes an
+optional `agent_id`, the agent the caller acts as, allowed only when the token's agents
+claim lists it (kept as the user's permissions, `identity.check_agent`): it sees the shared
+memories and that agent's own, never another agent's; left out, the shared ones only. The
+memory tools call the store like `/memories` does, with that agent. `chat` and `remember`
+with messages run the real graphs (the agent in the run's context) through the server's
+in-process API, `get_client(url=None)`, which skips the auth middleware; a custom route
+runs outside LangGraph's auth context, so a run started from here would have no user (its
+thread unstamped, the run refused by `identity.authenticated_user`, which fails closed;
+both checked by experiment). `as_caller` makes those requests inside the caller's auth
+context, so LangGraph's auth handlers stamp, filter and check them exactly as the caller's
+own SDK requests.
 
 A refused call is a tool error whose text is one line naming the problem; another user's
-memory or thread id answers exactly like an unknown one.
+memory or thread id, or another agent's private memory id, answers exactly like an unknown
+one.
 """
 
 from __future__ import annotations
@@ -35,7 +40,7 @@ import sys
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
-from typing import Any, Literal, Self, TypeVar
+from typing import Annotated, Any, Literal, Self, TypeVar
 from uuid import UUID
 
 import httpx
@@ -46,7 +51,15 @@ from mcp.server.context import ServerRequestContext
 from mcp.server.lowlevel import Server
 from mcp.server.streamable_http_manager import StreamableHTTPSessionManager
 from mcp.shared.exceptions import MCPError
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    AfterValidator,
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    model_validator,
+)
 from starlette.datastructures import Headers
 from starlette.responses import JSONResponse
 from starlette.types import Receive, Scope, Send
@@ -55,10 +68,11 @@ from engram import __version__
 from engram.apps.server.auth import verifier
 from engram.apps.server.tokens import TokenError
 from engram.clients import default_store
-from engram.identity import on_aegra, user_id_of
+from engram.identity import agent_permissions, check_agent, on_aegra, user_id_of
 from engram.memory.payload import MAX_MEMORY_CHARS
 from engram.memory.store import MemoryStore
 from engram.settings import get_settings
+from engram.state.context import validate_agent_id
 from engram.state.contracts import AppliedOp, MemoryRecord, Profile, Source
 from engram.state.errors import (
     AccessDeniedError,
@@ -81,7 +95,9 @@ MAX_BODY_BYTES = 1 << 20  # a request over 1 MiB is refused (413) before it is p
 INSTRUCTIONS = (
     "Long-term memory about the user this connection's token belongs to. Search it before "
     "answering anything personal; remember what the user says about themselves; forget "
-    "what is no longer true (restorable)."
+    "what is no longer true (restorable). Acting as an agent (agent_id, if your token "
+    "allows it), you see the user's shared memories and that agent's own, never another "
+    "agent's; without one, the shared ones only."
 )
 T = TypeVar("T")
 
@@ -89,24 +105,35 @@ T = TypeVar("T")
 # -- arguments -------------------------------------------------------------------------------
 
 
+def _agent_id(value: str | None) -> str | None:
+    return None if value is None else validate_agent_id(value)
+
+
 class Arguments(BaseModel):
-    """Anything not declared is refused, so a client cannot even try to name a user."""
+    """Anything not declared is refused, so a client cannot even try to name a user.
+    `agent_id` is checked against the token (`_call_tool`) before any tool runs."""
 
     model_config = ConfigDict(extra="forbid")
 
+    agent_id: Annotated[str | None, AfterValidator(_agent_id)] = Field(
+        default=None,
+        description="The agent you act as (your token must allow it); left out: shared "
+        "memories only.",
+    )
 
-class Said(Arguments):  # one message of a conversation to remember
+
+class Said(BaseModel):  # one message of a conversation to remember
+    model_config = ConfigDict(extra="forbid")
+
     role: Literal["user", "assistant"]
     content: str = Field(min_length=1)
     id: str | None = Field(
         default=None,
         min_length=1,
         max_length=MAX_ID_CHARS,
-        description="Stable id: sent again, it is not ingested twice.",
+        description="Sent again, it is not ingested twice.",
     )
-    sent_at: AwareDatetime | None = Field(
-        default=None, description="When it was said (ISO 8601 with zone; default: now)."
-    )
+    sent_at: AwareDatetime | None = Field(default=None, description="When said (default: now).")
 
 
 class RememberArgs(Arguments):
@@ -114,19 +141,19 @@ class RememberArgs(Arguments):
         default=None,
         min_length=1,
         max_length=MAX_MEMORY_CHARS,
-        description="One fact about the user, stored as written.",
+        description="One fact, stored as written.",
     )
     category: str | None = Field(
         default=None,
         min_length=1,
         max_length=64,
-        description="With text: e.g. preferences, location, work (default: other).",
+        description="With text: e.g. preferences, work.",
     )
     messages: list[Said] | None = Field(
         default=None,
         min_length=1,
         max_length=MAX_MESSAGES,
-        description="Or a conversation: the facts the user stated in it are remembered.",
+        description="Or a conversation to learn the user's facts from.",
     )
 
     @model_validator(mode="after")
@@ -171,7 +198,7 @@ class ValidityArgs(MemoryIdArgs):
     )
 
 
-class NoArgs(Arguments):
+class ProfileArgs(Arguments):
     pass
 
 
@@ -196,6 +223,7 @@ class Memory(BaseModel):
     valid_until: date | None = Field(default=None, description="Last day it is true.")
     past: bool | None = Field(default=None, description="Past valid_until: no longer true.")
     score: float | None = Field(default=None, description="Relevance (search only).")
+    agent_id: str | None = Field(default=None, description="Absent: shared.")
 
     @classmethod
     def of(cls, record: MemoryRecord) -> Memory:
@@ -211,7 +239,7 @@ class Found(BaseModel):
 class Page(BaseModel):
     memories: list[Memory] = Field(description="Oldest first.")
     total: int
-    next_offset: int | None = Field(default=None, description="Absent on the last page.")
+    next_offset: int | None = Field(default=None, description="Absent: last page.")
 
 
 class Change(BaseModel):
@@ -270,9 +298,11 @@ class Answer(BaseModel):
 
 @dataclass(frozen=True)
 class TokenUser:
-    """A user this endpoint authenticated itself (on Aegra)."""
+    """A user this endpoint authenticated itself (on Aegra), with the agents its token
+    allows as permissions, as the server's authenticate handler gives them."""
 
     identity: str
+    permissions: tuple[str, ...] = ()
     is_authenticated: bool = True
 
 
@@ -294,6 +324,10 @@ class Caller:
                 '(langgraph.json: "http": {"enable_custom_route_auth": true})'
             )
         return cls(user_id_of(user), user, scope.get("auth"))
+
+    def check_agent(self, agent_id: str | None) -> None:
+        """Acting as `agent_id` needs the token's word (`AccessDeniedError` otherwise)."""
+        check_agent(self.user, agent_id)
 
 
 async def as_caller(caller: Caller, call: Callable[[], Awaitable[T]]) -> T:
@@ -331,22 +365,33 @@ async def remember(caller: Caller, args: RememberArgs) -> Remembered:
     if args.text is not None:  # else messages (the arguments hold exactly one of them)
         store = await _store()
         applied = await asyncio.to_thread(
-            store.add, caller.user_id, args.text, args.category, source=MCP_SOURCE
+            store.add,
+            caller.user_id,
+            args.text,
+            args.category,
+            source=MCP_SOURCE,
+            agent_id=args.agent_id,
         )
         return Remembered(changes=[Change.of(applied)])
-    return await _ingest(caller, args.messages or [])
+    return await _ingest(caller, args.messages or [], args.agent_id)
 
 
 async def search_memories(caller: Caller, args: SearchArgs) -> Found:
     store = await _store()
-    records = await asyncio.to_thread(store.search, caller.user_id, args.query, args.k)
+    records = await asyncio.to_thread(
+        store.search, caller.user_id, args.query, args.k, agent_id=args.agent_id
+    )
     return Found(memories=[Memory.of(r) for r in records])
 
 
 async def list_memories(caller: Caller, args: ListArgs) -> Page:
     store = await _store()
     records = await asyncio.to_thread(
-        store.memories, caller.user_id, status=args.status, category=args.category
+        store.memories,
+        caller.user_id,
+        status=args.status,
+        category=args.category,
+        agent_id=args.agent_id,
     )
     page = records[args.offset : args.offset + args.limit]
     end = args.offset + len(page)
@@ -360,14 +405,18 @@ async def list_memories(caller: Caller, args: ListArgs) -> Page:
 async def forget_memory(caller: Caller, args: MemoryIdArgs) -> Change:
     store = await _store()
     return Change.of(
-        await asyncio.to_thread(store.delete, caller.user_id, args.id, source=MCP_SOURCE)
+        await asyncio.to_thread(
+            store.delete, caller.user_id, args.id, source=MCP_SOURCE, agent_id=args.agent_id
+        )
     )
 
 
 async def restore_memory(caller: Caller, args: MemoryIdArgs) -> Change:
     store = await _store()
     return Change.of(
-        await asyncio.to_thread(store.restore, caller.user_id, args.id, source=MCP_SOURCE)
+        await asyncio.to_thread(
+            store.restore, caller.user_id, args.id, source=MCP_SOURCE, agent_id=args.agent_id
+        )
     )
 
 
@@ -381,11 +430,13 @@ async def set_validity(caller: Caller, args: ValidityArgs) -> Change:
             args.valid_from,
             args.valid_until,
             source=MCP_SOURCE,
+            agent_id=args.agent_id,
         )
     )
 
 
-async def get_profile(caller: Caller, args: NoArgs) -> ProfileView:
+async def get_profile(caller: Caller, args: ProfileArgs) -> ProfileView:
+    """The profile is built from shared memories only: every agent sees the same one."""
     store = await _store()
     return ProfileView.of(await asyncio.to_thread(store.profile, caller.user_id))
 
@@ -393,11 +444,14 @@ async def get_profile(caller: Caller, args: NoArgs) -> ProfileView:
 async def pin_memory(caller: Caller, args: MemoryIdArgs) -> ProfileView:
     store = await _store()
     return ProfileView.of(
-        await asyncio.to_thread(store.pin, caller.user_id, args.id, source=MCP_SOURCE)
+        await asyncio.to_thread(
+            store.pin, caller.user_id, args.id, source=MCP_SOURCE, agent_id=args.agent_id
+        )
     )
 
 
 async def unpin_memory(caller: Caller, args: MemoryIdArgs) -> ProfileView:
+    """Only shared memories are pinned, so the agent changes nothing here."""
     store = await _store()
     return ProfileView.of(
         await asyncio.to_thread(store.unpin, caller.user_id, args.id, source=MCP_SOURCE)
@@ -412,6 +466,7 @@ async def chat(caller: Caller, args: ChatArgs) -> Answer:
         raise InvalidInputError(f"message is over {limit} characters (ENGRAM_MAX_MESSAGE_CHARS)")
     given = str(args.thread_id) if args.thread_id is not None else None
     said: dict[str, Any] = {"messages": [{"type": "human", "content": args.message}]}
+    context = _run_context(args.agent_id)
 
     async def turn() -> Answer:
         async with get_client(url=None) as client:
@@ -420,6 +475,7 @@ async def chat(caller: Caller, args: ChatArgs) -> Answer:
                 thread_id,
                 CHAT_GRAPH,
                 input=said,
+                context=context,
                 raise_error=False,
             )
         return Answer(answer=_answer(_run_output(output)), thread_id=thread_id)
@@ -435,14 +491,17 @@ async def chat(caller: Caller, args: ChatArgs) -> Answer:
         ) from None
 
 
-async def _ingest(caller: Caller, messages: list[Said]) -> Remembered:
+async def _ingest(caller: Caller, messages: list[Said], agent_id: str | None) -> Remembered:
     """The ingest graph on the conversation, as a stateless run of the caller's (its
     memory steps: decide, extract, merge with the memories it touches)."""
     batch: dict[str, Any] = {"messages": [_ingest_message(m) for m in messages]}
+    context = _run_context(agent_id)
 
     async def run() -> Any:
         async with get_client(url=None) as client:
-            return await client.runs.wait(None, INGEST_GRAPH, input=batch, raise_error=False)
+            return await client.runs.wait(
+                None, INGEST_GRAPH, input=batch, context=context, raise_error=False
+            )
 
     output = _run_output(await as_caller(caller, run))
     return Remembered(
@@ -453,6 +512,12 @@ async def _ingest(caller: Caller, messages: list[Said]) -> Remembered:
         ],
         problem=output.get("memory_error"),
     )
+
+
+def _run_context(agent_id: str | None) -> dict[str, Any] | None:
+    """A run's context naming the agent (the server's `check_run` checks the token again,
+    and every node sees only what that agent sees); none: the shared memories only."""
+    return {"agent_id": agent_id} if agent_id is not None else None
 
 
 def _ingest_message(message: Said) -> dict[str, Any]:
@@ -575,7 +640,7 @@ TOOLS: dict[str, ToolSpec] = {
     ),
     "get_profile": ToolSpec(
         get_profile,
-        NoArgs,
+        ProfileArgs,
         ProfileView,
         "The user's profile: the lasting core facts about them, each line with the memory ids "
         "it rests on, and the pinned memories. Read it first for who the user is.",
@@ -670,6 +735,7 @@ async def _call_tool(
         return refusal(f"invalid arguments: {reasons(error)}")
     try:
         caller = Caller.of(getattr(ctx.request, "scope", None) or {})
+        caller.check_agent(arguments.agent_id)
         result = await spec.run(caller, arguments)
     except httpx.HTTPStatusError as error:  # the in-process API refused a run
         return refusal(refused_run(error.response))
@@ -759,11 +825,11 @@ class McpEndpoint:
             # Aegra's custom-route auth covers FastAPI's routes only: this one checks the
             # token itself, with the same verifier as every other request.
             try:
-                identity = await verifier().user_id(Headers(scope=scope).get("authorization"))
+                token = await verifier().caller(Headers(scope=scope).get("authorization"))
             except TokenError as error:
                 await JSONResponse({"detail": str(error)}, status_code=401)(scope, receive, send)
                 return
-            scope["user"] = TokenUser(identity)
+            scope["user"] = TokenUser(token.user_id, tuple(agent_permissions(token.agents)))
         try:
             Caller.of(scope)
         except AccessDeniedError as error:

@@ -120,9 +120,10 @@ async def test_the_memory_tools_replace_the_graph_tools_with_small_schemas(
         assert tool.input_schema["additionalProperties"] is False, name
         assert not [p for p in property_names(tool.input_schema) if "user" in p], name
         assert "$ref" not in inputs and '"title"' not in inputs, name
-    assert set(tools["search_memories"].input_schema["properties"]) == {"query", "k"}
-    assert set(tools["chat"].input_schema["properties"]) == {"message", "thread_id"}
-    assert set(tools["forget_memory"].input_schema["properties"]) == {"id"}
+    assert set(tools["search_memories"].input_schema["properties"]) == {"query", "k", "agent_id"}
+    assert set(tools["chat"].input_schema["properties"]) == {"message", "thread_id", "agent_id"}
+    assert set(tools["forget_memory"].input_schema["properties"]) == {"id", "agent_id"}
+    assert all("agent_id" in tool.input_schema["properties"] for tool in listed)
     assert tools["search_memories"].annotations is not None
     assert tools["search_memories"].annotations.read_only_hint is True
 
