@@ -9,6 +9,10 @@ the graphs use it too); its calls block, so they run in threads, never on the ev
 `PUT /memories/{id}/validity` sets when a memory is true. `/memories/profile` is the user's
 profile (the lasting core facts the chatbot always has, each line resting on memories): read
 it, its versions, restore one, pin and unpin memories.
+Every route takes `?agent=`: the agent the caller acts as, which its token must allow (the
+agents claim). It sees the user's shared memories and that agent's own; without it, the
+shared ones only. Another agent's memory id answers 404 like a missing one.
+`PUT /memories/{id}/agent` moves a memory between the shared ones and the caller's agent's.
 Errors are JSON `{"detail": ...}` naming the problem: 400 malformed import file, 403 not
 allowed, 404 no such memory, 409 concurrent writers (retry), 413 import too large, 422
 invalid input.
@@ -39,12 +43,13 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from engram.apps.server.auth import OWNER, StudioOriginGuard
 from engram.apps.server.mcp import McpEndpoint
 from engram.clients import default_store
-from engram.identity import on_aegra, user_id_of
+from engram.identity import check_agent, on_aegra, user_id_of
 from engram.memory.conversations import forget_conversations, user_prefixes
 from engram.memory.store import MemoryStore
 from engram.memory.timeframe import as_of_moment
 from engram.memory.transfer import ImportReport, export_jsonl, import_jsonl
 from engram.settings import get_settings
+from engram.state.context import MAX_USER_ID_CHARS, validate_agent_id, validate_user_id
 from engram.state.contracts import AppliedOp, MemoryRecord, MemoryStatus, Profile, Source
 from engram.state.errors import (
     AccessDeniedError,
@@ -81,6 +86,14 @@ class NewMemory(Validity):
     category: str | None = Field(default=None, description="Default: other.")
     observed_at: AwareDatetime | None = Field(
         default=None, description="When the user said it (default: now)."
+    )
+
+
+class Move(BaseModel):
+    agent_id: str | None = Field(
+        description="The agent whose own memory it becomes (the one you act as, `agent`), "
+        "or null: shared, seen by every agent of yours.",
+        max_length=MAX_USER_ID_CHARS,
     )
 
 
@@ -134,6 +147,36 @@ def current_user(request: Request) -> str:
 
 
 User = Annotated[str, Depends(current_user)]
+
+
+def current_agent(
+    request: Request,
+    agent: Annotated[
+        str | None,
+        Query(
+            max_length=MAX_USER_ID_CHARS,
+            description="The agent you act as (your token's agents claim must allow it): "
+            "the shared memories and that agent's own. Left out: the shared ones only.",
+            examples=["travel"],
+        ),
+    ] = None,
+) -> str | None:
+    """The agent this request acts as, if its token allows it (LangGraph keeps the token's
+    agents as the authenticated user's permissions); the client's word alone is never
+    enough."""
+    if agent is None:
+        return None
+    try:
+        agent = validate_agent_id(validate_user_id(agent, name="agent"))
+    except ValueError as error:
+        raise InvalidInputError(str(error)) from None
+    check_agent(request.scope.get("user"), agent)
+    return agent
+
+
+Agent = Annotated[str | None, Depends(current_agent)]
+# The profile is every agent's (shared memories only): its routes just check the agent.
+AGENT_ALLOWED = Depends(current_agent)
 API_SOURCE = Source(actor="api")
 
 # Routes are declared on the app itself: LangGraph wraps each of the app's routes in its auth
@@ -234,6 +277,7 @@ async def list_memories(
     limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 50,
     offset: Annotated[int, Query(ge=0)] = 0,
     as_of: AsOf = None,
+    agent: Agent = None,
 ) -> MemoryPage:
     """Oldest first. Date bounds are inclusive (`after` <= date <= `before`). With `as_of`,
     the versions that were active and still true then (`status` must stay `active`)."""
@@ -242,7 +286,12 @@ async def list_memories(
     if moment is not None and chosen != "active":
         raise InvalidInputError("as_of lists what was active then; leave status out")
     records = await off_loop(
-        (await store()).memories, user, status=chosen, category=category, as_of=moment
+        (await store()).memories,
+        user,
+        status=chosen,
+        category=category,
+        as_of=moment,
+        agent_id=agent,
     )
     matching = [
         r
@@ -266,12 +315,15 @@ async def search_memories(
     k: Annotated[int, Query(ge=1, le=50)] = 5,
     category: str | None = None,
     as_of: AsOf = None,
+    agent: Agent = None,
 ) -> list[MemoryRecord]:
     """Your active memories most relevant to `query`, best first, each with its score
     (past ones too: their `valid_until` says so). With `as_of`, among what the store held
     as true at that moment."""
     moment = None if as_of is None else as_of_moment(as_of)
-    return await off_loop((await store()).search, user, query, k, category, as_of=moment)
+    return await off_loop(
+        (await store()).search, user, query, k, category, as_of=moment, agent_id=agent
+    )
 
 
 @app.get(
@@ -281,11 +333,12 @@ async def search_memories(
     response_class=StreamingResponse,
     responses={200: {"content": {"application/x-ndjson": {}}}},
 )
-async def export_memories(user: User) -> StreamingResponse:
-    """Every version of every memory, in `engram export`'s format (a header line, then one
-    version per line, with vectors): what `POST /memories/import` and `engram import` read."""
+async def export_memories(user: User, agent: Agent = None) -> StreamingResponse:
+    """Every version of every memory you see (as `agent`: the shared ones and its own), in
+    `engram export`'s format (a header line, then one version per line, with vectors): what
+    `POST /memories/import` and `engram import` read."""
     buffer = io.StringIO()
-    await off_loop(export_jsonl, await store(), user, buffer)
+    await off_loop(export_jsonl, await store(), user, buffer, agent_id=agent)
 
     async def lines() -> AsyncIterator[str]:
         for line in io.StringIO(buffer.getvalue()):
@@ -308,16 +361,23 @@ async def export_memories(user: User) -> StreamingResponse:
         "requestBody": {"required": True, "content": {"application/x-ndjson": {}}},
     },
 )
-async def import_memories(user: User, request: Request) -> ImportReport:
+async def import_memories(user: User, request: Request, agent: Agent = None) -> ImportReport:
     """The body is an export (JSON Lines). All or nothing; always imported as you (an export
-    of another user id gets fresh ids); memories you already have are kept as they are."""
+    of another user id gets fresh ids); memories you already have are kept as they are.
+    Each memory keeps its scope: a file holding another agent's memory than `agent`'s
+    imports nothing (400)."""
     body = await _bounded_body(request, get_settings().max_import_bytes)
     try:
         text = body.decode("utf-8")
     except UnicodeDecodeError as error:
         raise ImportFormatError(f"the body is not UTF-8 text: {error.reason}") from None
     return await off_loop(
-        import_jsonl, await store(), io.StringIO(text), as_user=user, on_progress=None
+        import_jsonl,
+        await store(),
+        io.StringIO(text),
+        as_user=user,
+        agent_id=agent,
+        on_progress=None,
     )
 
 
@@ -325,11 +385,18 @@ async def import_memories(user: User, request: Request) -> ImportReport:
     "/memories/forget", tags=TAGS, response_model=ForgetReport, summary="Erase all your memories"
 )
 async def forget(
-    user: User, confirmation: Annotated[ForgetRequest, Body()], request: Request
+    user: User,
+    confirmation: Annotated[ForgetRequest, Body()],
+    request: Request,
+    agent: Agent = None,
 ) -> ForgetReport:
-    """Erases every version of every memory of yours, deletes your threads and scheduled
-    runs on this server, and erases your conversations' older messages from its store.
-    It cannot be undone: export first if in doubt."""
+    """Erases every version of every memory of yours (every agent's), your profile, deletes
+    your threads and scheduled runs on this server, and erases your conversations' older
+    messages from its store. With `agent`: only that agent's own memories (the shared ones,
+    the profile and the conversations stay). It cannot be undone: export first if in doubt."""
+    if agent is not None:
+        erased = await off_loop((await store()).forget, user, agent_id=agent)
+        return ForgetReport(user_id=user, memories=erased, threads=0)
     if on_aegra():
         on_server = await _forget_on_aegra(user, request)
     else:
@@ -346,9 +413,12 @@ async def forget(
     responses={200: {"model": AppliedOp, "description": "Already remembered (duplicate)."}},
     summary="Store a fact directly",
 )
-async def create_memory(user: User, memory: NewMemory, response: Response) -> AppliedOp:
+async def create_memory(
+    user: User, memory: NewMemory, response: Response, agent: Agent = None
+) -> AppliedOp:
     """Stored as given, without any LLM: 201. An exact duplicate of an active memory
-    changes nothing: 200 with `result: "duplicate"`."""
+    changes nothing: 200 with `result: "duplicate"`. As a private agent
+    (ENGRAM_PRIVATE_AGENTS), the agent's own; else shared."""
     applied = await off_loop(
         (await store()).add,
         user,
@@ -358,6 +428,7 @@ async def create_memory(user: User, memory: NewMemory, response: Response) -> Ap
         source=API_SOURCE,
         valid_from=memory.valid_from,
         valid_until=memory.valid_until,
+        agent_id=agent,
     )
     if applied.result != "added":
         response.status_code = status.HTTP_200_OK
@@ -367,7 +438,13 @@ async def create_memory(user: User, memory: NewMemory, response: Response) -> Ap
 # The profile's routes come before `/memories/{memory_id}`, which would take their paths.
 
 
-@app.get("/memories/profile", tags=PROFILE_TAGS, response_model=Profile, summary="Your profile")
+@app.get(
+    "/memories/profile",
+    tags=PROFILE_TAGS,
+    response_model=Profile,
+    summary="Your profile",
+    dependencies=[AGENT_ALLOWED],
+)
 async def get_profile(
     user: User,
     as_stored: Annotated[
@@ -377,7 +454,7 @@ async def get_profile(
 ) -> Profile:
     """What the chatbot knows of you always: the lines whose memories are all still active,
     each with the memory ids it rests on, and the pinned memories. `version_id` is null
-    when there is no profile yet."""
+    when there is no profile yet. Every agent sees the same profile (shared memories only)."""
     return await off_loop((await store()).profile, user, as_stored=as_stored)
 
 
@@ -386,6 +463,7 @@ async def get_profile(
     tags=PROFILE_TAGS,
     response_model=list[Profile],
     summary="Your profile's versions",
+    dependencies=[AGENT_ALLOWED],
 )
 async def profile_history(user: User) -> list[Profile]:
     """Every version, oldest first, each as written, with the events that made (and
@@ -398,6 +476,7 @@ async def profile_history(user: User) -> list[Profile]:
     tags=PROFILE_TAGS,
     response_model=Profile,
     summary="Restore a profile version",
+    dependencies=[AGENT_ALLOWED],
 )
 async def restore_profile(user: User, version_id: str) -> Profile:
     """Makes an earlier version the current one (a new version, the same lines and pins);
@@ -411,9 +490,10 @@ async def restore_profile(user: User, version_id: str) -> Profile:
     response_model=Profile,
     summary="Pin a memory to your profile",
 )
-async def pin_memory(user: User, memory_id: str) -> Profile:
-    """The active memory always appears in your profile; answers the profile."""
-    return await off_loop((await store()).pin, user, memory_id, source=API_SOURCE)
+async def pin_memory(user: User, memory_id: str, agent: Agent = None) -> Profile:
+    """The active memory always appears in your profile; answers the profile. Only shared
+    memories are pinned (an agent's own is 422): every agent sees the profile."""
+    return await off_loop((await store()).pin, user, memory_id, source=API_SOURCE, agent_id=agent)
 
 
 @app.delete(
@@ -421,6 +501,7 @@ async def pin_memory(user: User, memory_id: str) -> Profile:
     tags=PROFILE_TAGS,
     response_model=Profile,
     summary="Unpin a memory",
+    dependencies=[AGENT_ALLOWED],
 )
 async def unpin_memory(user: User, memory_id: str) -> Profile:
     """The memory stays in your profile only while a line rests on it; answers the profile."""
@@ -430,8 +511,8 @@ async def unpin_memory(user: User, memory_id: str) -> Profile:
 @app.get(
     "/memories/{memory_id}", tags=TAGS, response_model=MemoryRecord, summary="One memory version"
 )
-async def get_memory(user: User, memory_id: str) -> MemoryRecord:
-    return await off_loop((await store()).get, user, memory_id)
+async def get_memory(user: User, memory_id: str, agent: Agent = None) -> MemoryRecord:
+    return await off_loop((await store()).get, user, memory_id, agent_id=agent)
 
 
 @app.get(
@@ -440,16 +521,25 @@ async def get_memory(user: User, memory_id: str) -> MemoryRecord:
     response_model=list[MemoryRecord],
     summary="A memory's versions",
 )
-async def memory_history(user: User, memory_id: str) -> list[MemoryRecord]:
+async def memory_history(user: User, memory_id: str, agent: Agent = None) -> list[MemoryRecord]:
     """Every version of the memory, oldest first, each with its audit trail."""
-    return await off_loop((await store()).history, user, memory_id)
+    return await off_loop((await store()).history, user, memory_id, agent_id=agent)
 
 
 @app.patch("/memories/{memory_id}", tags=TAGS, response_model=AppliedOp, summary="Change a memory")
-async def update_memory(user: User, memory_id: str, change: MemoryChange) -> AppliedOp:
-    """Writes a new version; the old one stays in the history (restorable)."""
+async def update_memory(
+    user: User, memory_id: str, change: MemoryChange, agent: Agent = None
+) -> AppliedOp:
+    """Writes a new version (in the memory's scope); the old one stays in the history
+    (restorable)."""
     return await off_loop(
-        (await store()).update, user, memory_id, change.text, change.category, source=API_SOURCE
+        (await store()).update,
+        user,
+        memory_id,
+        change.text,
+        change.category,
+        source=API_SOURCE,
+        agent_id=agent,
     )
 
 
@@ -459,7 +549,9 @@ async def update_memory(user: User, memory_id: str, change: MemoryChange) -> App
     response_model=AppliedOp,
     summary="Set when a memory is true",
 )
-async def set_validity(user: User, memory_id: str, validity: Validity) -> AppliedOp:
+async def set_validity(
+    user: User, memory_id: str, validity: Validity, agent: Agent = None
+) -> AppliedOp:
     """Sets both dates (null or left out: that end is open, so `{}` clears them). A new
     version with the same text; the old one stays in the history. 422 when `valid_until`
     is before `valid_from` or the memory is not active."""
@@ -470,13 +562,16 @@ async def set_validity(user: User, memory_id: str, validity: Validity) -> Applie
         validity.valid_from,
         validity.valid_until,
         source=API_SOURCE,
+        agent_id=agent,
     )
 
 
 @app.delete("/memories/{memory_id}", tags=TAGS, response_model=AppliedOp, summary="Delete a memory")
-async def delete_memory(user: User, memory_id: str) -> AppliedOp:
+async def delete_memory(user: User, memory_id: str, agent: Agent = None) -> AppliedOp:
     """Marks the memory deleted (restorable); `POST /memories/forget` erases."""
-    return await off_loop((await store()).delete, user, memory_id, source=API_SOURCE)
+    return await off_loop(
+        (await store()).delete, user, memory_id, source=API_SOURCE, agent_id=agent
+    )
 
 
 @app.post(
@@ -485,9 +580,38 @@ async def delete_memory(user: User, memory_id: str) -> AppliedOp:
     response_model=AppliedOp,
     summary="Restore a version",
 )
-async def restore_memory(user: User, memory_id: str) -> AppliedOp:
+async def restore_memory(user: User, memory_id: str, agent: Agent = None) -> AppliedOp:
     """Makes a deleted or superseded version the active one of its memory again."""
-    return await off_loop((await store()).restore, user, memory_id, source=API_SOURCE)
+    return await off_loop(
+        (await store()).restore, user, memory_id, source=API_SOURCE, agent_id=agent
+    )
+
+
+@app.put(
+    "/memories/{memory_id}/agent",
+    tags=TAGS,
+    response_model=AppliedOp,
+    summary="Move a memory between the shared ones and an agent's",
+)
+async def move_memory(user: User, memory_id: str, move: Move, agent: Agent = None) -> AppliedOp:
+    """Every version of a memory you see as `agent` becomes that agent's own
+    (`{"agent_id": "<agent>"}`) or shared (`{"agent_id": null}`). Moving into another
+    agent's memories than `agent` is 403. `result`: `moved`, `unchanged` (already there),
+    or `merged` (an identical memory there absorbed it: `memory_id` is that one)."""
+    to = move.agent_id
+    if to is not None:
+        try:
+            to = validate_agent_id(to)
+        except ValueError as error:
+            raise InvalidInputError(str(error)) from None
+        if to != agent:
+            raise AccessDeniedError(
+                f"a memory moves only into the agent you act as; pass agent={to!r} "
+                "(your token must allow it)"
+            )
+    return await off_loop(
+        (await store()).move, user, memory_id, to, agent_id=agent, source=API_SOURCE
+    )
 
 
 def _within(at: datetime, after: datetime | None, before: datetime | None) -> bool:

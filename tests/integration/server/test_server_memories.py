@@ -451,6 +451,7 @@ async def test_the_routes_are_in_the_servers_openapi_schema(http: httpx.AsyncCli
         "/memories/{memory_id}/history": {"get"},
         "/memories/{memory_id}/restore": {"post"},
         "/memories/{memory_id}/validity": {"put"},
+        "/memories/{memory_id}/agent": {"put"},
         "/memories/profile": {"get"},
         "/memories/profile/history": {"get"},
         "/memories/profile/restore/{version_id}": {"post"},
