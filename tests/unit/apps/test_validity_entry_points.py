@@ -309,7 +309,7 @@ async def test_mcp_tools_show_and_set_validity(
         await mcp.set_validity(bob, mcp.ValidityArgs(id=tea, valid_until=YESTERDAY))
     assert "set_validity" in mcp.TOOLS
     arguments = mcp.TOOLS["set_validity"].listing("set_validity").input_schema["properties"]
-    assert set(arguments) == {"id", "valid_from", "valid_until"}
+    assert set(arguments) == {"id", "valid_from", "valid_until", "agent_id"}
 
 
 def test_http_stores_a_new_memory_with_its_dates(client: TestClient, store: MemoryStore) -> None:
