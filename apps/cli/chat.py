@@ -24,6 +24,7 @@ from rich.text import Text
 from engram.apps.cli.common import (
     EXIT_WORDS,
     PROMPT,
+    Agent,
     Conversations,
     Thread,
     User,
@@ -32,12 +33,14 @@ from engram.apps.cli.common import (
     compiled_graph,
     conversations,
     err,
+    escape_controls,
     log_to_stderr,
     out,
     print_memory_update,
     print_messages,
     prompt_history_path,
     prune_checkpoints,
+    require_agent,
     require_user,
     state_messages,
     thread_config,
@@ -59,6 +62,14 @@ RESUME_CHARS = 400  # ...each message cut to this (`engram history` prints them 
 def chat(
     user: User,
     thread: Thread = "main",
+    agent: Annotated[
+        str | None,
+        typer.Option(
+            "--agent",
+            help="Chat as this agent: it recalls the shared memories and its own, and keeps "
+            "new ones to itself when it is in ENGRAM_PRIVATE_AGENTS. Its threads are its own.",
+        ),
+    ] = None,
     verbose: Annotated[
         bool, typer.Option("--verbose", "-v", help="Show the memory steps' details.")
     ] = False,
@@ -67,9 +78,10 @@ def chat(
     settings = get_settings()
     settings.llm_credentials()  # fail fast with a one-line error when nothing is configured
     user_id = require_user(user)
+    agent_id = require_agent(agent)
     log_to_stderr(verbose)
     try:
-        asyncio.run(_chat(settings, user_id, thread))
+        asyncio.run(_chat(settings, user_id, thread, agent_id))
     except KeyboardInterrupt:  # Ctrl-C: unfinished memory work stays in the thread's state
         out.print()
 
@@ -81,35 +93,42 @@ def history(
     last: Annotated[
         int | None, typer.Option("--last", "-n", min=1, help="Only the last N messages.")
     ] = None,
+    agent: Agent = None,
 ) -> None:
     """Print a conversation, oldest first: every message, including those older than the
     window the chat keeps in its state (they live in the conversation store)."""
     settings = get_settings()
     user_id = require_user(user)
+    agent_id = require_agent(agent)
     messages: list[BaseMessage] = []
     if settings.conversations_path.exists():
-        messages = asyncio.run(_transcript(settings, user_id, thread, last))
+        messages = asyncio.run(_transcript(settings, user_id, thread, last, agent_id))
     if not messages:
-        out.print(f"no messages in thread {thread} of {user_id}")
+        whose = user_id if agent_id is None else f"{user_id} with agent {agent_id}"
+        out.print(f"no messages in thread {thread} of {whose}")
     print_messages(messages)
 
 
 async def _transcript(
-    settings: Settings, user_id: str, thread: str, last: int | None
+    settings: Settings, user_id: str, thread: str, last: int | None, agent_id: str | None
 ) -> list[BaseMessage]:
     async with conversations(settings) as conv:
-        return await transcript(conv, user_id, thread_id_for(user_id, thread), last=last)
+        thread_id = thread_id_for(user_id, thread, agent_id)
+        return await transcript(conv, user_id, thread_id, last=last)
 
 
-async def _chat(settings: Settings, user_id: str, thread: str) -> None:
+async def _chat(settings: Settings, user_id: str, thread: str, agent_id: str | None) -> None:
     async with conversations(settings) as conv:
         if freed := await compact(conv):
             out.print(f"conversations.sqlite compacted: {freed / 2**20:.1f} MB given back")
-        config = thread_config(user_id, thread_id_for(user_id, thread))
+        config = thread_config(user_id, thread_id_for(user_id, thread, agent_id))
+        who = (" with agent ", (agent_id, "bold"), " ") if agent_id else (" ",)
         out.print(
-            Text.assemble("Chatting as ", (user_id, "bold"), f" (thread {thread}). /quit to leave.")
+            Text.assemble(
+                "Chatting as ", (user_id, "bold"), *who, f"(thread {thread}). /quit to leave."
+            )
         )
-        await show_recent(conv, settings, user_id, thread)
+        await show_recent(conv, settings, user_id, thread, agent_id)
         loading = in_daemon_thread(lambda: _prepare(settings, conv))
         lines = line_reader(settings, user_id)
         graph: CompiledStateGraph[Any, Any, Any, Any] | None = None
@@ -134,7 +153,7 @@ async def _chat(settings: Settings, user_id: str, thread: str) -> None:
                     from engram.nodes.recall import validate_user_message  # loaded with the graph
 
                     validate_user_message([HumanMessage(text)], settings.max_message_chars)
-                    memory_steps = await _turn(graph, conv, config, user_id, text)
+                    memory_steps = await _turn(graph, conv, config, user_id, agent_id, text)
                 except EngramError as error:  # e.g. the endpoint is down: say so, keep chatting
                     err.print(f"error: {error}")
         except (KeyboardInterrupt, asyncio.CancelledError):  # Ctrl-C, at the prompt or not
@@ -142,10 +161,12 @@ async def _chat(settings: Settings, user_id: str, thread: str) -> None:
                 memory_steps.cancel()  # it keeps its pending work in the thread's state
                 with suppress(asyncio.CancelledError, Exception):
                     await memory_steps
+                retry = ["engram", "memories", "retry", "--user", user_id]
+                retry += ["--agent", agent_id] if agent_id else []
                 out.print(
                     Text(
                         "  · memory steps interrupted, kept for the next turn or: "
-                        + shlex.join(["engram", "memories", "retry", "--user", user_id]),
+                        + escape_controls(shlex.join(retry)),
                         style="yellow",
                     )
                 )
@@ -169,10 +190,16 @@ def _prepare(settings: Settings, conv: Conversations) -> CompiledStateGraph[Any,
     return compiled_graph(settings, conv)
 
 
-async def show_recent(conv: Conversations, settings: Settings, user_id: str, thread: str) -> None:
+async def show_recent(
+    conv: Conversations,
+    settings: Settings,
+    user_id: str,
+    thread: str,
+    agent_id: str | None = None,
+) -> None:
     """A resumed thread starts with its last exchanges, so the user sees where they were:
     from the thread's state (its window), or from the store when the window is smaller."""
-    thread_id = thread_id_for(user_id, thread)
+    thread_id = thread_id_for(user_id, thread, agent_id)
     in_state = await state_messages(conv, thread_id)
     if not in_state:
         return
@@ -183,8 +210,9 @@ async def show_recent(conv: Conversations, settings: Settings, user_id: str, thr
     earlier, recent = recent[:-RESUME_MESSAGES], recent[-RESUME_MESSAGES:]
     start = next((i for i, m in enumerate(recent) if m.type == "human"), len(recent))
     if earlier or start:
-        command = shlex.join(["engram", "history", "--user", user_id, "--thread", thread])
-        out.print(Text(f"  · earlier messages: {command}", style="dim"))
+        words = ["engram", "history", "--user", user_id, "--thread", thread]
+        command = shlex.join(words + (["--agent", agent_id] if agent_id else []))
+        out.print(Text(f"  · earlier messages: {escape_controls(command)}", style="dim"))
     print_messages(recent[start:], max_chars=RESUME_CHARS, style="dim")
 
 
@@ -285,6 +313,7 @@ async def _turn(
     conv: Conversations,
     config: RunnableConfig,
     user_id: str,
+    agent_id: str | None,
     text: str,
 ) -> asyncio.Task[None]:
     """Stream the answer; return the task that finishes the memory steps in the background
@@ -298,7 +327,7 @@ async def _turn(
         graph.astream(
             {"messages": [HumanMessage(text)]},
             config,
-            context={"user_id": user_id},
+            context={"user_id": user_id, "agent_id": agent_id},
             stream_mode=["messages", "updates"],
             durability="sync",
         ),

@@ -28,7 +28,7 @@ from rich.text import Text
 from typer.core import TyperGroup
 
 from engram.settings import Settings, get_settings
-from engram.state.context import validate_user_id
+from engram.state.context import ALL_AGENTS, AgentScope, validate_agent_id, validate_user_id
 from engram.state.contracts import CHANGES
 from engram.state.errors import InvalidInputError
 
@@ -129,6 +129,20 @@ err = TerminalConsole(stderr=True, markup=False, emoji=False, highlight=False, s
 User = Annotated[str, typer.Option("--user", "-u", help="Whose memories.")]
 Thread = Annotated[str, typer.Option("--thread", "-t", help="Conversation name.")]
 AsJson = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
+Agent = Annotated[
+    str | None,
+    typer.Option(
+        "--agent",
+        help="Act as this agent: the shared memories and its own (default: shared only).",
+    ),
+]
+AllAgents = Annotated[
+    bool,
+    typer.Option(
+        "--all-agents",
+        help="Every agent's memories, and the shared ones (the local store only).",
+    ),
+]
 EXIT_WORDS = {"/quit", "/exit", "quit", "exit"}
 PROMPT = "you> "
 SPEAKERS = {"human": "you> ", "ai": "bot> "}
@@ -141,6 +155,48 @@ def require_user(user_id: str) -> str:
         return validate_user_id(user_id)
     except ValueError as error:
         raise InvalidInputError(str(error)) from None
+
+
+def require_agent(agent_id: str | None) -> str | None:
+    """`--agent` by the run context's rule for agent ids; None when not given."""
+    return None if agent_id is None else agent_option(agent_id)
+
+
+def agent_option(value: str, option: str = "--agent") -> str:
+    """An option's agent id by the run context's rule, or one line saying what is wrong."""
+    if value.strip() == "*":
+        hint = "; --all-agents reads every agent's memories" if option == "--agent" else ""
+        raise InvalidInputError(
+            f"{option} '*' names no agent (in a token it means any agent){hint}"
+        )
+    try:
+        return validate_agent_id(value)
+    except ValueError as error:
+        raise InvalidInputError(f"{option} {value!r}: {error}") from None
+
+
+def agent_scope(agent_id: str | None, all_agents: bool, server: str | None = None) -> AgentScope:
+    """Whose memories a command sees: `--agent`'s (and the shared ones), every agent's
+    with `--all-agents` (the operator's view of the local store, which a server never
+    gives), or the shared ones only."""
+    agent = require_agent(agent_id)
+    if not all_agents:
+        return agent
+    if agent is not None:
+        raise InvalidInputError("give --agent or --all-agents, not both")
+    if server is not None:
+        raise InvalidInputError(
+            "--all-agents reads the local store only: a server shows what its token's agent "
+            "sees; leave out --server, or give --agent"
+        )
+    return ALL_AGENTS
+
+
+def scope_text(scope: AgentScope) -> str:
+    """A scope in words, for titles and messages."""
+    if scope is ALL_AGENTS:
+        return "every agent's"
+    return "shared" if scope is None else f"agent {scope}"
 
 
 def prompt_history_path(settings: Settings, user_id: str) -> Path:
@@ -164,10 +220,12 @@ def prompt_history_path(settings: Settings, user_id: str) -> Path:
 MAX_FILE_NAME = 200  # characters of an escaped user id in a file name (limits are ~255 bytes)
 
 
-def thread_id_for(user_id: str, thread: str) -> str:
-    """CLI thread ids are namespaced by user (escaped, so no two users can ever map to
-    the same conversation)."""
-    return f"cli:{quote(user_id, safe='')}:{quote(thread, safe='')}"
+def thread_id_for(user_id: str, thread: str, agent_id: str | None = None) -> str:
+    """CLI thread ids are namespaced by user, and by agent (escaped, so no two users or
+    agents can ever map to the same conversation). A thread keeps the agent of its first
+    turn, so each agent has threads of its own under the same names."""
+    base = f"cli:{quote(user_id, safe='')}:{quote(thread, safe='')}"
+    return base if agent_id is None else f"{base}:{quote(agent_id, safe='')}"
 
 
 def thread_config(user_id: str, thread_id: str) -> RunnableConfig:
@@ -352,6 +410,7 @@ def print_memory_update(update: dict[str, Any]) -> None:
     memory steps' failure if any. Rejections are the nodes' log lines (`log_to_stderr`),
     so they show once. In the chat these lines print above the prompt (`patch_stdout`)."""
     user_id = update.get("user_id")
+    agent_id = update.get("agent_id")
     for op in update.get("applied") or []:
         if op.result not in CHANGES:
             continue
@@ -360,6 +419,7 @@ def print_memory_update(update: dict[str, Any]) -> None:
         if op.result == "deleted" and op.memory_id:
             restore = ["engram", "memories", "restore", short]
             restore += ["--user", user_id] if user_id else []
+            restore += ["--agent", agent_id] if agent_id else []
             line = (
                 f"{NEWS[op.result]} {op.result}: {op.text or ''} (restore: {shlex.join(restore)})"
             )

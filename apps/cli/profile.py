@@ -1,6 +1,8 @@
 """`engram profile ...`: the user's profile (the lasting core facts always in the chat
 prompt, each line resting on memories), its versions, and pins; on the embedded store or,
-with `--server`, a running server's `/memories/profile` routes, with the same output."""
+with `--server`, a running server's `/memories/profile` routes, with the same output. The
+profile is every agent's (built from shared memories only); `--agent` decides which
+memories the ids are told apart among, and on a server what the token must allow."""
 
 from __future__ import annotations
 
@@ -10,30 +12,34 @@ from collections.abc import Sequence
 from rich import box
 from rich.table import Table
 
-from engram.apps.cli.common import AsJson, User, out, profile_app
+from engram.apps.cli.common import Agent, AsJson, User, out, profile_app, require_agent
 from engram.apps.cli.memories import (
     Server,
     Token,
     _common_prefix,
     _source_text,
+    cli_source,
     open_memories,
     resolve_id,
     short_ids,
 )
 from engram.apps.cli.remote import Memories
-from engram.state.contracts import Profile, Source
+from engram.state.contracts import Profile
 from engram.state.errors import InvalidInputError, MemoryNotFoundError
-
-CLI_SOURCE = Source(actor="cli")
 
 
 @profile_app.command("show")
 def show_profile(
-    user: User, as_json: AsJson = False, server: Server = None, token: Token = None
+    user: User,
+    agent: Agent = None,
+    as_json: AsJson = False,
+    server: Server = None,
+    token: Token = None,
 ) -> None:
     """The profile as the chatbot sees it: each line with the memories it rests on, and
     the pinned memories."""
-    store = open_memories(user, server, token)
+    scope = require_agent(agent)
+    store = open_memories(user, server, token, scope)
     profile = store.profile(user)
     if as_json:
         out.print_json(profile.model_dump_json())
@@ -41,7 +47,7 @@ def show_profile(
     if profile.version_id is None:
         out.print(f"no profile yet for {user}")
         return
-    _print_profile(store, user, profile)
+    _print_profile(store, user, profile, scope)
     waiting = _awaiting_revision(store.profile(user, as_stored=True), profile)
     if waiting:
         out.print(
@@ -52,10 +58,15 @@ def show_profile(
 
 @profile_app.command("history")
 def profile_history(
-    user: User, as_json: AsJson = False, server: Server = None, token: Token = None
+    user: User,
+    agent: Agent = None,
+    as_json: AsJson = False,
+    server: Server = None,
+    token: Token = None,
 ) -> None:
     """Every version of the profile, oldest first: when, what made it, its lines and pins."""
-    store = open_memories(user, server, token)
+    scope = require_agent(agent)
+    store = open_memories(user, server, token, scope)
     versions = store.profile_history(user)
     if as_json:
         out.print_json(json.dumps([v.model_dump(mode="json") for v in versions]))
@@ -64,7 +75,7 @@ def profile_history(
         out.print(f"no profile yet for {user}")
         return
     short = short_versions([v.version_id or "" for v in versions])
-    memory_short = short_ids(store, user)
+    memory_short = short_ids(store, user, scope)
     table = Table(title=f"profile history of {user}", box=box.SIMPLE_HEAD, pad_edge=False)
     table.add_column("version", no_wrap=True)
     table.add_column("status", no_wrap=True)
@@ -87,47 +98,56 @@ def profile_history(
 def restore_profile(
     version_id: str,
     user: User,
+    agent: Agent = None,
     as_json: AsJson = False,
     server: Server = None,
     token: Token = None,
 ) -> None:
     """Make an earlier version (an id or a prefix from `history`) the current one."""
-    store = open_memories(user, server, token)
+    scope = require_agent(agent)
+    store = open_memories(user, server, token, scope)
     wanted = resolve_version(store, user, version_id)
-    restored = store.restore_profile(user, wanted, source=CLI_SOURCE)
+    restored = store.restore_profile(user, wanted, source=cli_source(scope))
     if as_json:
         out.print_json(restored.model_dump_json())
         return
     out.print(f"restored version {wanted} as version {restored.version_id}")
-    _print_profile(store, user, store.profile(user))
+    _print_profile(store, user, store.profile(user), scope)
 
 
 @profile_app.command("pin")
 def pin_memory(
     memory_id: str,
     user: User,
+    agent: Agent = None,
     as_json: AsJson = False,
     server: Server = None,
     token: Token = None,
 ) -> None:
-    """Pin an active memory (an id or a prefix): it always appears in the profile."""
-    store = open_memories(user, server, token)
-    memory_id = resolve_id(store, user, memory_id)
-    _print_changed(store, user, store.pin(user, memory_id, source=CLI_SOURCE), as_json)
+    """Pin an active shared memory (an id or a prefix): it always appears in the profile
+    (every agent's; an agent's own memory cannot be pinned)."""
+    scope = require_agent(agent)
+    store = open_memories(user, server, token, scope)
+    memory_id = resolve_id(store, user, memory_id, scope)
+    pinned = store.pin(user, memory_id, source=cli_source(scope), agent_id=scope)
+    _print_changed(store, user, pinned, as_json, scope)
 
 
 @profile_app.command("unpin")
 def unpin_memory(
     memory_id: str,
     user: User,
+    agent: Agent = None,
     as_json: AsJson = False,
     server: Server = None,
     token: Token = None,
 ) -> None:
     """Unpin a memory: it stays in the profile only while a line rests on it."""
-    store = open_memories(user, server, token)
-    memory_id = resolve_id(store, user, memory_id)
-    _print_changed(store, user, store.unpin(user, memory_id, source=CLI_SOURCE), as_json)
+    scope = require_agent(agent)
+    store = open_memories(user, server, token, scope)
+    memory_id = resolve_id(store, user, memory_id, scope)
+    unpinned = store.unpin(user, memory_id, source=cli_source(scope))
+    _print_changed(store, user, unpinned, as_json, scope)
 
 
 def resolve_version(store: Memories, user_id: str, given: str) -> str:
@@ -163,8 +183,10 @@ def short_versions(ids: Sequence[str], minimum: int = 8) -> dict[str, str]:
     return short
 
 
-def _print_profile(store: Memories, user_id: str, profile: Profile) -> None:
-    short = short_ids(store, user_id)
+def _print_profile(
+    store: Memories, user_id: str, profile: Profile, scope: str | None = None
+) -> None:
+    short = short_ids(store, user_id, scope)
     when = f", updated {profile.updated_at:%Y-%m-%d %H:%M}" if profile.updated_at else ""
     title = f"profile of {user_id} (version {(profile.version_id or '')[:8]}{when})"
     if not profile.lines:
@@ -180,11 +202,13 @@ def _print_profile(store: Memories, user_id: str, profile: Profile) -> None:
     out.print(table)
 
 
-def _print_changed(store: Memories, user_id: str, profile: Profile, as_json: bool) -> None:
+def _print_changed(
+    store: Memories, user_id: str, profile: Profile, as_json: bool, scope: str | None = None
+) -> None:
     if as_json:
         out.print_json(profile.model_dump_json())
     else:
-        _print_profile(store, user_id, profile)
+        _print_profile(store, user_id, profile, scope)
 
 
 def _awaiting_revision(stored: Profile, shown: Profile) -> int:

@@ -9,7 +9,7 @@ from typing import Annotated
 
 import typer
 
-from engram.apps.cli.common import app, err, out
+from engram.apps.cli.common import agent_option, app, err, out
 from engram.settings import get_settings
 from engram.state.errors import ConfigurationError, InvalidInputError
 
@@ -33,18 +33,32 @@ def parse_ttl(text: str) -> timedelta:
 def token(
     user: Annotated[str, typer.Option("--user", "-u", help="The user id (the token's sub).")],
     ttl: Annotated[str, typer.Option(help="Lifetime: 90s, 15m, 1h, 7d.")] = "1h",
+    agents: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--agent",
+            help="An agent the token may act as (repeat for more; '*': any). None: the "
+            "shared memories only.",
+        ),
+    ] = None,
 ) -> None:
     """Print a token for USER that this installation's server accepts
     (Authorization: Bearer <token>)."""
-    from engram.apps.server.tokens import AuthNotConfiguredError, mint_token
+    from engram.apps.server.tokens import ANY_AGENT, AuthNotConfiguredError, mint_token
 
     lifetime = parse_ttl(ttl)
+    allowed = [
+        ANY_AGENT if agent.strip() == ANY_AGENT else agent_option(agent) for agent in agents or []
+    ]
     try:
-        minted = mint_token(get_settings(), user, lifetime)
+        minted = mint_token(get_settings(), user, lifetime, agents=allowed)
     except AuthNotConfiguredError as error:
         raise ConfigurationError(str(error)) from None
     except ValueError as error:
         raise InvalidInputError(str(error)) from None
     out.print(minted)
     expires = datetime.now(UTC) + lifetime
-    err.print(f"token for {user.strip()}, valid until {expires:%Y-%m-%d %H:%M:%S} UTC")
+    acting = ""
+    if allowed:
+        acting = " as any agent" if ANY_AGENT in allowed else " as agent " + ", ".join(allowed)
+    err.print(f"token for {user.strip()}{acting}, valid until {expires:%Y-%m-%d %H:%M:%S} UTC")
