@@ -29,15 +29,26 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from starlette.websockets import WebSocketClose
 
 from engram.apps.server.tokens import TokenError, TokenVerifier
-from engram.identity import agent_permissions, check_agent, on_aegra, user_id_of
+from engram.identity import (
+    ACTING_PERMISSION,
+    AGENT_HEADER,
+    acting_agent,
+    agent_permissions,
+    check_agent,
+    on_aegra,
+    owner_key,
+    user_id_of,
+)
 from engram.memory.conversations import RESERVED_ROOTS
 from engram.settings import get_settings
+from engram.state.context import validate_agent_id
 from engram.state.errors import AccessDeniedError
 
 auth = Auth()
 get_settings()  # read the environment (and .env) at startup, never on the event loop
 
-OWNER = "owner"  # the metadata key that owns a thread, run or cron
+OWNER = "owner"  # the metadata key that owns a thread, run or cron (`identity.owner_key`)
+OWNER_USER = "owner_user"  # its user alone, whatever the agent (what forget searches by)
 STORE_WILDCARD = "*"  # a namespace label the store matches against any label
 
 
@@ -49,23 +60,41 @@ def verifier() -> TokenVerifier:
 
 
 @auth.authenticate
-async def authenticate(authorization: str | Mapping[str, str] | None) -> Auth.types.MinimalUserDict:
-    """LangGraph's server passes the `Authorization` header by name; Aegra passes the whole
-    header mapping (lower-case names) as the one argument."""
+async def authenticate(
+    authorization: str | Mapping[str, str] | None,
+    headers: Mapping[bytes, bytes] | None = None,
+) -> Auth.types.MinimalUserDict:
+    """LangGraph's server passes the `Authorization` header and the raw headers by name;
+    Aegra passes the whole header mapping (lower-case names) as the one argument.
+
+    A request acts as the agent its `X-Engram-Agent` header names, if the token allows it
+    (403 otherwise): its threads, runs and crons are that agent's (`identity.owner_key`)."""
+    agent: str | bytes | None = None
     if isinstance(authorization, Mapping):
+        agent = authorization.get(AGENT_HEADER)
         authorization = authorization.get("authorization")
+    elif headers is not None:
+        agent = headers.get(AGENT_HEADER.encode())
     try:
         caller = await verifier().caller(authorization)
     except TokenError as error:
         raise Auth.exceptions.HTTPException(status_code=401, detail=str(error)) from None
-    return {
-        "identity": caller.user_id,
-        "is_authenticated": True,
-        "permissions": agent_permissions(caller.agents),
-    }
+    permissions = agent_permissions(caller.agents)
+    if agent is not None:
+        name = agent.decode("utf-8", "replace") if isinstance(agent, bytes) else agent
+        try:
+            name = validate_agent_id(name)
+        except ValueError as error:
+            raise forbidden(f"X-Engram-Agent: {error}") from None
+        try:
+            check_agent({"permissions": permissions}, name)
+        except AccessDeniedError as error:
+            raise forbidden(str(error)) from None
+        permissions.append(f"{ACTING_PERMISSION}{name}")
+    return {"identity": caller.user_id, "is_authenticated": True, "permissions": permissions}
 
 
-def owner_of(ctx: Auth.types.AuthContext) -> str:
+def user_of(ctx: Auth.types.AuthContext) -> str:
     """The Engram user this request acts for, or 403."""
     try:
         return user_id_of(ctx.user)
@@ -73,23 +102,32 @@ def owner_of(ctx: Auth.types.AuthContext) -> str:
         raise forbidden(str(error)) from None
 
 
+def owner_of(ctx: Auth.types.AuthContext) -> str:
+    """Who owns what this request reads or writes: its user and the agent it acts as."""
+    return owner_key(user_of(ctx), acting_agent(ctx.user))
+
+
 def forbidden(detail: str) -> Auth.exceptions.HTTPException:
     return Auth.exceptions.HTTPException(status_code=403, detail=detail)
 
 
-def stamp(value: dict[str, Any], owner: str) -> None:
+def stamp(value: dict[str, Any], owner: str, user_id: str) -> None:
     """Set the owner on what is being written (a client cannot give it away or take it)."""
     metadata = value.get("metadata")
     if metadata is None:
         metadata = value["metadata"] = {}
     metadata[OWNER] = owner
+    metadata[OWNER_USER] = user_id
 
 
 def check_run(kwargs: dict[str, Any], owner: str, user: Any) -> None:
-    """A run acts for its owner with allowed models, as an agent its token allows.
+    """A run acts for its owner with allowed models, as the agent its request acts as.
     `context.user_id` may be left out (it is filled in) or name the owner; anything else is
-    refused, as is a model outside ENGRAM_ALLOWED_MODELS and an agent the token does not
-    list. Clients may send the context as `configurable` too: both are checked."""
+    refused, as is a model outside ENGRAM_ALLOWED_MODELS. `context.agent_id` may be left
+    out (the request's agent is filled in) or name it: a run's thread belongs to the agent
+    of the request (`owner_of`), so a run as another agent is refused. Clients may send the
+    context as `configurable` too: both are checked."""
+    acting = acting_agent(user)
     context = kwargs.get("context")
     if not isinstance(context, dict):
         context = kwargs["context"] = {}
@@ -103,11 +141,11 @@ def check_run(kwargs: dict[str, Any], owner: str, user: Any) -> None:
                 "it out (the server fills it in)"
             )
         agent = given.get("agent_id")
-        if agent not in (None, ""):
-            try:
-                check_agent(user, agent if isinstance(agent, str) else repr(agent))
-            except AccessDeniedError as error:
-                raise forbidden(str(error)) from None
+        if agent not in (None, "") and agent != acting:
+            raise forbidden(
+                f"agent_id {agent!r}: a run acts as the agent of its request; send the header "
+                f"X-Engram-Agent: <agent> (its threads are that agent's)"
+            )
         for name in ("chat_model", "memory_model"):
             model = given.get(name)
             if model in (None, ""):
@@ -118,6 +156,7 @@ def check_run(kwargs: dict[str, Any], owner: str, user: Any) -> None:
                     f"{', '.join(sorted(permitted))} (ENGRAM_ALLOWED_MODELS)"
                 )
     context["user_id"] = owner
+    context["agent_id"] = acting
 
 
 class StudioOriginGuard:
@@ -161,22 +200,23 @@ class StudioOriginGuard:
 @auth.on.threads.create
 async def on_thread_create(ctx: Auth.types.AuthContext, value: Any) -> Auth.types.FilterType:
     owner = owner_of(ctx)
-    stamp(value, owner)
+    stamp(value, owner, user_of(ctx))
     return {OWNER: owner}
 
 
 @auth.on.threads.create_run
 async def on_run_create(ctx: Auth.types.AuthContext, value: Any) -> Auth.types.FilterType | None:
-    owner = owner_of(ctx)
-    stamp(value, owner)  # a new thread (a stateless run's too) takes the run's metadata
+    user_id, owner = user_of(ctx), owner_of(ctx)
+    stamp(value, owner, user_id)  # a new thread (a stateless run's too) takes the run's metadata
     if not on_aegra():  # LangGraph's server: the run's settings are under `kwargs`
         kwargs = value.get("kwargs")
-        check_run(kwargs if isinstance(kwargs, dict) else {}, owner, ctx.user)
+        check_run(kwargs if isinstance(kwargs, dict) else {}, user_id, ctx.user)
         return {OWNER: owner}
     # Aegra: `value` is the request body itself (`context` and `config` at its top), and
     # Aegra applies the edits made here only when no filter is returned (it keeps each
     # thread's owner itself and answers 404 to anyone else).
-    check_run(value, owner, ctx.user)
+    refuse_agents_on_aegra(ctx)
+    check_run(value, user_id, ctx.user)
     return None
 
 
@@ -184,13 +224,23 @@ async def on_run_create(ctx: Auth.types.AuthContext, value: Any) -> Auth.types.F
 async def on_thread_update(ctx: Auth.types.AuthContext, value: Any) -> Auth.types.FilterType:
     owner = owner_of(ctx)
     if value.get("metadata") is not None:
-        stamp(value, owner)
+        stamp(value, owner, user_of(ctx))
     return {OWNER: owner}
 
 
 @auth.on.threads(actions=["read", "delete", "search"])
 async def on_thread_access(ctx: Auth.types.AuthContext, value: Any) -> Auth.types.FilterType:
     return {OWNER: owner_of(ctx)}
+
+
+def refuse_agents_on_aegra(ctx: Auth.types.AuthContext) -> None:
+    """Aegra keeps each thread's owner itself, by user only: a thread of one agent would be
+    open to the user's other agents there, so runs and crons as an agent are refused (fail
+    closed). `/memories?agent=` works on Aegra as anywhere."""
+    if acting_agent(ctx.user) is not None:
+        raise forbidden(
+            "runs as an agent need LangGraph's server: Aegra keeps threads per user only"
+        )
 
 
 # -- crons -----------------------------------------------------------------------------------
@@ -200,14 +250,15 @@ async def on_thread_access(ctx: Auth.types.AuthContext, value: Any) -> Auth.type
 async def on_cron_write(ctx: Auth.types.AuthContext, value: Any) -> Auth.types.FilterType:
     if is_studio_user(ctx.user):  # a cron runs later as a plain user id
         raise forbidden("LangGraph Studio cannot schedule crons; use a token")
-    owner = owner_of(ctx)
+    user_id, owner = user_of(ctx), owner_of(ctx)
     if value.get("metadata") is not None or "payload" in value:
-        stamp(value, owner)
+        stamp(value, owner, user_id)
     payload = value.get("payload")
     if isinstance(payload, dict):
-        check_run(payload, owner, ctx.user)
+        check_run(payload, user_id, ctx.user)
     elif on_aegra():  # the request body itself; Aegra keeps no edits (identity.run_context)
-        check_run(value, owner, ctx.user)
+        refuse_agents_on_aegra(ctx)
+        check_run(value, user_id, ctx.user)
     return {OWNER: owner}
 
 
@@ -221,12 +272,12 @@ async def on_cron_access(ctx: Auth.types.AuthContext, value: Any) -> Auth.types.
 
 @auth.on.assistants(actions=["read", "search"])
 async def on_assistant_read(ctx: Auth.types.AuthContext, value: Any) -> None:
-    owner_of(ctx)  # any authenticated user may see and run the graphs
+    user_of(ctx)  # any authenticated user may see and run the graphs
 
 
 @auth.on.assistants(actions=["create", "update", "delete"])
 async def on_assistant_write(ctx: Auth.types.AuthContext, value: Any) -> None:
-    owner_of(ctx)
+    user_of(ctx)
     raise forbidden(
         "assistants are the graphs in the server's langgraph.json and cannot be changed "
         "over the API; per-run settings go in the run's context"
@@ -242,7 +293,7 @@ async def on_store(ctx: Auth.types.AuthContext, value: Any) -> None:
     ingest markers, `memory.conversations.RESERVED_ROOTS`) starts with a root name, so a user
     id equal to one would reach everyone's, and `*` is the store's wildcard when listing
     namespaces (every user's would match): those user ids get no store API."""
-    owner = owner_of(ctx)
+    owner = user_of(ctx)
     if owner in RESERVED_ROOTS or owner == STORE_WILDCARD:
         raise forbidden(
             f"the store API is not available to the user id {owner!r}: Engram keeps its "

@@ -60,6 +60,7 @@ from pydantic import (
     ValidationError,
     model_validator,
 )
+from starlette.authentication import AuthCredentials, BaseUser
 from starlette.datastructures import Headers
 from starlette.responses import JSONResponse
 from starlette.types import Receive, Scope, Send
@@ -68,7 +69,14 @@ from engram import __version__
 from engram.apps.server.auth import verifier
 from engram.apps.server.tokens import TokenError
 from engram.clients import default_store
-from engram.identity import agent_permissions, check_agent, on_aegra, user_id_of
+from engram.identity import (
+    ACTING_PERMISSION,
+    agent_permissions,
+    check_agent,
+    on_aegra,
+    permissions_of,
+    user_id_of,
+)
 from engram.memory.payload import MAX_MEMORY_CHARS
 from engram.memory.store import MemoryStore
 from engram.settings import get_settings
@@ -330,21 +338,66 @@ class Caller:
         check_agent(self.user, agent_id)
 
 
-async def as_caller(caller: Caller, call: Callable[[], Awaitable[T]]) -> T:
-    """Run `call`'s requests to the server's in-process API as the caller.
+class ActingUser(BaseUser):
+    """The caller's LangGraph user, acting as `agent_id` (the `X-Engram-Agent` header's
+    part, `engram.identity.acting_agent`), so the threads and runs a tool makes are that
+    agent's (`identity.owner_key`). The agent was checked against the token already."""
+
+    def __init__(self, user: Any, agent_id: str | None) -> None:
+        self.user = user
+        kept = [p for p in permissions_of(user) if not p.startswith(ACTING_PERMISSION)]
+        self.permissions = kept + ([f"{ACTING_PERMISSION}{agent_id}"] if agent_id else [])
+
+    @property
+    def identity(self) -> str:
+        return str(self.user.identity)
+
+    @property
+    def is_authenticated(self) -> bool:
+        return bool(getattr(self.user, "is_authenticated", True))
+
+    @property
+    def display_name(self) -> str:
+        return str(getattr(self.user, "display_name", self.identity))
+
+    def dict(self) -> dict[str, Any]:
+        return {
+            "identity": self.identity,
+            "is_authenticated": self.is_authenticated,
+            "display_name": self.display_name,
+            "permissions": self.permissions,
+        }
+
+    def __getitem__(self, key: str) -> Any:
+        return self.dict()[key]
+
+    def __contains__(self, key: object) -> bool:
+        return key in self.dict()
+
+
+async def as_caller(
+    caller: Caller, call: Callable[[], Awaitable[T]], agent_id: str | None = None
+) -> T:
+    """Run `call`'s requests to the server's in-process API as the caller, acting as
+    `agent_id`.
 
     Inside LangGraph's auth context for the caller (`with_user`), the loopback request is
     authorized like the caller's own: threads are stamped with their owner, other users'
-    threads are filtered out, the run carries the user its nodes check. The call runs in a
-    task of its own, so that context ends with it."""
+    (and other agents') threads are filtered out, the run carries the user its nodes check.
+    The call runs in a task of its own, so that context ends with it."""
     if "langgraph_api.server" not in sys.modules:  # the app LangGraph's server runs
         raise ConfigurationError(
             "this tool runs graphs on a LangGraph server (langgraph dev or a deployment)"
         )
     from langgraph_api.utils import with_user
 
+    user, auth = caller.user, caller.auth
+    if not is_studio_user(user):
+        user = ActingUser(user, agent_id)
+        auth = AuthCredentials(user.permissions)
+
     async def scoped() -> T:
-        async with with_user(caller.user, caller.auth):
+        async with with_user(user, auth):
             return await call()
 
     return await asyncio.create_task(scoped())
@@ -481,7 +534,7 @@ async def chat(caller: Caller, args: ChatArgs) -> Answer:
         return Answer(answer=_answer(_run_output(output)), thread_id=thread_id)
 
     try:
-        return await as_caller(caller, turn)
+        return await as_caller(caller, turn, args.agent_id)
     except httpx.HTTPStatusError as error:
         if error.response.status_code != 404:
             raise
@@ -503,7 +556,7 @@ async def _ingest(caller: Caller, messages: list[Said], agent_id: str | None) ->
                 None, INGEST_GRAPH, input=batch, context=context, raise_error=False
             )
 
-    output = _run_output(await as_caller(caller, run))
+    output = _run_output(await as_caller(caller, run, agent_id))
     return Remembered(
         changes=[Change.of(a) for a in output.get("applied") or []],
         refused=[

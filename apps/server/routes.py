@@ -40,10 +40,10 @@ from starlette.datastructures import Headers
 from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from engram.apps.server.auth import OWNER, StudioOriginGuard
+from engram.apps.server.auth import OWNER, OWNER_USER, StudioOriginGuard
 from engram.apps.server.mcp import McpEndpoint
 from engram.clients import default_store
-from engram.identity import check_agent, on_aegra, user_id_of
+from engram.identity import acting_agent, check_agent, on_aegra, user_id_of
 from engram.memory.conversations import forget_conversations, user_prefixes
 from engram.memory.store import MemoryStore
 from engram.memory.timeframe import as_of_moment
@@ -163,14 +163,21 @@ def current_agent(
 ) -> str | None:
     """The agent this request acts as, if its token allows it (LangGraph keeps the token's
     agents as the authenticated user's permissions); the client's word alone is never
-    enough."""
+    enough. Without `?agent=`, the agent of the request's `X-Engram-Agent` header (checked
+    when it was authenticated), so one client acts as one agent everywhere."""
+    user = request.scope.get("user")
+    acting = acting_agent(user)
     if agent is None:
-        return None
+        return acting
+    if acting is not None and agent != acting:
+        raise AccessDeniedError(
+            f"agent {agent!r} differs from the X-Engram-Agent header's {acting!r}"
+        )
     try:
         agent = validate_agent_id(validate_user_id(agent, name="agent"))
     except ValueError as error:
         raise InvalidInputError(str(error)) from None
-    check_agent(request.scope.get("user"), agent)
+    check_agent(user, agent)
     return agent
 
 
@@ -645,7 +652,26 @@ async def _forget_on_server(user: str) -> ServerForget:
     graphs' namespaces."""
     client = get_client(url=None)
     threads = crons = messages = 0
-    while page := await client.threads.search(metadata={OWNER: user}, limit=THREAD_PAGE):
+    # Every agent's threads carry the user (`OWNER_USER`); threads from before agents, the
+    # user as their owner.
+    for stamped in ({OWNER_USER: user}, {OWNER: user}):
+        threads += await _delete_threads(client, stamped)
+    for stamped in ({OWNER_USER: user}, {OWNER: user}):
+        crons += await _delete_crons(client, stamped)
+    for prefix in user_prefixes(user):
+        while True:
+            items = (await client.store.search_items(list(prefix), limit=STORE_PAGE))["items"]
+            if not items:
+                break
+            for item in items:
+                await client.store.delete_item(item["namespace"], key=item["key"])
+                messages += "message" in item["value"]
+    return ServerForget(threads, crons, messages)
+
+
+async def _delete_threads(client: LangGraphClient, stamped: dict[str, str]) -> int:
+    threads = 0
+    while page := await client.threads.search(metadata=stamped, limit=THREAD_PAGE):
         for thread in page:
             # A run still going (a turn's memory steps in the background) would write
             # memories after the erase below: stop the queued ones, then the running one
@@ -657,19 +683,16 @@ async def _forget_on_server(user: str) -> ServerForget:
                     )
             await client.threads.delete(thread["thread_id"])
             threads += 1
-    while scheduled := await client.crons.search(metadata={OWNER: user}, limit=THREAD_PAGE):
+    return threads
+
+
+async def _delete_crons(client: LangGraphClient, stamped: dict[str, str]) -> int:
+    crons = 0
+    while scheduled := await client.crons.search(metadata=stamped, limit=THREAD_PAGE):
         for cron in scheduled:
             await client.crons.delete(cron["cron_id"])
             crons += 1
-    for prefix in user_prefixes(user):
-        while True:
-            items = (await client.store.search_items(list(prefix), limit=STORE_PAGE))["items"]
-            if not items:
-                break
-            for item in items:
-                await client.store.delete_item(item["namespace"], key=item["key"])
-                messages += "message" in item["value"]
-    return ServerForget(threads, crons, messages)
+    return crons
 
 
 async def _forget_on_aegra(user: str, request: Request) -> ServerForget:

@@ -33,7 +33,13 @@ def run_context(runtime: Runtime[EngramContext]) -> EngramContext:
         context = EngramContext.model_validate(context)
     identity = authenticated_user(runtime)
     if runtime.server_info is not None:
-        check_agent(runtime.server_info.user, context.agent_id)
+        user = runtime.server_info.user
+        check_agent(user, context.agent_id)
+        acting = acting_agent(user)
+        if acting is not None and acting != context.agent_id:  # the run's thread is acting's
+            raise AccessDeniedError(
+                f"this request acts as agent {acting!r} (X-Engram-Agent); its runs do too"
+            )
     if not context.user_id:
         # A server that did not pass the auth handler's context on (Aegra, for crons and
         # runs) still names the user it authenticated.
@@ -73,12 +79,40 @@ def authenticated_user(runtime: Runtime[Any]) -> str | None:
 
 
 AGENT_PERMISSION = "agent:"  # + an agent id, or `*`: what a token's agents claim grants
+# + the agent a request acts as (its `X-Engram-Agent` header, checked against the token when
+# it is authenticated); `*` only inside the server (a forget that reaches every agent).
+ACTING_PERMISSION = "acting:"
+AGENT_HEADER = "x-engram-agent"
 
 
 def agent_permissions(agents: Iterable[str]) -> list[str]:
     """The permissions a server's authenticated user carries for the agents its token
     allows (LangGraph keeps them on the user, in every handler, route and run)."""
     return [f"{AGENT_PERMISSION}{agent}" for agent in sorted(agents)]
+
+
+def permissions_of(user: Any) -> set[str]:
+    permissions = getattr(user, "permissions", None)
+    if permissions is None and isinstance(user, Mapping):
+        permissions = user.get("permissions")
+    return set(permissions or ())
+
+
+def acting_agent(user: Any) -> str | None:
+    """The agent a server request acts as (its `X-Engram-Agent` header), or None."""
+    for permission in permissions_of(user):
+        if permission.startswith(ACTING_PERMISSION):
+            return permission.removeprefix(ACTING_PERMISSION)
+    return None
+
+
+def owner_key(user_id: str, agent_id: str | None) -> str:
+    """Who owns a thread, run or cron on a server: the user, and the agent it acts as. A
+    thread holds what its agent recalled, so another agent of the user (or a caller acting
+    as none) must not read or continue it. Without an agent, the user id itself, as threads
+    from before agents are stamped. `\x1f` cannot be in a user id, so no user poses as
+    another's agent."""
+    return user_id if agent_id is None else f"{user_id}\x1fagent:{agent_id}"
 
 
 def check_agent(user: Any, agent_id: str | None) -> None:
@@ -91,10 +125,7 @@ def check_agent(user: Any, agent_id: str | None) -> None:
     if user is not None and is_studio_user(user):
         user_id_of(user)  # refused on a deployment, or without ENGRAM_STUDIO_USER
         return
-    permissions = getattr(user, "permissions", None)
-    if permissions is None and isinstance(user, Mapping):
-        permissions = user.get("permissions")
-    granted = set(permissions or ())
+    granted = permissions_of(user)
     if f"{AGENT_PERMISSION}{agent_id}" in granted or f"{AGENT_PERMISSION}*" in granted:
         return
     raise AccessDeniedError(

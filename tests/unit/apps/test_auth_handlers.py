@@ -82,10 +82,10 @@ async def test_threads_are_stamped_and_filtered_on_their_owner() -> None:
     assert await auth.on_thread_create(ctx=ctx(User("alice"), action="create"), value=value) == {
         "owner": "alice"
     }
-    assert value["metadata"] == {"owner": "alice", "topic": "x"}  # cannot be given away
+    assert value["metadata"] == {"owner": "alice", "owner_user": "alice", "topic": "x"}
     bare: dict[str, Any] = {"thread_id": "t2"}
     await auth.on_thread_create(ctx=ctx(User("alice"), action="create"), value=bare)
-    assert bare["metadata"] == {"owner": "alice"}
+    assert bare["metadata"] == {"owner": "alice", "owner_user": "alice"}
     for action in ("read", "delete", "search"):
         assert await auth.on_thread_access(ctx=ctx(User("bob"), action=action), value={}) == {
             "owner": "bob"
@@ -100,7 +100,8 @@ async def test_threads_are_stamped_and_filtered_on_their_owner() -> None:
 async def test_a_run_acts_for_its_owner_with_allowed_models() -> None:
     run: dict[str, Any] = {"metadata": {}, "kwargs": {"context": {}, "config": {}}}
     filters = await auth.on_run_create(ctx=ctx(User("alice"), action="create_run"), value=run)
-    assert filters == {"owner": "alice"} and run["metadata"] == {"owner": "alice"}
+    assert filters == {"owner": "alice"}
+    assert run["metadata"] == {"owner": "alice", "owner_user": "alice"}
     assert run["kwargs"]["context"]["user_id"] == "alice"  # filled in
 
     same = {"kwargs": {"context": {"user_id": "alice", "chat_model": "gpt-4o-mini"}}}
@@ -162,7 +163,8 @@ async def test_allowed_models_come_from_the_settings(monkeypatch: pytest.MonkeyP
 async def test_crons_are_stamped_and_their_runs_checked() -> None:
     cron: dict[str, Any] = {"payload": {"context": {}}, "schedule": "0 0 * * *"}
     filters = await auth.on_cron_write(ctx=ctx(User("alice"), "crons", "create"), value=cron)
-    assert filters == {"owner": "alice"} and cron["metadata"] == {"owner": "alice"}
+    assert filters == {"owner": "alice"}
+    assert cron["metadata"] == {"owner": "alice", "owner_user": "alice"}
     assert cron["payload"]["context"]["user_id"] == "alice"
     with pytest.raises(HTTPError) as refused:
         await auth.on_cron_write(
@@ -234,3 +236,56 @@ async def test_studio_acts_only_as_the_named_user_under_langgraph_dev(
     monkeypatch.setenv("LANGSMITH_LANGGRAPH_API_VARIANT", "cloud")  # a deployment
     with pytest.raises(HTTPError, match="cannot act as a user on a deployment"):
         await auth.on_thread_access(ctx=ctx(studio), value={})
+
+
+async def test_a_request_acts_as_the_agent_its_header_names_if_the_token_allows_it(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("ENGRAM_AUTH_SECRET", SECRET)
+    travel = token("alice", agents=["travel"])
+    user = await auth.authenticate(f"Bearer {travel}", {b"x-engram-agent": b"travel"})
+    assert user["permissions"] == ["agent:travel", "acting:travel"]
+    for refused_agent in (b"health", b"*", b"", b"tra\x01vel"):
+        with pytest.raises(HTTPError) as refused:
+            await auth.authenticate(f"Bearer {travel}", {b"x-engram-agent": refused_agent})
+        assert refused.value.status_code == 403, refused_agent
+    # Aegra hands over the headers as one mapping
+    mapping = {"authorization": f"Bearer {travel}", "x-engram-agent": "travel"}
+    assert (await auth.authenticate(mapping))["permissions"][-1] == "acting:travel"
+
+
+async def test_threads_runs_and_crons_belong_to_the_agent_of_the_request() -> None:
+    acting = User("alice", permissions=("agent:health", "acting:health"))
+    owner = "alice\x1fagent:health"
+    thread: dict[str, Any] = {"thread_id": "t1"}
+    assert await auth.on_thread_create(ctx=ctx(acting, action="create"), value=thread) == {
+        "owner": owner
+    }
+    assert thread["metadata"] == {"owner": owner, "owner_user": "alice"}
+    # the same user acting as no agent, or another agent, reads none of them
+    for other, key in (
+        (User("alice"), "alice"),
+        (User("alice", permissions=("acting:travel",)), "alice\x1fagent:travel"),
+    ):
+        for action in ("read", "delete", "search"):
+            assert await auth.on_thread_access(ctx=ctx(other, action=action), value={}) == {
+                "owner": key
+            }
+        assert await auth.on_cron_access(ctx=ctx(other, "crons", "read"), value={}) == {
+            "owner": key
+        }
+    run: dict[str, Any] = {"kwargs": {"context": {}}}
+    assert await auth.on_run_create(ctx=ctx(acting, action="create_run"), value=run) == {
+        "owner": owner
+    }
+    assert run["kwargs"]["context"]["agent_id"] == "health"  # filled in from the header
+    # a run naming another agent than its request acts as is refused: its thread is theirs
+    for context in ({"agent_id": "travel"}, {"agent_id": "health"}):
+        with pytest.raises(HTTPError, match="X-Engram-Agent"):
+            await auth.on_run_create(
+                ctx=ctx(User("alice", permissions=("agent:*",)), action="create_run"),
+                value={"kwargs": {"context": context}},
+            )
+    cron: dict[str, Any] = {"payload": {"context": {"agent_id": "travel"}}}
+    with pytest.raises(HTTPError, match="X-Engram-Agent"):
+        await auth.on_cron_write(ctx=ctx(acting, "crons", "create"), value=cron)
