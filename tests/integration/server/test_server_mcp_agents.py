@@ -308,10 +308,10 @@ async def test_chat_as_travel_never_recalls_healths_memory(
         # The turn's fact went to the shared memories (travel is not a private agent).
         learned = await wait_for(travel, f"User said: {said}", None)
         assert "agent_id" not in learned
-        # A thread keeps the agent of its first turn.
+        # A thread is its first turn's agent's: to anyone else it is unknown.
         asked = len(fake.requests_for("chat"))
         elsewhere = await refused(travel, "chat", message="Hi", thread_id=first["thread_id"])
-        assert "this thread was started with agent 'travel'" in elsewhere, elsewhere
+        assert f"no thread {first['thread_id']!r}" in elsewhere, elsewhere
         assert len(fake.requests_for("chat")) == asked
 
     async with as_token(server, user, [PRIVATE]) as health:
@@ -322,7 +322,7 @@ async def test_chat_as_travel_never_recalls_healths_memory(
         taken = await refused(
             health, "chat", message=said, thread_id=first["thread_id"], agent_id=PRIVATE
         )
-        assert "this thread was started with agent 'travel'" in taken, taken
+        assert f"no thread {first['thread_id']!r}" in taken, taken
         # Health is private: what it learned stays its own.
         learned = await wait_for(health, f"User said: {said}", PRIVATE)
         assert learned["agent_id"] == PRIVATE
