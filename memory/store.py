@@ -508,8 +508,9 @@ class MemoryStore:
         """Every version of the memory that `memory_id` belongs to, oldest first (a memory's
         versions share its scope)."""
         user_id = require_user_id(user_id)
-        lineage = self.versions.get(user_id, memory_id, seen_by(agent_id)).record.lineage_id
-        points = self.engine.scroll(Where(user_id=user_id, lineage_ids=[lineage]))
+        seen = seen_by(agent_id)
+        lineage = self.versions.get(user_id, memory_id, seen).record.lineage_id
+        points = self.engine.scroll(Where(user_id=user_id, lineage_ids=[lineage], agents=seen))
         return sorted((record_from_point(p) for p in points), key=lambda r: (r.created_at, r.id))
 
     def export_records(
@@ -686,18 +687,18 @@ class MemoryStore:
         seen = seen_by(agent_id)
 
         def attempt() -> AppliedOp:
-            head = self.versions.head(user_id, memory_id, seen)
-            record = head.record
-            if record.agent_id == to:
+            record = self.versions.head(user_id, memory_id, seen).record
+            lineage = Where(user_id=user_id, lineage_ids=[record.lineage_id])
+            versions = [stored_from_point(p) for p in self.engine.scroll(lineage)]
+            todo = [v for v in versions if v.record.agent_id != to]
+            if not todo:
                 return AppliedOp(
                     op="UPDATE", memory_id=record.id, text=record.text, result="unchanged"
                 )
-            lineage = Where(user_id=user_id, lineage_ids=[record.lineage_id])
-            versions = [stored_from_point(p) for p in self.engine.scroll(lineage)]
-            # The head moves last: an interrupted move is finished by trying it again.
-            for version in sorted(versions, key=lambda v: v.record.id == record.id):
-                if version.record.agent_id == to:
-                    continue
+            # The head moves first: until the move is finished (by trying it again, if it
+            # was interrupted), the current text is where it is going, and the versions
+            # left behind are what their old scope has seen already.
+            for version in sorted(todo, key=lambda v: v.record.id != record.id):
                 update: dict[str, object] = {"agent_id": to}
                 if version.record.id == record.id:
                     event = MemoryEvent(

@@ -44,7 +44,7 @@ from typing import Any, Literal, TextIO
 
 from pydantic import BaseModel, Field, ValidationError
 
-from engram.memory.engines.base import SHARED, Where
+from engram.memory.engines.base import SHARED, Agents, Where
 from engram.memory.payload import Stored, record_from_point, stored_point, text_hash
 from engram.memory.profile import MAX_LINE_CHARS, fit, pinned_lines, shown_chars
 from engram.memory.store import (
@@ -309,7 +309,7 @@ def import_jsonl(
     profile, if any, is written afterwards under the same mapping of ids (`import_profile`).
     """
     header, memories = read_export(lines)
-    allowed = seen_by(agent_id)
+    allowed = seen_by(agent_id)  # also what "the user already has" looks among, below
     for memory in memories:
         if allowed is not None and not allowed.admits(memory.agent_id):
             acting = f"agent {agent_id!r}" if agent_id else "no agent"
@@ -349,7 +349,7 @@ def import_jsonl(
     if not own_ids:
         # The user's own memories under the file's ids (an older export of theirs) win,
         # like any memory they have; the rest is written under derived ids.
-        have = _lineages_of(store, user_id, list({r.lineage_id for r, _ in records}))
+        have = _lineages_of(store, user_id, list({r.lineage_id for r, _ in records}), allowed)
         kept = sum(1 for r, _ in records if r.lineage_id in have)
         mapped = {
             r.id: r.id if r.lineage_id in have else derived_id(user_id, r.id) for r, _ in records
@@ -599,11 +599,15 @@ def _refuse_taken_ids(store: MemoryStore, ids: list[str]) -> None:
             )
 
 
-def _lineages_of(store: MemoryStore, user_id: str, lineage_ids: list[str]) -> set[str]:
-    """Which of these memories (lineage ids) the user has, by an indexed lookup."""
+def _lineages_of(
+    store: MemoryStore, user_id: str, lineage_ids: list[str], agents: Agents | None = None
+) -> set[str]:
+    """Which of these memories (lineage ids) the user has, within `agents`' scopes (an
+    importer is not told of memories it cannot see), by an indexed lookup."""
     found: set[str] = set()
     for start in range(0, len(lineage_ids), PAGE):
-        where = Where(user_id=user_id, lineage_ids=lineage_ids[start : start + PAGE])
+        batch = lineage_ids[start : start + PAGE]
+        where = Where(user_id=user_id, lineage_ids=batch, agents=agents)
         found |= {record_from_point(p).lineage_id for p in store.engine.scroll(where)}
     return found
 

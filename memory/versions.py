@@ -85,6 +85,8 @@ class Versions:
 
         A link may lead into another memory (a merge); the walk stops there, so nothing
         done to this memory (update, delete, restore) ever reaches the one it merged into.
+        It stops too at a version outside `agents` (a move between scopes interrupted
+        half-way): what a caller may not see, it may not change either.
         """
         stored = self.get(user_id, memory_id, agents)
         seen = {stored.record.id}
@@ -97,7 +99,7 @@ class Versions:
             successor_id = stored.record.superseded_by
             if not successor_id or successor_id in seen:
                 return stored
-            successors = self.get_many(user_id, [successor_id])
+            successors = self.get_many(user_id, [successor_id], agents)
             if not successors or successors[0].record.lineage_id != stored.record.lineage_id:
                 return stored
             stored = successors[0]

@@ -160,13 +160,6 @@ def test_another_agents_writes_never_meet_a_private_twin(store: MemoryStore) -> 
         assert theirs not in {r.id for r in store.memories("alice", status=None, agent_id=agent)}
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="history() and the walk to a memory's newest version (Versions.head) follow a "
-    "lineage without its scope: while a move is unfinished (it moves the head last; a crash "
-    "or StoreConflictError leaves it half done) another agent reads the private head's text "
-    "through an old version's id, and deletes or updates it",
-)
 def test_an_unfinished_move_never_opens_the_private_head_to_another_agent(
     store: MemoryStore,
 ) -> None:
@@ -193,13 +186,6 @@ def test_an_unfinished_move_never_opens_the_private_head_to_another_agent(
     assert (current.status, current.agent_id) == ("active", PRIVATE)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="import_jsonl asks which of the file's memories the user already has over every "
-    "scope (_lineages_of, _new_lineages): a file naming another agent's memory (its lineage "
-    "id) reports it `skipped` where an unknown one is `imported`, so an importer learns "
-    "which private memory ids exist",
-)
 def test_an_import_answers_a_private_memory_like_an_unknown_one(store: MemoryStore) -> None:
     known = own(store, "User sees a cardiologist", None)  # once shared: travel saw its id
     assert store.move("alice", known, PRIVATE, agent_id=PRIVATE).result == "moved"
