@@ -81,6 +81,21 @@ def client_for(url: str, user: str | None, **options: Any) -> LangGraphClient:
     return get_client(url=url, api_key=None, headers=headers)
 
 
+AGENT_HEADER = "X-Engram-Agent"  # the agent a request acts as (if its token allows it)
+
+
+def acting(agent: str | None) -> dict[str, str]:
+    """The header of a request acting as `agent` (None: as no agent, no header)."""
+    return {} if agent is None else {AGENT_HEADER: agent}
+
+
+def agent_client(url: str, user: str, agent: str | None, **options: Any) -> LangGraphClient:
+    """An SDK client as `user` acting as `agent` (None: as no agent), as an application
+    serving one agent makes it: the token, and the agent's header on every request."""
+    headers = {**bearer(user, **options), **acting(agent)}
+    return get_client(url=url, api_key=None, headers=headers)
+
+
 @dataclass
 class JwksServer:
     """An identity provider's published keys (RS256 and ES256), served on loopback."""

@@ -1,24 +1,39 @@
-"""Agent scopes through a real `langgraph dev`: `?agent=` on every `/memories` route and
-`context.agent_id` on SDK runs. A private agent's (`health`, ENGRAM_PRIVATE_AGENTS) memory is
-out of reach of every other agent and of callers without one: never listed, searched,
-fetched, exported, changed or moved, its ids answered exactly like unknown ones; a token
-acts only as the agents its claim lists; a chat run as `health` keeps its facts to itself
-and a run as another agent never recalls them; a thread keeps its first agent."""
+"""Agent scopes through a real `langgraph dev`: `?agent=` on every `/memories` route, and
+the `X-Engram-Agent` header a request acts as (its runs, threads and crons are that
+agent's). A private agent's (`health`, ENGRAM_PRIVATE_AGENTS) memory is out of reach of
+every other agent and of callers without one: never listed, searched, fetched, exported,
+changed or moved, its ids answered exactly like unknown ones; a token acts only as the
+agents its claim lists (any request naming another in the header is 403); a run names no
+agent but its request's; a chat run as `health` keeps its facts (and its memory run) to
+itself, a run as another agent never recalls them, and its thread answers everyone else
+like an unknown one."""
 
 from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from typing import Any
 
 import httpx
 import pytest
+from langgraph_sdk.client import LangGraphClient
 
+from engram.identity import owner_key
 from engram.memory.transfer import read_export
 from tests.fake_openai import FakeOpenAI, facts_answer, message_text, save_answer
 from tests.integration.server.test_server_auth import refused
-from tests.servers import DevServer, assistant_id, bearer, client_for, langgraph_dev, run_turn
+from tests.servers import (
+    MCP_HEADERS,
+    DevServer,
+    acting,
+    agent_client,
+    assistant_id,
+    bearer,
+    client_for,
+    langgraph_dev,
+    run_turn,
+)
 
 PRIVATE = "health"
 OTHER = "travel"
@@ -63,13 +78,19 @@ async def add(
 
 
 async def texts(
-    http: httpx.AsyncClient, user: str, agent: str | None, **claims: Any
+    http: httpx.AsyncClient,
+    user: str,
+    agent: str | None,
+    *,
+    header: str | None = None,
+    **claims: Any,
 ) -> dict[str, str | None]:
-    """Every version the caller lists (any status): text -> its agent (None: shared)."""
+    """Every version the caller lists (any status): text -> its agent (None: shared).
+    `agent` goes as `?agent=`, `header` as the X-Engram-Agent header."""
     listed = await http.get(
         "/memories",
         params={"status": "all", **as_agent(agent)},
-        headers=bearer(user, **claims),
+        headers={**bearer(user, **claims), **acting(header)},
     )
     assert listed.status_code == 200, listed.text
     return {m["text"]: m["agent_id"] for m in listed.json()["items"]}
@@ -222,25 +243,68 @@ async def test_a_token_acts_only_as_the_agents_its_claim_lists(
         *[(method, path.format(secret), body) for method, path, body in BY_ID],
         ("PUT", f"/memories/{secret}/agent", {"agent_id": PRIVATE}),
     ]
+    chat = await assistant_id(client_for(server.url, user))
+    ask = {"messages": [{"role": "user", "content": "How is my heart?"}]}
+    fake.reset()
     for claims in ({}, {"agents": [OTHER]}, {"agents": ["cardio", "travel-2"]}):
-        for method, path, body in calls:
-            answered = await http.request(
-                method, path, json=body, params=as_agent(PRIVATE), headers=bearer(user, **claims)
+        # `?agent=health`, the header `X-Engram-Agent: health`, or both: 403.
+        for params, header in (
+            (as_agent(PRIVATE), None),
+            ({}, PRIVATE),
+            (as_agent(PRIVATE), PRIVATE),
+        ):
+            headers = {**bearer(user, **claims), **acting(header)}
+            for method, path, body in calls:
+                answered = await http.request(
+                    method, path, json=body, params=params, headers=headers
+                )
+                assert answered.status_code == 403, (claims, method, path, answered.text)
+                assert "does not allow agent 'health'" in one_line(answered), answered.text
+            imported = await http.post(
+                "/memories/import",
+                content=b'{"format": "engram-export"}\n',
+                params=params,
+                headers=headers,
             )
-            assert answered.status_code == 403, (claims, method, path, answered.text)
-            assert "does not allow agent 'health'" in one_line(answered), answered.text
-        imported = await http.post(
-            "/memories/import",
-            content=b'{"format": "engram-export"}\n',
-            params=as_agent(PRIVATE),
-            headers=bearer(user, **claims),
+            assert imported.status_code == 403, imported.text
+        # The header on any other request too: LangGraph's API and MCP refuse it.
+        as_health = agent_client(server.url, user, PRIVATE, **claims)
+        for attempt in (
+            as_health.assistants.search(),
+            as_health.threads.create(),
+            as_health.threads.search(),
+            as_health.threads.get(str(uuid.uuid4())),
+            as_health.runs.wait(None, chat, input=ask),
+            as_health.runs.wait(None, chat, input=ask, context={"agent_id": PRIVATE}),
+            as_health.crons.search(),
+            as_health.crons.create(chat, schedule="0 0 1 1 *", input=ask),
+            as_health.store.search_items(("notes",)),
+        ):
+            assert "does not allow agent 'health'" in await refused(403, attempt)
+        initialize = {
+            "jsonrpc": "2.0",
+            "id": 1,
+            "method": "initialize",
+            "params": {
+                "protocolVersion": "2025-06-18",
+                "capabilities": {},
+                "clientInfo": {"name": "probe", "version": "1"},
+            },
+        }
+        mcp = await http.post(
+            "/mcp",
+            json=initialize,
+            headers={**bearer(user, **claims), **acting(PRIVATE), **MCP_HEADERS},
         )
-        assert imported.status_code == 403, imported.text
+        assert mcp.status_code == 403, mcp.text
+        assert "does not allow agent 'health'" in one_line(mcp)
+    assert [r for r in fake.requests if r.step != "embeddings"] == []
     assert await texts(http, user, PRIVATE, agents=[PRIVATE]) == {
         "User sees a cardiologist": PRIVATE
     }
 
-    # `*` in the claim: any agent. Invalid agent ids are 422, whatever the token allows.
+    # `*` in the claim: any agent. Invalid agent ids are 422 (as `?agent=`) or 403 (as the
+    # header), whatever the token allows.
     anyone = {"agents": ["*"]}
     assert await texts(http, user, PRIVATE, **anyone) == {"User sees a cardiologist": PRIVATE}
     assert await texts(http, user, "cardio", **anyone) == {}
@@ -249,6 +313,10 @@ async def test_a_token_acts_only_as_the_agents_its_claim_lists(
             "/memories", params={"agent": bad}, headers=bearer(user, **anyone)
         )
         assert answered.status_code == 422, (bad, answered.text)
+    for bad in ("*", "a" * 257, "tab\there"):
+        answered = await http.get("/memories", headers={**bearer(user, **anyone), **acting(bad)})
+        assert answered.status_code == 403, (bad, answered.text)
+        assert one_line(answered).startswith("X-Engram-Agent: "), answered.text
     bad_move = await http.put(
         f"/memories/{secret}/agent",
         json={"agent_id": "*"},
@@ -264,24 +332,77 @@ async def test_a_token_acts_only_as_the_agents_its_claim_lists(
     )
     assert no_destination.status_code == 422, no_destination.text
 
-    # SDK runs: refused at creation for an agent the token does not list.
-    ask = {"messages": [{"role": "user", "content": "How is my heart?"}]}
-    for claims in ({}, {"agents": [OTHER]}):
-        client = client_for(server.url, user, **claims)
-        chat = await assistant_id(client)
+    # SDK runs and crons act as their request's agent: naming another one (or one without
+    # the header) is refused at creation, even with a token that allows it.
+    for claims, header in [
+        ({}, None),
+        ({"agents": [OTHER]}, None),
+        ({"agents": [OTHER]}, OTHER),
+        ({"agents": [PRIVATE]}, None),
+        (anyone, None),
+        (anyone, OTHER),
+    ]:
+        client = agent_client(server.url, user, header, **claims)
         thread_id = (await client.threads.create())["thread_id"]
         for context in ({"agent_id": PRIVATE}, {"agent_id": PRIVATE, "user_id": user}):
-            detail = await refused(
-                403, client.runs.wait(thread_id, chat, input=ask, context=context)
-            )
-            assert "does not allow agent 'health'" in detail
-            await refused(403, client.runs.create(thread_id, chat, input=ask, context=context))
-            await refused(403, client.runs.wait(None, chat, input=ask, context=context))
+            for call in (
+                client.runs.wait(thread_id, chat, input=ask, context=context),
+                client.runs.create(thread_id, chat, input=ask, context=context),
+                client.runs.wait(None, chat, input=ask, context=context),
+                client.crons.create(chat, schedule="0 0 1 1 *", input=ask, context=context),
+            ):
+                detail = await refused(403, call)
+                assert "send the header X-Engram-Agent: <agent>" in detail, (claims, detail)
         assert await client.runs.list(thread_id) == []
-    fake.reset()
-    allowed = client_for(server.url, user, **anyone)
-    output = await run_turn(allowed, "How is my heart?", context={"agent_id": PRIVATE})
-    assert [m["text"] for m in output["recalled"]] == ["User sees a cardiologist"]
+        assert await client.crons.search() == []
+    assert [r for r in fake.requests if r.step != "embeddings"] == []
+
+    # With the header, a run acts as its agent: named in the context, or filled in.
+    as_health = agent_client(server.url, user, PRIVATE, **anyone)
+    for context in ({"agent_id": PRIVATE}, {}):
+        fake.reset()
+        output = await run_turn(
+            as_health, "How is my heart?", context={"save_policy": "never", **context}
+        )
+        assert output["agent_id"] == PRIVATE, context
+        assert [m["text"] for m in output["recalled"]] == ["User sees a cardiologist"]
+
+    # `/memories` without `?agent=` acts as the header's agent; both given must agree.
+    health = {"agents": [PRIVATE]}
+    assert await texts(http, user, None, header=PRIVATE, **health) == {
+        "User sees a cardiologist": PRIVATE
+    }
+    assert await texts(http, user, PRIVATE, header=PRIVATE, **health) == {
+        "User sees a cardiologist": PRIVATE
+    }
+    assert await texts(http, user, None, header=OTHER, **anyone) == {}
+    for agent in (OTHER, "cardio"):
+        mixed = await http.get(
+            "/memories",
+            params=as_agent(agent),
+            headers={**bearer(user, **anyone), **acting(PRIVATE)},
+        )
+        assert mixed.status_code == 403, mixed.text
+        assert "differs from the X-Engram-Agent header's 'health'" in one_line(mixed)
+    created = await http.post(
+        "/memories",
+        json={"text": "User takes beta blockers", "category": "health"},
+        headers={**bearer(user, **health), **acting(PRIVATE)},
+    )
+    assert created.status_code == 201, created.text
+    assert await texts(http, user, PRIVATE, **health) == {
+        "User sees a cardiologist": PRIVATE,
+        "User takes beta blockers": PRIVATE,
+    }
+    assert await texts(http, user, None) == {}
+
+
+async def answer_of(call: Awaitable[Any]) -> tuple[int, str]:
+    """(HTTP status, body) of an SDK call: 200 and its JSON, or the refusal."""
+    try:
+        return 200, json.dumps(await call, default=str)
+    except httpx.HTTPStatusError as error:
+        return error.response.status_code, error.response.text
 
 
 async def test_runs_as_a_private_agent_keep_its_facts_to_itself(
@@ -290,15 +411,23 @@ async def test_runs_as_a_private_agent_keep_its_facts_to_itself(
     user = "ag-bob"
     await add(http, user, "User lives in Bergen")  # shared: every run recalls it
     fake.reset()
-    health = client_for(server.url, user, agents=[PRIVATE])
+    health = agent_client(server.url, user, PRIVATE, agents=[PRIVATE])
     fake.queue("chat", "Noted, I will keep that in mind.")
     fake.queue("decide_save", save_answer(True))
     fake.queue("extract", facts_answer(("User has asthma", "health")))
     thread_id = (await health.threads.create())["thread_id"]
-    told = await run_turn(
-        health, "I have asthma.", thread_id=thread_id, context={"agent_id": PRIVATE}
-    )
+    told = await run_turn(health, "I have asthma.", thread_id=thread_id)  # agent: the header's
+    assert told["agent_id"] == PRIVATE
     assert [(a["op"], a["text"]) for a in told["applied"]] == [("ADD", "User has asthma")]
+    # The turn's memory run (in the background) is health's too: its thread, its context.
+    memory = told["memory_run"]
+    assert memory, told
+    for thread in (thread_id, memory["thread_id"]):
+        metadata = (await health.threads.get(thread))["metadata"]
+        assert (metadata["owner"], metadata["owner_user"]) == (owner_key(user, PRIVATE), user)
+    memory_run = await health.runs.get(memory["thread_id"], memory["run_id"])
+    assert memory_run["status"] == "success"
+    assert memory_run["kwargs"]["context"]["agent_id"] == PRIVATE
 
     assert await texts(http, user, PRIVATE, agents=[PRIVATE]) == {
         "User lives in Bergen": None,
@@ -309,43 +438,75 @@ async def test_runs_as_a_private_agent_keep_its_facts_to_itself(
 
     # Later runs (nothing saved) recall every memory they see (the test floor is -1):
     # health's own for health, never for travel or a run without an agent.
-    anyone = client_for(server.url, user, agents=["*"])
+    anyone = {"agents": ["*"]}
     never = {"save_policy": "never"}
-    for client, agent, recalled in [
+    runs: list[tuple[LangGraphClient, str | None, set[str]]] = [
         (health, PRIVATE, {"User lives in Bergen", "User has asthma"}),
-        (client_for(server.url, user, agents=[OTHER]), OTHER, {"User lives in Bergen"}),
-        (anyone, OTHER, {"User lives in Bergen"}),
+        (agent_client(server.url, user, OTHER, agents=[OTHER]), OTHER, {"User lives in Bergen"}),
+        (agent_client(server.url, user, OTHER, **anyone), OTHER, {"User lives in Bergen"}),
         (client_for(server.url, user), None, {"User lives in Bergen"}),
-        (anyone, None, {"User lives in Bergen"}),
-    ]:
-        fake.reset()
-        context = {**never, **({} if agent is None else {"agent_id": agent})}
-        output = await run_turn(client, "What should I pack for a hike?", context=context)
-        assert {m["text"] for m in output["recalled"]} == recalled, agent
-        [prompt] = fake.requests_for("chat")
-        said = " ".join(message_text(m) for m in prompt.messages)
-        assert "Bergen" in said
-        assert ("asthma" in said) is (agent == PRIVATE), (agent, said)
+        (client_for(server.url, user, agents=[PRIVATE]), None, {"User lives in Bergen"}),
+        (client_for(server.url, user, **anyone), None, {"User lives in Bergen"}),
+    ]
+    for client, agent, recalled in runs:
+        for context in (never, {**never, "agent_id": agent}):
+            fake.reset()
+            output = await run_turn(client, "What should I pack for a hike?", context=context)
+            assert output["agent_id"] == agent
+            assert {m["text"] for m in output["recalled"]} == recalled, agent
+            [prompt] = fake.requests_for("chat")
+            said = " ".join(message_text(m) for m in prompt.messages)
+            assert "Bergen" in said
+            assert ("asthma" in said) is (agent == PRIVATE), (agent, said)
 
-    # The health thread goes on as health only, whatever else the token allows.
-    chat = await assistant_id(anyone)
-    for context in ({"agent_id": OTHER}, {}):
+    # The health thread and its memory thread answer every other caller of the user like
+    # unknown ones: travel's token (with its header or without), one for any agent acting
+    # as another or as none, health's own token without the header.
+    chat = await assistant_id(health)
+    unknown = str(uuid.uuid4())
+    ask = {"messages": [{"role": "user", "content": "What do you know about me?"}]}
+    outsiders: list[tuple[str | None, dict[str, Any]]] = [
+        (None, {"agents": [OTHER]}),
+        (OTHER, {"agents": [OTHER]}),
+        (OTHER, anyone),
+        (None, anyone),
+        (None, {"agents": [PRIVATE]}),
+        (None, {}),
+    ]
+    for header, claims in outsiders:
+        other = agent_client(server.url, user, header, **claims)
+        context = {**never, **({} if header is None else {"agent_id": header})}
+        reads: list[Callable[[str], Awaitable[Any]]] = [
+            other.threads.get,
+            other.threads.get_state,
+            other.runs.list,
+            lambda thread, other=other: other.runs.get(thread, memory["run_id"]),
+            lambda thread, other=other, context=context: other.runs.wait(
+                thread, chat, input=ask, context=context
+            ),
+        ]
         fake.reset()
-        output = await anyone.runs.wait(
-            thread_id,
-            chat,
-            input={"messages": [{"role": "user", "content": "What do you know about me?"}]},
-            context={**never, **context},
-            raise_error=False,
-        )
-        assert isinstance(output, dict) and "__error__" in output, output
-        assert "started with agent 'health'" in str(output["__error__"]), output
-        assert fake.requests_for("chat") == []
+        for read in reads:
+            for theirs in (thread_id, memory["thread_id"]):
+                answered = await answer_of(read(theirs))
+                missing = await answer_of(read(unknown))
+                assert answered[0] == missing[0] == 404, (header, claims, answered)
+                assert answered[1] == missing[1].replace(unknown, theirs), (header, claims)
+        assert fake.requests_for("chat") == [], (header, claims)
+        assert thread_id not in {t["thread_id"] for t in await other.threads.search(limit=100)}
+    # Health goes on with its thread, as before.
     fake.reset()
     again = await run_turn(
-        anyone, "And my lungs?", thread_id=thread_id, context={**never, "agent_id": PRIVATE}
+        agent_client(server.url, user, PRIVATE, **anyone),
+        "And my lungs?",
+        thread_id=thread_id,
+        context=never,
     )
     assert "User has asthma" in {m["text"] for m in again["recalled"]}
+    state = await health.threads.get_state(thread_id)
+    assert state["values"]["agent_id"] == PRIVATE
+    said = [message_text(m) for m in state["values"]["messages"] if m["type"] == "human"]
+    assert said == ["I have asthma.", "And my lungs?"]
 
 
 async def test_moving_a_memory_between_shared_and_an_agents_own(http: httpx.AsyncClient) -> None:
