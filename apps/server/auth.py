@@ -251,13 +251,19 @@ async def on_cron_write(ctx: Auth.types.AuthContext, value: Any) -> Auth.types.F
     if is_studio_user(ctx.user):  # a cron runs later as a plain user id
         raise forbidden("LangGraph Studio cannot schedule crons; use a token")
     user_id, owner = user_of(ctx), owner_of(ctx)
+    if acting_agent(ctx.user) is not None:
+        # LangGraph's scheduler starts a cron's runs as the bare user, without the agent of
+        # the request that made it: its runs would be refused every time. Say so now.
+        raise forbidden(
+            "crons cannot act as an agent (their runs start without one); schedule them "
+            "without X-Engram-Agent, or run the agent's turns from your own scheduler"
+        )
     if value.get("metadata") is not None or "payload" in value:
         stamp(value, owner, user_id)
     payload = value.get("payload")
     if isinstance(payload, dict):
         check_run(payload, user_id, ctx.user)
     elif on_aegra():  # the request body itself; Aegra keeps no edits (identity.run_context)
-        refuse_agents_on_aegra(ctx)
         check_run(value, user_id, ctx.user)
     return {OWNER: owner}
 

@@ -71,6 +71,7 @@ from engram.apps.server.tokens import TokenError
 from engram.clients import default_store
 from engram.identity import (
     ACTING_PERMISSION,
+    acting_agent,
     agent_permissions,
     check_agent,
     on_aegra,
@@ -788,6 +789,14 @@ async def _call_tool(
         return refusal(f"invalid arguments: {reasons(error)}")
     try:
         caller = Caller.of(getattr(ctx.request, "scope", None) or {})
+        acting = acting_agent(caller.user)  # the X-Engram-Agent header, if the client sent it
+        if arguments.agent_id is None and acting is not None:
+            arguments = arguments.model_copy(update={"agent_id": acting})
+        elif acting is not None and arguments.agent_id != acting:
+            raise AccessDeniedError(
+                f"agent_id {arguments.agent_id!r} differs from the X-Engram-Agent header's "
+                f"{acting!r}"
+            )
         caller.check_agent(arguments.agent_id)
         result = await spec.run(caller, arguments)
     except httpx.HTTPStatusError as error:  # the in-process API refused a run
