@@ -28,6 +28,7 @@ from engram.memory.engines.base import (
     Query,
     Sparse,
     Where,
+    excluded_but,
 )
 
 PAGE = 1000
@@ -257,16 +258,18 @@ def _filter(where: Where) -> edge.Filter:
             key=key, range=edge.RangeDateTime(gte=where.valid_on.isoformat())
         )
         must.append(edge.Filter(should=[open_ended, not_ended]))
+    must_not: list[Any] = []
     if where.agents is not None:
-        agents = where.agents
         key = f"{METADATA_KEY}.agent_id"
-        scopes: list[Any] = []
-        if agents.shared:  # shared memories have no agent (older points have no key)
-            scopes.append(edge.IsEmptyCondition(key))
-        if agents.agent_id is not None:
-            scopes.append(edge.FieldCondition(key=key, match=edge.MatchValue(agents.agent_id)))
-        must.append(edge.Filter(should=scopes))
-    return edge.Filter(must=must)
+        agent, shared = where.agents.agent_id, where.agents.shared
+        if not shared:
+            assert agent is not None  # `Agents` admits something
+            must.append(edge.FieldCondition(key=key, match=edge.MatchValue(agent)))
+        else:  # see `base.excluded_but`
+            must_not.append(
+                edge.FieldCondition(key=key, match=edge.MatchExcept(excluded_but(agent)))
+            )
+    return edge.Filter(must=must, must_not=must_not or None)
 
 
 def _passes(where: Where, metadata: dict[str, Any]) -> bool:

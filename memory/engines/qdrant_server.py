@@ -33,6 +33,7 @@ from engram.memory.engines.base import (
     Query,
     Sparse,
     Where,
+    excluded_but,
 )
 from engram.memory.keywords import KeywordEmbeddings
 
@@ -331,18 +332,17 @@ def _filter(where: Where) -> models.Filter:
             key=key, range=models.DatetimeRange(gte=where.valid_on.isoformat())
         )
         must.append(models.Filter(should=[open_ended, not_ended]))
+    must_not: list[models.Condition] = []
     if where.agents is not None:
-        agents = where.agents
         key = f"{METADATA_KEY}.agent_id"
-        scopes: list[Any] = []
-        if agents.shared:  # shared memories have no agent (older points have no key)
-            scopes.append(models.IsEmptyCondition(is_empty=models.PayloadField(key=key)))
-        if agents.agent_id is not None:
-            scopes.append(
-                models.FieldCondition(key=key, match=models.MatchValue(value=agents.agent_id))
-            )
-        must.append(models.Filter(should=scopes))
-    return models.Filter(must=must)
+        agent, shared = where.agents.agent_id, where.agents.shared
+        if not shared:
+            assert agent is not None  # `Agents` admits something
+            must.append(models.FieldCondition(key=key, match=models.MatchValue(value=agent)))
+        else:  # see `base.excluded_but`
+            excluded = models.MatchExcept(**{"except": excluded_but(agent)})
+            must_not.append(models.FieldCondition(key=key, match=excluded))
+    return models.Filter(must=must, must_not=must_not or None)
 
 
 def _sparse(vector: Sparse) -> models.SparseVector:
