@@ -202,7 +202,7 @@ class MemoryStore:
         # Days a memory of these categories stays true after it was last said, unless
         # said otherwise (ENGRAM_TTL): restating it renews it (`_validity`).
         self.ttl_days = {clean_category(name): days for name, days in (ttl_days or {}).items()}
-        # Agents whose new memories are their own (ENGRAM_AGENTS); every other agent's
+        # Agents whose new memories are their own (ENGRAM_PRIVATE_AGENTS); every other agent's
         # new memories are shared by all the user's agents (`home`).
         self.private_agents = frozenset(validate_agent_id(a) for a in private_agents)
         # Erasures per user (`forget`): a write prepared before one (its embeddings are made
@@ -690,6 +690,10 @@ class MemoryStore:
             record = self.versions.head(user_id, memory_id, seen).record
             lineage = Where(user_id=user_id, lineage_ids=[record.lineage_id])
             versions = [stored_from_point(p) for p in self.engine.scroll(lineage)]
+            if seen is not None and not all(seen.admits(v.record.agent_id) for v in versions):
+                # an earlier move into another agent's scope was interrupted: only someone
+                # who sees the whole memory may finish or undo it
+                raise MemoryNotFoundError(f"no memory {memory_id!r} for user {user_id!r}")
             todo = [v for v in versions if v.record.agent_id != to]
             if not todo:
                 return AppliedOp(
@@ -770,7 +774,7 @@ class MemoryStore:
         at = now_utc()
         seen = seen_by(agent_id)
         if op.op == "NOOP":
-            return self._restated(user_id, op, at, seen)
+            return self._restated(user_id, op, at, seen, agent_id)
         if op.op == "ADD":
             if agent_id is ALL_AGENTS:
                 raise InvalidInputError("a new memory is added as one agent, or as none")
@@ -781,6 +785,7 @@ class MemoryStore:
         # memory links to it, and an operation must not change a memory it was not shown.
         head = self.versions.head(user_id, op.target_id, seen)
         record = head.record
+        op = self._discreet(op, record, agent_id)
         merged_into = record.superseded_by if record.status == "superseded" else None
         if op.op == "DELETE":
             if _older(op, record):
@@ -901,8 +906,21 @@ class MemoryStore:
             record.observed_at.date(), record.valid_from, ttl
         )
 
+    def _discreet(self, op: PlannedOp, record: MemoryRecord, agent_id: AgentScope) -> PlannedOp:
+        """The operation as a change of `record` records it: a private agent's change of a
+        shared memory names no agent, thread or message, so the shared history does not
+        tell other agents that (or when) the user raised it with that agent."""
+        if record.agent_id is not None or agent_id not in self.private_agents:
+            return op
+        return replace(op, source=Source(actor=op.source.actor))
+
     def _restated(
-        self, user_id: str, op: PlannedOp, at: datetime, seen: Agents | None
+        self,
+        user_id: str,
+        op: PlannedOp,
+        at: datetime,
+        seen: Agents | None,
+        agent_id: AgentScope = None,
     ) -> AppliedOp:
         """A NOOP: the fact is already known. It may still date the memory, or renew it
         (`_said_again`); nothing else changes."""
@@ -912,6 +930,7 @@ class MemoryStore:
         record = self.versions.head(user_id, op.target_id, seen).record
         if record.status != "active":
             return unchanged
+        op = self._discreet(op, record, agent_id)
         return self._said_again(user_id, replace(op, text=record.text), at, record)
 
     def _renewal(self, record: MemoryRecord, said: datetime) -> date | None:
@@ -944,7 +963,7 @@ class MemoryStore:
             validity = (duplicate.valid_from, renewed)
         if validity is None or validity == (duplicate.valid_from, duplicate.valid_until):
             return found
-        head = self.versions.head(user_id, duplicate.id)
+        head = self.versions.head(user_id, duplicate.id, Agents.only(duplicate.agent_id))
         new_id = self._redate(head, op, at, validity)
         detail = f"said again: true until {validity[1]}" if validity[1] else "said again, dated"
         return found.model_copy(update={"memory_id": new_id, "result": "updated", "detail": detail})
@@ -1074,8 +1093,8 @@ class MemoryStore:
         the writer sees (`seen`) already holds the text."""
         text = clean_memory_text(op.text)
         duplicate = self.versions.active_duplicate(user_id, text, seen)
-        if duplicate is not None:
-            return self._said_again(user_id, op, at, duplicate)
+        if duplicate is not None:  # `home` is the writer when it is a private agent
+            return self._said_again(user_id, self._discreet(op, duplicate, home), at, duplicate)
         category = clean_category(op.category)
         record = new_version(
             user_id,
@@ -1102,7 +1121,7 @@ class MemoryStore:
         version = self.versions.get(user_id, op.target_id, seen).record
         self.versions.repair(user_id, [version.id], writer=True)
         version = self.versions.get(user_id, op.target_id).record
-        head = self.versions.head(user_id, version.id)
+        head = self.versions.head(user_id, version.id, seen)
         if version.id == head.record.id and version.status == "active":
             return AppliedOp(
                 op="RESTORE", memory_id=version.id, text=version.text, result="already active"

@@ -39,7 +39,7 @@ from langgraph.graph.state import CompiledStateGraph
 from langgraph.runtime import Runtime
 
 from engram.clients import Clients
-from engram.identity import on_aegra, run_context
+from engram.identity import on_aegra, owner_key, run_context
 from engram.nodes.common import latest_exchange, message_time, with_error
 from engram.state.context import EngramContext
 from engram.state.errors import InvalidInputError
@@ -242,12 +242,8 @@ def memory_thread_id(user_id: str, chat_thread: str | None, agent_id: str | None
     The id is computable from the user id: another user who creates a thread with it
     first only makes this user's stateless turns run their memory steps inline (the
     owner filters keep that thread apart; scheduling fails, the fallback runs)."""
-    if chat_thread:
-        name = f"thread:{chat_thread}"
-    elif agent_id is None:  # as before agents: existing memory threads keep their ids
-        name = f"stateless:{user_id}"
-    else:  # "\x1f" cannot be in a user id, so no user id poses as another's agent
-        name = f"stateless:{user_id}\x1fagent:{agent_id}"
+    # without an agent, `owner_key` is the user id: existing memory threads keep their ids
+    name = f"thread:{chat_thread}" if chat_thread else f"stateless:{owner_key(user_id, agent_id)}"
     return str(uuid.uuid5(MEMORY_THREADS, name))
 
 

@@ -80,7 +80,7 @@ def authenticated_user(runtime: Runtime[Any]) -> str | None:
 
 AGENT_PERMISSION = "agent:"  # + an agent id, or `*`: what a token's agents claim grants
 # + the agent a request acts as (its `X-Engram-Agent` header, checked against the token when
-# it is authenticated); `*` only inside the server (a forget that reaches every agent).
+# it is authenticated).
 ACTING_PERMISSION = "acting:"
 AGENT_HEADER = "x-engram-agent"
 

@@ -248,3 +248,45 @@ def test_bad_agent_ids_are_refused(store: MemoryStore, bad: str) -> None:
         store.memories("alice", agent_id=bad)
     with pytest.raises(InvalidInputError, match="agent_id"):
         store.add("alice", "User likes tea", agent_id=bad)
+
+
+def test_a_half_moved_memory_is_neither_moved_back_nor_restored_into_by_others(
+    store: MemoryStore,
+) -> None:
+    first = add(store, "User takes insulin")
+    head = store.update("alice", first, "User takes insulin twice a day").memory_id
+    assert head
+    # a move into health's own, interrupted after the head (which moves first)
+    stored = stored_from_point(store.engine.retrieve([head])[0])
+    store.versions.write(stored, stored.record.model_copy(update={"agent_id": "health"}))
+    for agent in ("travel", None):
+        with pytest.raises(MemoryNotFoundError):
+            store.move("alice", first, None, agent_id=agent)
+        store.restore("alice", first, agent_id=agent)  # at most the old shared text again
+        seen = store.memories("alice", status=None, agent_id=agent)
+        assert "twice a day" not in " ".join(m.text for m in seen)
+    now = store.get("alice", head, agent_id="health")
+    assert (now.status, now.agent_id, now.text) == (
+        "active",
+        "health",
+        "User takes insulin twice a day",
+    )
+    assert store.move("alice", first, "health").result == "moved"  # the operator finishes it
+
+
+def test_a_private_agents_change_of_a_shared_memory_does_not_name_it(store: MemoryStore) -> None:
+    coffee = add(store, "User likes coffee")
+    source = Source(actor="chat", thread_id="health-thread", message_ids=["m-1"])
+    by_health = store.update("alice", coffee, "User likes tea", source=source, agent_id="health")
+    assert by_health.memory_id
+    shared = store.get("alice", by_health.memory_id)
+    assert (shared.source.agent_id, shared.source.thread_id, shared.source.message_ids) == (
+        None,
+        None,
+        [],
+    )
+    by_travel = store.update(
+        "alice", by_health.memory_id, "User likes green tea", agent_id="travel"
+    )
+    assert by_travel.memory_id
+    assert store.get("alice", by_travel.memory_id).source.agent_id == "travel"
