@@ -472,7 +472,11 @@ def main() -> None:
     parser.add_argument("--k", type=int, default=5, help="results per search (default 5)")
     parser.add_argument("--data", type=Path, default=DATA)
     parser.add_argument(
-        "--weights", type=float, nargs="+", default=[0.1, 0.2, 0.3, 0.5], help="keyword weights"
+        "--weights",
+        type=float,
+        nargs="+",
+        default=[0.05, 0.1, 0.2, 0.3, 0.5],
+        help="keyword weights",
     )
     parser.add_argument("--rrf-k", type=int, default=60, help="RRF constant (default 60)")
     parser.add_argument(

@@ -4,8 +4,9 @@ Each text becomes three searches sent in one batch: dense, keywords, and the key
 rescored by the dense vector; the dense hits the keyword search did not reach get their
 keyword scores from a fourth (`keyword_scores`), so every candidate carries both scores.
 They are fused by a weighted sum: cosine similarity + `keyword_weight` x (keyword score /
-the best keyword score of that query). The weight, 0.1, ranked best on
-`benchmarks/retrieval.py`, ahead of dense alone and of reciprocal-rank fusion (figures in
+the best keyword score of that query). The weight, 0.05, ranked best on both retrieval
+benchmarks (`benchmarks/longmem.py`, long conversations, and `benchmarks/retrieval.py`),
+ahead of dense alone, of heavier weights and of reciprocal-rank fusion (figures in
 benchmarks/README.md). "dense" turns keywords off (`ENGRAM_RETRIEVAL=dense`).
 
 The ranking does not depend on how many results are asked for: `search(k=5)` is the start
@@ -26,7 +27,7 @@ import numpy as np
 from engram.memory.engines.base import Point, Query, Sparse, Where
 
 RetrievalMode = Literal["hybrid", "dense"]
-KEYWORD_WEIGHT = 0.1
+KEYWORD_WEIGHT = 0.05
 OVERFETCH = 4  # each search first fetches this many times k, so fusion has candidates
 # The deepest a search goes to make its top k certain (`Fused.exact`); past it the ranking
 # is taken as found (rare: thousands of a user's memories tied near the cut).
