@@ -18,16 +18,20 @@ unanswerable questions, AUC is the chance that an answerable question's top-1 sc
 unanswerable one's (1.0: a relevance floor could tell them apart; 0.5: chance).
 
 Methods: keywords alone (the engine's BM25 query; `MemoryStore` has no keyword-only mode),
-dense (`Retrieval(mode="dense")`), hybrid at keyword weights 0.05, 0.1 (the product's), 0.2
-and 0.3. Levers, each against hybrid 0.1, changing only the text the benchmark stores or asks:
+dense (`Retrieval(mode="dense")`), hybrid at keyword weights 0.05 (the product's), 0.075,
+0.1, 0.2 and 0.3, and the chat graph's recall (`nodes.recall.recall_memories`: the
+product's hybrid search, time-aware, without its relevance floor). Levers, each against the
+product's hybrid search, changing only the text the benchmark stores or asks:
   +date      the observation's date first in the stored (and embedded) text: "2026-03-14: ..."
   +date (words)  the same as "14 March 2026: ...", words a question may use ("in March")
   +category  its category first: "pets: ..."
   +previous  the user's previous chat message before the question, in the query
 
-    python benchmarks/longmem.py [--sample 100]
+    python benchmarks/longmem.py [--sample 100] [--embedding-model NAME_OR_FOLDER] [--no-levers]
 
-Loads in about a minute on 2 cores (one store per stored-text variant); prints figures only.
+`--embedding-model` compares another local sentence-transformers model (its own dimension);
+`--no-levers` skips the stores of the stored-text levers. Loads in about a minute on 2 cores
+(one store per stored-text variant); prints figures only.
 """
 
 from __future__ import annotations
@@ -54,16 +58,16 @@ from engram.memory.engines.edge import EdgeEngine
 from engram.memory.keywords import query_keywords
 from engram.memory.retrieval import KEYWORD_WEIGHT, Retrieval
 from engram.memory.store import MemoryStore, PlannedOp
+from engram.memory.timeframe import time_reference
+from engram.nodes.recall import recall_memories
 from engram.settings import Settings
 from engram.state.contracts import Source
 
 DATA = Path(__file__).with_name("data") / "longmem.jsonl"
-EMBEDDING_ID = "local:all-MiniLM-L6-v2"
-DIMS = 384
 K = 20
 CUTOFFS = (5, 10, 20)
 KINDS = ("single", "multi", "temporal", "open")
-WEIGHTS = (0.05, KEYWORD_WEIGHT, 0.2, 0.3)
+WEIGHTS = (KEYWORD_WEIGHT, 0.075, 0.1, 0.2, 0.3)
 MONTHS = "January February March April May June July August September October November December"
 
 
@@ -85,6 +89,7 @@ class Question:
     gold: tuple[str, ...]  # memory ids; empty when the user never said it
     previous: str
     previous_related: bool
+    asked_at: date
 
 
 @dataclass
@@ -123,6 +128,7 @@ def load(path: Path) -> Dataset:
                     tuple(row["gold"]),
                     row["previous"],
                     row["previous_related"],
+                    date.fromisoformat(row["asked_at"]),
                 )
             )
     return data
@@ -165,7 +171,8 @@ def fill(
     """A store holding every user's memories, as `text` words them; returns it, point id ->
     memory id, and the seconds loading took."""
     started = time.perf_counter()
-    store = MemoryStore(EdgeEngine(path), embeddings, dims=DIMS, embedding_id=EMBEDDING_ID)
+    dims = len(embeddings.embed_query("dims"))
+    store = MemoryStore(EdgeEngine(path), embeddings, dims=dims, embedding_id=f"local:{dims}")
     memory_ids: dict[str, str] = {}
     users = list(dict.fromkeys(m.user for m in data.memories))
     for user in users:
@@ -204,6 +211,26 @@ def search_run(
     for question in data.questions:
         started = time.perf_counter()
         found = store.search(question.user, query(question), K)
+        run.times.append(time.perf_counter() - started)
+        run.ranked[question.id] = [memory_ids[r.id] for r in found]
+        run.top[question.id] = (found[0].score or 0.0) if found else 0.0
+    return run
+
+
+def recall_run(store: MemoryStore, memory_ids: dict[str, str], data: Dataset) -> Run:
+    """The chat graph's recall (`nodes.recall.recall_memories`) without its relevance floor:
+    hybrid search, and a question that refers to a time ("in July", "last month") narrows
+    to or boosts what was said then, resolved against the day it is asked."""
+    store.retrieval = Retrieval(mode="hybrid", keyword_weight=KEYWORD_WEIGHT)
+    run = Run("recall (time-aware)")
+    for question in data.questions:
+        day = question.asked_at
+        now = datetime(day.year, day.month, day.day, 12, tzinfo=UTC)
+        started = time.perf_counter()
+        reference = time_reference(question.text, now)
+        found = recall_memories(
+            store, question.user, asked(question), K, reference=reference, floor=None
+        )
         run.times.append(time.perf_counter() - started)
         run.ranked[question.id] = [memory_ids[r.id] for r in found]
         run.top[question.id] = (found[0].score or 0.0) if found else 0.0
@@ -313,7 +340,7 @@ def table(runs: Sequence[Run], base: Run, questions: Sequence[Question]) -> None
     widths = (22, 20, 16, 8, 8, 12, 14)
     head = ["method", *(f"{kind} ({counts[kind]})" for kind in KINDS)]
     head += [f"answerable ({overall.count})", f"all gold ({overall.several})"]
-    head += ["unans AUC", "vs w=0.1", "ms p50/p95"]
+    head += ["unans AUC", f"vs w={KEYWORD_WEIGHT:g}", "ms p50/p95"]
     print(
         f"{head[0]:<{widths[0]}}"
         + "".join(f"{h:>{widths[1]}}" for h in head[1:7])
@@ -361,9 +388,18 @@ def main() -> None:
     parser.add_argument(
         "--sample", type=int, default=100, help="questions for the k=5 vs k=20 check"
     )
+    parser.add_argument(
+        "--embedding-model",
+        help="a local sentence-transformers model (name or folder) instead of the default",
+    )
+    parser.add_argument(
+        "--no-levers", action="store_true", help="skip the stores that change the stored text"
+    )
     args = parser.parse_args()
     data = load(args.data)
-    embeddings = build_embeddings(Settings(embeddings="local"))
+    embeddings = build_embeddings(
+        Settings(embeddings="local", embedding_model=args.embedding_model)
+    )
     users = len({m.user for m in data.memories})
     per_user = len(data.memories) / (users or 1)
     print(
@@ -388,10 +424,11 @@ def main() -> None:
             for name, retrieval in (("hybrid", hybrid), ("dense", Retrieval(mode="dense"))):
                 checks.append(f"{name} {consistency(store, data, args.sample, retrieval)}")
             previous = search_run("+previous", store, ids, data, hybrid, with_previous)
+            runs.append(recall_run(store, ids, data))
         finally:
             store.engine.close()
         levers = [("+date", dated), ("+date (words)", dated_words), ("+category", categorized)]
-        for name, text in levers:
+        for name, text in [] if args.no_levers else levers:
             store, ids, seconds = fill(embeddings, Path(tmp) / name, data, text)
             print(f"loaded {name} in {seconds:.1f} s")
             try:
@@ -402,9 +439,9 @@ def main() -> None:
     print(
         "\ncells: found@5/found@10/found@20/MRR@20 (a gold memory in the top k); all gold: "
         "every gold memory in the top 5/10/20, questions with several; unans AUC: answerable "
-        f"top-1 score above an unanswerable one's; vs w=0.1: questions whose first gold ranks "
-        f"higher/lower than {base_name}; ms: per search (store.search with k=20, embedding "
-        "the query; keywords: the engine's BM25 query alone); levers (+...) are hybrid w=0.1\n"
+        f"top-1 score above an unanswerable one's; vs {base_name}: questions whose first gold "
+        f"ranks higher/lower than there; ms: per search (store.search with k=20, embedding "
+        f"the query; keywords: the engine's BM25 query alone); levers (+...) are {base_name}\n"
     )
     table(runs, base, data.questions)
     print("\nprevious message in the query, by whether it was about the same thing:")
