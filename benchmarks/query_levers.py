@@ -1,4 +1,4 @@
-"""Levers on the query alone, measured on the long conversations of `benchmarks/longmem.py`
+"""Levers on the query alone, measured on the long conversations of `benchmarks/retrieval.py`
 with dense similarity computed exactly in numpy (the same all-MiniLM-L6-v2 vectors the
 store would hold; no store, so each variant costs one batch of query embeddings):
 
@@ -28,7 +28,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 sys.path.insert(0, str(Path(__file__).parent))
 
-from longmem import DATA, KINDS, Dataset, Question, Run, asked, load, score
+from retrieval import DATA, KINDS, Dataset, Question, Run, asked, load, score
 
 from engram.clients import build_embeddings
 from engram.memory.keywords import content_words

@@ -1,5 +1,5 @@
 """Recall's optional reranking (`ENGRAM_RERANK=llm`) measured with a real model: the long
-conversations of `benchmarks/longmem.py`, recall's candidates for each question reordered
+conversations of `benchmarks/retrieval.py`, recall's candidates for each question reordered
 by the memory model through the product's own code (`nodes.recall.reranked`), against the
 search's order.
 
@@ -37,7 +37,7 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 sys.path.insert(0, str(Path(__file__).parent))
 
 from local_model import MODEL_ALIAS, ensure_server, llama_server, model_file
-from longmem import DATA, Question, asked, fill, load, plain
+from retrieval import DATA, Question, asked, fill, load, plain
 
 from engram.clients import Clients, build_embeddings
 from engram.memory.retrieval import KEYWORD_WEIGHT, Retrieval

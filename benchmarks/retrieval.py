@@ -1,27 +1,37 @@
-"""Retrieval quality of the memory store: which fusion of dense and keyword search to use.
+"""Retrieval over long multi-session conversations: keywords, dense and hybrid search side by
+side, per question kind, and three levers on what is embedded and what is asked.
 
-Loads a synthetic set of users and their memories (`benchmarks/data/retrieval.jsonl`,
-written for this project) into a real `MemoryStore` with the local all-MiniLM-L6-v2
-embeddings, every user in one collection (the per-user filter is real), then asks each
-user's questions and measures, over the questions that have an answer:
+The data (`benchmarks/data/longmem.jsonl`, written for this project by
+`benchmarks/data/make_longmem.py`, deterministic) holds ten users' conversations, 15-30 dated
+sessions each over seven to nine months, the per-session observations a memory step would
+keep from them (150-300 per user, so a user's memories outnumber a search's candidates), and
+about 50 questions per user: single-hop, multi-hop (two or more observations), temporal
+(when, which first, "in March", "last month"), open-domain (an inference: "would I enjoy a
+hiking trip?") and unanswerable (never said). Every observation goes through the real
+`MemoryStore.apply` (Qdrant Edge, the local all-MiniLM-L6-v2 embeddings, every user in one
+collection) with its session's date as `observed_at` and its category.
 
-- recall@1, recall@3, recall@k: the share of a question's gold memories in the top 1/3/k
-  (capped: a question with two gold memories counts fully at @1 when either is first);
-- MRR@k: 1 / rank of the first gold memory in the top k, else 0;
+A question is found at k when one of its gold observations is among the top k of
+`MemoryStore.search(k=20)`; for questions with several gold observations, "all" asks for
+every one of them in the top k. MRR@20 is 1 / rank of the first gold one (0 past 20). For
+unanswerable questions, AUC is the chance that an answerable question's top-1 score beats an
+unanswerable one's (1.0: a relevance floor could tell them apart; 0.5: chance).
 
-for dense search alone, the product's weighted sum (cosine + weight x keyword score /
-best keyword score of the query, `engram.memory.retrieval.fuse`) at several weights, reciprocal
-rank fusion (RRF, computed here from the same two engine result lists) and keyword (BM25)
-search alone. The searches fetch as many candidates as `MemoryStore.search` does.
-Questions are split by whether they share a keyword with a gold memory ("lexical") or not
-("paraphrase"). For the best score-based method it then compares the top-1 score of
-answerable and unanswerable questions (about things the user never said) and suggests a
-relevance floor (`min_score`): the highest one that costs at most `--max-recall-loss` of
-recall@k.
+Methods: keywords alone (the engine's BM25 query; `MemoryStore` has no keyword-only mode),
+dense (`Retrieval(mode="dense")`), hybrid at keyword weights 0.05 (the product's), 0.075,
+0.1, 0.2 and 0.3, and the chat graph's recall (`nodes.recall.recall_memories`: the
+product's hybrid search, time-aware, without its relevance floor). Levers, each against the
+product's hybrid search, changing only the text the benchmark stores or asks:
+  +date      the observation's date first in the stored (and embedded) text: "2026-03-14: ..."
+  +date (words)  the same as "14 March 2026: ...", words a question may use ("in March")
+  +category  its category first: "pets: ..."
+  +previous  the user's previous chat message before the question, in the query
 
-    python benchmarks/retrieval.py [--engine edge|server|both] [--k 5]
+    python benchmarks/retrieval.py [--sample 100] [--embedding-model NAME_OR_FOLDER] [--no-levers]
 
-Runs offline in well under a minute; prints figures only (nothing is asserted).
+`--embedding-model` compares another local sentence-transformers model (its own dimension);
+`--no-levers` skips the stores of the stored-text levers. Loads in about a minute on 2 cores
+(one store per stored-text variant); prints figures only.
 """
 
 from __future__ import annotations
@@ -29,475 +39,414 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import statistics
 import tempfile
 import time
-from collections import Counter, defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, date, datetime
 from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 from langchain_core.embeddings import Embeddings
-from qdrant_client import QdrantClient
 
 from engram.clients import build_embeddings
-from engram.memory.engines.base import Engine, Point, Query, Where
+from engram.memory.engines.base import Query, Where
 from engram.memory.engines.edge import EdgeEngine
-from engram.memory.engines.qdrant_server import ServerEngine
-from engram.memory.keywords import document_keywords, query_keywords
-from engram.memory.retrieval import (
-    KEYWORD_WEIGHT,
-    OVERFETCH,
-    Retrieval,
-    fuse,
-    keyword_scores,
-    searches,
-)
+from engram.memory.keywords import query_keywords
+from engram.memory.retrieval import KEYWORD_WEIGHT, Retrieval
 from engram.memory.store import MemoryStore, PlannedOp
+from engram.memory.timeframe import time_reference
+from engram.nodes.recall import recall_memories
 from engram.settings import Settings
 from engram.state.contracts import Source
 
-DATA = Path(__file__).with_name("data") / "retrieval.jsonl"
-EMBEDDING_ID = "local:all-MiniLM-L6-v2"
-DIMS = 384
+DATA = Path(__file__).with_name("data") / "longmem.jsonl"
+K = 20
+CUTOFFS = (5, 10, 20)
+KINDS = ("single", "multi", "temporal", "open")
+WEIGHTS = (KEYWORD_WEIGHT, 0.075, 0.1, 0.2, 0.3)
+MONTHS = "January February March April May June July August September October November December"
 
-Ranking = list[tuple[str, float]]  # (point id, score), best first
+
+@dataclass(frozen=True)
+class Memory:
+    user: str
+    id: str
+    day: date
+    category: str
+    text: str
 
 
-@dataclass
+@dataclass(frozen=True)
 class Question:
     user: str
     id: str
+    kind: str
     text: str
-    gold: list[str]  # dataset memory ids; empty when the user never said it
-    lexical: bool = False  # shares a keyword (BM25 token) with a gold memory
+    gold: tuple[str, ...]  # memory ids; empty when the user never said it
+    previous: str
+    previous_related: bool
+    asked_at: date
 
 
 @dataclass
 class Dataset:
-    memories: dict[str, dict[str, str]] = field(default_factory=dict)  # user -> id -> text
+    memories: list[Memory] = field(default_factory=list)
     questions: list[Question] = field(default_factory=list)
+    sessions: int = 0
 
 
 @dataclass
-class Hits:
-    """One question's engine result lists (as `engram.memory.retrieval.searches` asks them), and
-    the ids of its gold memories."""
+class Run:
+    """One method's results: per question, the ranked memory ids and the top-1 score."""
 
-    question: Question
-    dense: list[Point]
-    keywords: list[Point]
-    rescored: list[Point]  # the keyword hits, scored by dense similarity
-    scored: list[Point]  # the dense hits the keyword search missed, scored by keywords
-    gold: set[str]  # point ids
-
-
-@dataclass
-class Method:
     name: str
-    rank: Callable[[Hits], Ranking]
-    score_based: bool = True  # its scores are absolute, so a floor on them means something
-
-
-@dataclass(frozen=True)
-class Scores:
-    recall: dict[int, float]
-    mrr: float
-    count: int
+    ranked: dict[str, list[str]] = field(default_factory=dict)
+    top: dict[str, float] = field(default_factory=dict)
+    times: list[float] = field(default_factory=list)  # seconds per search
 
 
 def load(path: Path) -> Dataset:
     data = Dataset()
     for line in path.read_text(encoding="utf-8").splitlines():
-        if not line.strip():
-            continue
         row = json.loads(line)
-        if row["kind"] == "memory":
-            data.memories.setdefault(row["user"], {})[row["id"]] = row["text"]
-        else:
-            data.questions.append(Question(row["user"], row["id"], row["text"], row["gold"]))
-    for question in data.questions:
-        asked = set(query_keywords(question.text).indices)
-        question.lexical = any(
-            asked & set(document_keywords(data.memories[question.user][g]).indices)
-            for g in question.gold
-        )
+        if row["kind"] == "session":
+            data.sessions += 1
+        elif row["kind"] == "memory":
+            day = date.fromisoformat(row["date"])
+            data.memories.append(Memory(row["user"], row["id"], day, row["category"], row["text"]))
+        elif row["kind"] == "question":
+            data.questions.append(
+                Question(
+                    row["user"],
+                    row["id"],
+                    row["type"],
+                    row["text"],
+                    tuple(row["gold"]),
+                    row["previous"],
+                    row["previous_related"],
+                    date.fromisoformat(row["asked_at"]),
+                )
+            )
     return data
 
 
-def make_engine(kind: str, embeddings: Embeddings, path: Path) -> Engine:
-    if kind == "edge":
-        return EdgeEngine(path / "edge")
-    return ServerEngine(QdrantClient(":memory:"), "engram_memories", embeddings)
+# -- stored text and queries ------------------------------------------------------------
 
 
-def fill(store: MemoryStore, data: Dataset) -> dict[str, str]:
-    """Add every user's memories through the store; returns dataset id -> point id."""
-    point_ids: dict[str, str] = {}
-    for user, memories in data.memories.items():
+def plain(memory: Memory) -> str:
+    return memory.text
+
+
+def dated(memory: Memory) -> str:
+    return f"{memory.day.isoformat()}: {memory.text}"
+
+
+def dated_words(memory: Memory) -> str:
+    month = MONTHS.split()[memory.day.month - 1]
+    return f"{memory.day.day} {month} {memory.day.year}: {memory.text}"
+
+
+def categorized(memory: Memory) -> str:
+    return f"{memory.category}: {memory.text}"
+
+
+def asked(question: Question) -> str:
+    return question.text
+
+
+def with_previous(question: Question) -> str:
+    return f"{question.previous} {question.text}"
+
+
+# -- the store ---------------------------------------------------------------------------
+
+
+def fill(
+    embeddings: Embeddings, path: Path, data: Dataset, text: Callable[[Memory], str]
+) -> tuple[MemoryStore, dict[str, str], float]:
+    """A store holding every user's memories, as `text` words them; returns it, point id ->
+    memory id, and the seconds loading took."""
+    started = time.perf_counter()
+    dims = len(embeddings.embed_query("dims"))
+    store = MemoryStore(EdgeEngine(path), embeddings, dims=dims, embedding_id=f"local:{dims}")
+    memory_ids: dict[str, str] = {}
+    users = list(dict.fromkeys(m.user for m in data.memories))
+    for user in users:
+        mine = [m for m in data.memories if m.user == user]
         ops = [
-            PlannedOp("ADD", text=text, source=Source(actor="benchmark"))
-            for text in memories.values()
+            PlannedOp(
+                "ADD",
+                text=text(m),
+                category=m.category,
+                observed_at=datetime(m.day.year, m.day.month, m.day.day, 12, tzinfo=UTC),
+                source=Source(actor="benchmark"),
+            )
+            for m in mine
         ]
         report = store.apply(user, ops)
-        if report.rejected or len(report.applied) != len(memories):
+        if report.rejected or len(report.applied) != len(mine):
             raise RuntimeError(f"{user}: rejected {report.rejected}")
-        for memory_id, applied in zip(memories, report.applied, strict=True):
-            if applied.memory_id is None:
-                raise RuntimeError(f"{memory_id} was not stored")
-            point_ids[memory_id] = applied.memory_id
-    return point_ids
+        for memory, applied in zip(mine, report.applied, strict=True):
+            if applied.memory_id is None or applied.result != "added":
+                raise RuntimeError(f"{memory.id} was not added: {applied.result}")
+            memory_ids[applied.memory_id] = memory.id
+    return store, memory_ids, time.perf_counter() - started
 
 
-def search_all(store: MemoryStore, data: Dataset, point_ids: dict[str, str], k: int) -> list[Hits]:
-    """The searches per question (dense, keywords, and each rescored by the other), as
-    `MemoryStore.search(k=k)` first sends them."""
-    vectors = store.embeddings.embed_documents([q.text for q in data.questions])
-    limit = (k + 2) * OVERFETCH  # `MemoryStore.search` first ranks k + 2 from this many
-    plans = [
-        searches(
-            Where(user_id=question.user, status="active"),
-            vector,
-            query_keywords(question.text),
-            limit,
-            Retrieval(mode="hybrid"),
+def search_run(
+    name: str,
+    store: MemoryStore,
+    memory_ids: dict[str, str],
+    data: Dataset,
+    retrieval: Retrieval,
+    query: Callable[[Question], str] = asked,
+) -> Run:
+    """Every question through `MemoryStore.search(k=20)`, timed one by one."""
+    store.retrieval = retrieval
+    run = Run(name)
+    for question in data.questions:
+        started = time.perf_counter()
+        found = store.search(question.user, query(question), K)
+        run.times.append(time.perf_counter() - started)
+        run.ranked[question.id] = [memory_ids[r.id] for r in found]
+        run.top[question.id] = (found[0].score or 0.0) if found else 0.0
+    return run
+
+
+def recall_run(store: MemoryStore, memory_ids: dict[str, str], data: Dataset) -> Run:
+    """The chat graph's recall (`nodes.recall.recall_memories`) without its relevance floor:
+    hybrid search, and a question that refers to a time ("in July", "last month") narrows
+    to or boosts what was said then, resolved against the day it is asked."""
+    store.retrieval = Retrieval(mode="hybrid", keyword_weight=KEYWORD_WEIGHT)
+    run = Run("recall (time-aware)")
+    for question in data.questions:
+        day = question.asked_at
+        now = datetime(day.year, day.month, day.day, 12, tzinfo=UTC)
+        started = time.perf_counter()
+        reference = time_reference(question.text, now)
+        found = recall_memories(
+            store, question.user, asked(question), K, reference=reference, floor=None
         )
-        for question, vector in zip(data.questions, vectors, strict=True)
-    ]
-    results = iter(store.engine.query([q for plan in plans for q in plan]))
-    found = []
-    for question, plan in zip(data.questions, plans, strict=True):
-        lists = [next(results) for _ in plan]
-        dense, *keyword_results = lists
-        keywords, rescored = keyword_results or ([], [])
-        scoring = keyword_scores(plan[0].where, query_keywords(question.text), lists, limit)
-        scored = store.engine.query([scoring])[0] if scoring else []
-        gold = {point_ids[g] for g in question.gold}
-        found.append(Hits(question, dense, keywords, rescored, scored, gold))
-    return found
+        run.times.append(time.perf_counter() - started)
+        run.ranked[question.id] = [memory_ids[r.id] for r in found]
+        run.top[question.id] = (found[0].score or 0.0) if found else 0.0
+    return run
 
 
-# -- methods ---------------------------------------------------------------------------
+def keyword_run(store: MemoryStore, memory_ids: dict[str, str], data: Dataset) -> Run:
+    """BM25 alone: the engine's keyword search, as the hybrid search sends it (the time is
+    that query and encoding the text; no embedding)."""
+    run = Run("keywords (BM25)")
+    for question in data.questions:
+        started = time.perf_counter()
+        where = Where(user_id=question.user, status="active")
+        hits = store.engine.query(
+            [Query(where=where, limit=K, keywords=query_keywords(question.text), lean=True)]
+        )[0]
+        run.times.append(time.perf_counter() - started)
+        run.ranked[question.id] = [memory_ids[p.id] for p in hits]
+        run.top[question.id] = (hits[0].score or 0.0) if hits else 0.0
+    return run
 
 
-def dense_only(hits: Hits) -> Ranking:
-    return [(p.id, p.score or 0.0) for p in hits.dense]
+# -- metrics -----------------------------------------------------------------------------
 
 
-def keyword_only(hits: Hits) -> Ranking:
-    return [(p.id, p.score or 0.0) for p in hits.keywords]
+@dataclass(frozen=True)
+class Scores:
+    found: dict[int, float]  # any gold in the top k
+    every: dict[int, float]  # all gold in the top k (questions with several gold)
+    mrr: float
+    count: int
+    several: int  # questions with more than one gold memory
 
 
-def weighted(weight: float) -> Callable[[Hits], Ranking]:
-    """The product's fusion (`engram.memory.retrieval.fuse`), over all candidates."""
-    retrieval = Retrieval(mode="hybrid", keyword_weight=weight)
-
-    def rank(hits: Hits) -> Ranking:
-        results = [hits.dense, hits.keywords, hits.rescored]
-        pool = len({p.id for p in [*hits.dense, *hits.keywords]})
-        fused = fuse(results, pool, len(hits.dense), retrieval, hits.scored)
-        return [(p.id, score) for p, score in fused.ranked]
-
-    return rank
-
-
-def rrf(constant: int) -> Callable[[Hits], Ranking]:
-    """Reciprocal rank fusion: sum of 1 / (constant + rank) over both lists."""
-
-    def rank(hits: Hits) -> Ranking:
-        scores: dict[str, float] = defaultdict(float)
-        for results in (hits.dense, hits.keywords):
-            for position, point in enumerate(results, 1):
-                scores[point.id] += 1.0 / (constant + position)
-        order = {p.id: i for i, p in enumerate([*hits.dense, *hits.keywords])}
-        return sorted(scores.items(), key=lambda item: (-item[1], order[item[0]]))
-
-    return rank
-
-
-# -- metrics ---------------------------------------------------------------------------
-
-
-def evaluate(
-    rankings: Sequence[tuple[Hits, Ranking]], cutoffs: Sequence[int], floor: float | None = None
-) -> Scores:
-    k = max(cutoffs)
-    recall = dict.fromkeys(cutoffs, 0.0)
+def score(run: Run, questions: Sequence[Question]) -> Scores:
+    found = dict.fromkeys(CUTOFFS, 0.0)
+    every = dict.fromkeys(CUTOFFS, 0.0)
     mrr = 0.0
-    answerable = [(h, r) for h, r in rankings if h.gold]
-    for hits, ranking in answerable:
-        ids = [i for i, s in ranking if floor is None or s >= floor][:k]
-        for cutoff in cutoffs:
-            found = len(hits.gold & set(ids[:cutoff]))
-            recall[cutoff] += found / min(cutoff, len(hits.gold))
-        first = next((n for n, i in enumerate(ids, 1) if i in hits.gold), None)
+    several = 0
+    answerable = [q for q in questions if q.gold]
+    for question in answerable:
+        ranked = run.ranked[question.id]
+        gold = set(question.gold)
+        for k in CUTOFFS:
+            found[k] += bool(gold & set(ranked[:k]))
+            if len(gold) > 1:
+                every[k] += gold <= set(ranked[:k])
+        several += len(gold) > 1
+        first = next((n for n, m in enumerate(ranked, 1) if m in gold), None)
         mrr += 1.0 / first if first else 0.0
     n = len(answerable) or 1
-    return Scores({c: v / n for c, v in recall.items()}, mrr / n, len(answerable))
+    return Scores(
+        {k: v / n for k, v in found.items()},
+        {k: v / (several or 1) for k, v in every.items()},
+        mrr / n,
+        len(answerable),
+        several,
+    )
 
 
-def first_ranks(rows: Sequence[tuple[Hits, Ranking]], k: int) -> list[int | None]:
-    """Per answerable question, the rank of its first gold memory in the top k."""
-    return [
-        next((n for n, (i, _) in enumerate(r[:k], 1) if i in h.gold), None)
-        for h, r in rows
-        if h.gold
-    ]
+def auc(run: Run, questions: Sequence[Question]) -> float:
+    """The chance that an answerable question's top-1 score beats an unanswerable one's."""
+    yes = [run.top[q.id] for q in questions if q.gold]
+    no = [run.top[q.id] for q in questions if not q.gold]
+    if not yes or not no:
+        return float("nan")
+    wins = sum((a > b) + 0.5 * (a == b) for a in yes for b in no)
+    return wins / (len(yes) * len(no))
 
 
-def versus(
-    rows: Sequence[tuple[Hits, Ranking]], base: Sequence[tuple[Hits, Ranking]], k: int
-) -> tuple[int, int]:
-    """How many answerable questions rank their first gold memory higher / lower."""
+def first_rank(run: Run, question: Question) -> float:
+    ranked = run.ranked[question.id]
+    first = next((n for n, m in enumerate(ranked, 1) if m in question.gold), None)
+    return 1.0 / first if first else 0.0
+
+
+def versus(run: Run, base: Run, questions: Sequence[Question]) -> str:
+    """Answerable questions whose first gold memory ranks higher / lower than in `base`."""
     better = worse = 0
-    for mine, theirs in zip(first_ranks(rows, k), first_ranks(base, k), strict=True):
-        a, b = 1.0 / mine if mine else 0.0, 1.0 / theirs if theirs else 0.0
-        better += a > b
-        worse += a < b
-    return better, worse
+    for question in questions:
+        if question.gold:
+            mine, theirs = first_rank(run, question), first_rank(base, question)
+            better += mine > theirs
+            worse += mine < theirs
+    return f"+{better}/-{worse}"
 
 
-def top1(rankings: Sequence[tuple[Hits, Ranking]], answerable: bool) -> list[float]:
-    return [r[0][1] for h, r in rankings if bool(h.gold) == answerable and r]
+def cell(scores: Scores) -> str:
+    found = "/".join(f"{scores.found[k]:.2f}".lstrip("0") for k in CUTOFFS)
+    return f"{found}/{scores.mrr:.2f}".replace("/0.", "/.")
 
 
-def percentiles(values: Sequence[float]) -> str:
-    if not values:
-        return "(none)"
-    ordered = sorted(values)
-
-    def at(q: float) -> float:
-        return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
-
-    parts = [f"{name} {at(q):.3f}" for name, q in PERCENTILES]
-    return f"n={len(values):3d}  " + "  ".join(parts)
+def every_cell(scores: Scores) -> str:
+    return "/".join(f"{scores.every[k]:.2f}".lstrip("0") for k in CUTOFFS)
 
 
-PERCENTILES = [("min", 0.0), ("p10", 0.1), ("p25", 0.25), ("p50", 0.5), ("p90", 0.9)]
-PERCENTILES += [("max", 1.0)]
+def millis(times: Sequence[float]) -> tuple[float, float]:
+    ordered = sorted(times)
+    p95 = ordered[min(len(ordered) - 1, round(0.95 * (len(ordered) - 1)))]
+    return statistics.median(ordered) * 1000, p95 * 1000
 
 
-def kept(rows: Sequence[tuple[Hits, Ranking]], floor: float, k: int) -> float:
-    """Mean results returned per answerable question with the floor."""
-    chosen = [r for h, r in rows if h.gold]
-    return sum(len([s for _, s in r[:k] if s >= floor]) for r in chosen) / (len(chosen) or 1)
-
-
-def empty_share(rankings: Sequence[tuple[Hits, Ranking]], floor: float, answerable: bool) -> float:
-    chosen = [r for h, r in rankings if bool(h.gold) == answerable]
-    empty = sum(1 for r in chosen if not r or r[0][1] < floor)
-    return empty / (len(chosen) or 1)
-
-
-def suggest_floor(
-    rankings: Sequence[tuple[Hits, Ranking]], cutoffs: Sequence[int], max_loss: float
-) -> float:
-    """The highest floor (on a 0.01 grid) that loses at most `max_loss` of recall@k."""
-    k = max(cutoffs)
-    base = evaluate(rankings, cutoffs).recall[k]
-    best = 0.0
-    for step in range(0, 201):
-        floor = step / 100
-        if evaluate(rankings, cutoffs, floor).recall[k] >= base - max_loss - 1e-9:
-            best = floor
-    return best
-
-
-# -- report ----------------------------------------------------------------------------
-
-
-def table(
-    methods: Sequence[Method],
-    ranked: dict[str, list[tuple[Hits, Ranking]]],
-    cutoffs: Sequence[int],
-) -> dict[str, Scores]:
-    k = max(cutoffs)
-    lexical = [h for h, _ in ranked[methods[0].name] if h.gold and h.question.lexical]
-    paraphrase = [h for h, _ in ranked[methods[0].name] if h.gold and not h.question.lexical]
-    head = f"{'method':<22}" + "".join(f"{'R@' + str(c):>7}" for c in cutoffs)
-    head += f"{'MRR@' + str(k):>8}{'lexical':>9}{'paraphr.':>9}{'vs dense':>10}"
-    print(head)
-    sub = f"{'MRR@' + str(k):>9}{'MRR@' + str(k):>9}{'+/-':>10}"
-    print(" " * 22 + " " * (7 * len(cutoffs) + 8) + sub)
-    results: dict[str, Scores] = {}
-    for method in methods:
-        rows = ranked[method.name]
-        scores = evaluate(rows, cutoffs)
-        lex = evaluate([(h, r) for h, r in rows if h.gold and h.question.lexical], cutoffs)
-        par = evaluate([(h, r) for h, r in rows if h.gold and not h.question.lexical], cutoffs)
-        results[method.name] = scores
-        better, worse = versus(rows, ranked[methods[0].name], k)
-        line = f"{method.name:<22}" + "".join(f"{scores.recall[c]:7.3f}" for c in cutoffs)
-        line += f"{scores.mrr:8.3f}{lex.mrr:9.3f}{par.mrr:9.3f}{f'+{better}/-{worse}':>10}"
+def table(runs: Sequence[Run], base: Run, questions: Sequence[Question]) -> None:
+    kinds = {kind: [q for q in questions if q.kind == kind] for kind in KINDS}
+    counts = {kind: len(qs) for kind, qs in kinds.items()}
+    overall = score(base, questions)
+    widths = (22, 20, 16, 8, 8, 12, 14)
+    head = ["method", *(f"{kind} ({counts[kind]})" for kind in KINDS)]
+    head += [f"answerable ({overall.count})", f"all gold ({overall.several})"]
+    head += ["unans AUC", f"vs w={KEYWORD_WEIGHT:g}", "ms p50/p95"]
+    print(
+        f"{head[0]:<{widths[0]}}"
+        + "".join(f"{h:>{widths[1]}}" for h in head[1:7])
+        + f"{head[7]:>{widths[3] + 2}}{head[8]:>{widths[4] + 2}}{head[9]:>{widths[5]}}"
+    )
+    for run in runs:
+        cells = [cell(score(run, qs)) for qs in kinds.values()]
+        cells.append(cell(score(run, questions)))
+        cells.append(every_cell(score(run, questions)))
+        p50, p95 = millis(run.times)
+        line = f"{run.name:<{widths[0]}}" + "".join(f"{c:>{widths[1]}}" for c in cells)
+        line += f"{auc(run, questions):>{widths[3] + 2}.2f}"
+        line += f"{versus(run, base, questions):>{widths[4] + 2}}"
+        line += f"{f'{p50:.1f}/{p95:.1f}':>{widths[5]}}"
         print(line)
-    print(
-        f"({results[methods[0].name].count} answerable questions: {len(lexical)} lexical, "
-        f"{len(paraphrase)} paraphrase; one question moves R@1 by "
-        f"{1 / (len(lexical) + len(paraphrase) or 1):.3f}; +/-: questions whose first gold "
-        f"memory ranks higher/lower than with {methods[0].name})"
-    )
-    return results
 
 
-def floor_report(
-    name: str, rows: list[tuple[Hits, Ranking]], cutoffs: Sequence[int], max_loss: float
-) -> float:
-    k = max(cutoffs)
-    print(f"\ntop-1 score, {name}:")
-    print(f"  answerable    {percentiles(top1(rows, True))}")
-    print(f"  unanswerable  {percentiles(top1(rows, False))}")
-    floor = suggest_floor(rows, cutoffs, max_loss)
-    base = evaluate(rows, cutoffs).recall[k]
-    print(
-        f"  floor   R@{k}  kept/answerable  answerable empty  unanswerable empty"
-        f"   (no floor: R@{k} {base:.3f})"
-    )
-    for candidate in sorted({round(floor + d, 2) for d in (-0.1, -0.05, 0.0, 0.05, 0.1)}):
-        if candidate < 0:
-            continue
-        recall = evaluate(rows, cutoffs, candidate).recall[k]
-        mark = "  <- suggested" if candidate == floor else ""
+def previous_split(runs: Sequence[Run], questions: Sequence[Question]) -> None:
+    related = [q for q in questions if q.gold and q.previous_related]
+    unrelated = [q for q in questions if q.gold and not q.previous_related]
+    for run in runs:
+        a, b = score(run, related), score(run, unrelated)
         print(
-            f"  {candidate:5.2f}  {recall:5.3f}  {kept(rows, candidate, k):15.2f}"
-            f"  {empty_share(rows, candidate, True):16.3f}"
-            f"  {empty_share(rows, candidate, False):18.3f}{mark}"
+            f"  {run.name:<20} previous message related ({a.count}): {cell(a)}   "
+            f"unrelated ({b.count}): {cell(b)}"
         )
-    return floor
 
 
-def sanity_check(store: MemoryStore, rows: list[tuple[Hits, Ranking]], k: int) -> None:
-    """`MemoryStore.search` itself should rank as the benchmark's copy of its fusion, give
-    the start of a deeper search for a smaller k, and rarely need to search deeper."""
-    same = prefix = 0
-    batches: Counter[int] = Counter()  # engine query batches per search -> searches
-    calls = [0]
-    query = store.engine.query
-
-    def counted(queries: Sequence[Query]) -> list[list[Point]]:
-        calls[0] += 1
-        return query(queries)
-
-    store.engine.query = counted  # type: ignore[method-assign]
-    try:
-        for hits, ranking in rows:
-            calls[0] = 0
-            found = store.search(hits.question.user, hits.question.text, k)
-            batches[calls[0]] += 1
-            same += [r.id for r in found] == [i for i, _ in ranking[:k]]
-            deeper = store.search(hits.question.user, hits.question.text, 4 * k)
-            prefix += [r.id for r in found] == [r.id for r in deeper[:k]]
-    finally:
-        store.engine.query = query  # type: ignore[method-assign]
-    print(
-        f"MemoryStore.search (keyword_weight {store.retrieval.keyword_weight}) returns the "
-        f"same top {k} as the benchmark on {same}/{len(rows)} questions; its top {k} is the "
-        f"start of its top {4 * k} on {prefix}/{len(rows)}; engine query batches per search "
-        f"(1-2 without going deeper): "
-        + ", ".join(f"{n}: {count}" for n, count in sorted(batches.items()))
-    )
-
-
-def leaks(hits: Sequence[Hits], point_ids: dict[str, str]) -> int:
-    """Results that belong to another user than the one asking (should be none)."""
-    owner = {point: memory.split("-", 1)[0] for memory, point in point_ids.items()}
-    return sum(owner[p.id] != h.question.user for h in hits for p in [*h.dense, *h.keywords])
-
-
-def misses(rows: list[tuple[Hits, Ranking]], data: Dataset, point_ids: dict[str, str]) -> None:
-    texts = {point_ids[m]: t for memories in data.memories.values() for m, t in memories.items()}
-    for hits, ranking in rows:
-        if hits.gold and (not ranking or ranking[0][0] not in hits.gold):
-            tag = "lexical" if hits.question.lexical else "paraphrase"
-            print(f"  {hits.question.id} [{tag}] {hits.question.text}")
-            for i, score in ranking[:3]:
-                mark = "*" if i in hits.gold else " "
-                print(f"     {mark} {score:.3f} {texts[i]}")
-
-
-def run(kind: str, embeddings: Embeddings, data: Dataset, args: argparse.Namespace) -> None:
-    cutoffs = sorted({1, 3, args.k})
-    with tempfile.TemporaryDirectory() as tmp:
-        started = time.perf_counter()
-        store = MemoryStore(
-            make_engine(kind, embeddings, Path(tmp)),
-            embeddings,
-            dims=DIMS,
-            embedding_id=EMBEDDING_ID,
-            retrieval=Retrieval(mode="hybrid", keyword_weight=args.check_weight),
-        )
-        try:
-            point_ids = fill(store, data)
-            loaded = time.perf_counter() - started
-            hits = search_all(store, data, point_ids, args.k)
-            methods = [Method("dense", dense_only)]
-            methods += [Method(f"weighted w={w:g}", weighted(w)) for w in args.weights]
-            methods += [Method(f"RRF k={args.rrf_k}", rrf(args.rrf_k), score_based=False)]
-            methods += [Method("keyword (BM25)", keyword_only, score_based=False)]
-            ranked = {m.name: [(h, m.rank(h)) for h in hits] for m in methods}
-            users = len(data.memories)
-            print(
-                f"\n== engine: {kind} — {len(point_ids)} memories of {users} users in one "
-                f"collection, {len(hits)} questions, loaded in {loaded:.1f} s =="
-            )
-            results = table(methods, ranked, cutoffs)
-            print(f"results from another user than the one asking: {leaks(hits, point_ids)}")
-
-            def key(m: Method) -> tuple[float, float]:
-                return (results[m.name].mrr, results[m.name].recall[1])
-
-            best = max(methods, key=key)
-            best_scored = max((m for m in methods if m.score_based), key=key)
-            print(f"\nbest overall: {best.name} (by MRR@{args.k}, then recall@1)")
-            if best is not best_scored:
-                print(f"best with absolute scores (can take a floor): {best_scored.name}")
-            floor_report(best_scored.name, ranked[best_scored.name], cutoffs, args.max_recall_loss)
-            if best_scored.name != "dense":
-                floor_report("dense", ranked["dense"], cutoffs, args.max_recall_loss)
-            print(f"\nrecommended: {best_scored.name}")
-            check = f"weighted w={args.check_weight:g}"
-            if check in ranked:
-                sanity_check(store, ranked[check], args.k)
-            if args.misses:
-                print(f"\nquestions whose top-1 is wrong, {best_scored.name}:")
-                misses(ranked[best_scored.name], data, point_ids)
-        finally:
-            store.engine.close()
+def consistency(store: MemoryStore, data: Dataset, sample: int, retrieval: Retrieval) -> str:
+    """Whether `search(k=5)` is the start of `search(k=20)` (the product says it is)."""
+    store.retrieval = retrieval
+    step = max(1, len(data.questions) // sample)
+    chosen = data.questions[::step][:sample]
+    same = 0
+    for question in chosen:
+        five = [r.id for r in store.search(question.user, question.text, 5)]
+        twenty = [r.id for r in store.search(question.user, question.text, 20)]
+        same += five == twenty[:5]
+    return f"{same}/{len(chosen)}"
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
-    parser.add_argument("--engine", choices=["edge", "server", "both"], default="edge")
-    parser.add_argument("--k", type=int, default=5, help="results per search (default 5)")
     parser.add_argument("--data", type=Path, default=DATA)
     parser.add_argument(
-        "--weights",
-        type=float,
-        nargs="+",
-        default=[0.05, 0.1, 0.2, 0.3, 0.5],
-        help="keyword weights",
-    )
-    parser.add_argument("--rrf-k", type=int, default=60, help="RRF constant (default 60)")
-    parser.add_argument(
-        "--max-recall-loss",
-        type=float,
-        default=0.02,
-        help="recall@k the suggested floor may cost (default 0.02)",
+        "--sample", type=int, default=100, help="questions for the k=5 vs k=20 check"
     )
     parser.add_argument(
-        "--check-weight",
-        type=float,
-        default=KEYWORD_WEIGHT,
-        help="keyword weight of the store whose own search is compared (default: the product's)",
+        "--embedding-model",
+        help="a local sentence-transformers model (name or folder) instead of the default",
     )
-    parser.add_argument("--misses", action="store_true", help="list questions ranked wrong")
+    parser.add_argument(
+        "--no-levers", action="store_true", help="skip the stores that change the stored text"
+    )
     args = parser.parse_args()
     data = load(args.data)
-    embeddings = build_embeddings(Settings(embeddings="local"))
-    kinds = ["edge", "server"] if args.engine == "both" else [args.engine]
-    for kind in kinds:
-        run(kind, embeddings, data, args)
+    embeddings = build_embeddings(
+        Settings(embeddings="local", embedding_model=args.embedding_model)
+    )
+    users = len({m.user for m in data.memories})
+    per_user = len(data.memories) / (users or 1)
+    print(
+        f"{users} users, {data.sessions} sessions, {len(data.memories)} memories "
+        f"({per_user:.0f} per user), {len(data.questions)} questions "
+        f"({sum(not q.gold for q in data.questions)} unanswerable); all users in one collection"
+    )
+    hybrid = Retrieval(mode="hybrid", keyword_weight=KEYWORD_WEIGHT)
+    base_name = f"hybrid w={KEYWORD_WEIGHT:g}"
+    runs: list[Run] = []
+    checks: list[str] = []
+    with tempfile.TemporaryDirectory() as tmp:
+        store, ids, seconds = fill(embeddings, Path(tmp) / "plain", data, plain)
+        print(f"loaded in {seconds:.1f} s")
+        try:
+            runs.append(keyword_run(store, ids, data))
+            runs.append(search_run("dense", store, ids, data, Retrieval(mode="dense")))
+            for weight in WEIGHTS:
+                retrieval = Retrieval(mode="hybrid", keyword_weight=weight)
+                runs.append(search_run(f"hybrid w={weight:g}", store, ids, data, retrieval))
+            base = next(r for r in runs if r.name == base_name)
+            for name, retrieval in (("hybrid", hybrid), ("dense", Retrieval(mode="dense"))):
+                checks.append(f"{name} {consistency(store, data, args.sample, retrieval)}")
+            previous = search_run("+previous", store, ids, data, hybrid, with_previous)
+            runs.append(recall_run(store, ids, data))
+        finally:
+            store.engine.close()
+        levers = [("+date", dated), ("+date (words)", dated_words), ("+category", categorized)]
+        for name, text in [] if args.no_levers else levers:
+            store, ids, seconds = fill(embeddings, Path(tmp) / name, data, text)
+            print(f"loaded {name} in {seconds:.1f} s")
+            try:
+                runs.append(search_run(name, store, ids, data, hybrid))
+            finally:
+                store.engine.close()
+        runs.append(previous)
+    print(
+        "\ncells: found@5/found@10/found@20/MRR@20 (a gold memory in the top k); all gold: "
+        "every gold memory in the top 5/10/20, questions with several; unans AUC: answerable "
+        f"top-1 score above an unanswerable one's; vs {base_name}: questions whose first gold "
+        f"ranks higher/lower than there; ms: per search (store.search with k=20, embedding "
+        f"the query; keywords: the engine's BM25 query alone); levers (+...) are {base_name}\n"
+    )
+    table(runs, base, data.questions)
+    print("\nprevious message in the query, by whether it was about the same thing:")
+    previous_split([base, previous], data.questions)
+    print(f"\nsearch(k=5) is the first 5 of search(k=20): {', '.join(checks)}")
 
 
 if __name__ == "__main__":

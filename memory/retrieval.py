@@ -5,7 +5,7 @@ rescored by the dense vector; the dense hits the keyword search did not reach ge
 keyword scores from a fourth (`keyword_scores`), so every candidate carries both scores.
 They are fused by a weighted sum: cosine similarity + `keyword_weight` x (keyword score /
 the best keyword score of that query). The weight, 0.05, ranked best on both retrieval
-benchmarks (`benchmarks/longmem.py`, long conversations, and `benchmarks/retrieval.py`),
+benchmarks (`benchmarks/retrieval.py`, long conversations, and `benchmarks/fusion.py`),
 ahead of dense alone, of heavier weights and of reciprocal-rank fusion (figures in
 benchmarks/README.md). "dense" turns keywords off (`ENGRAM_RETRIEVAL=dense`).
 
