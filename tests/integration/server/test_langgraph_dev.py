@@ -28,12 +28,6 @@ from tests.servers import (
 
 
 @pytest.fixture(scope="module")
-def fake() -> Iterator[FakeOpenAI]:
-    with FakeOpenAI(dims=64) as server:
-        yield server
-
-
-@pytest.fixture(scope="module")
 def dev_server(fake: FakeOpenAI, tmp_path_factory: pytest.TempPathFactory) -> Iterator[DevServer]:
     with langgraph_dev(fake, tmp_path_factory.mktemp("langgraph-dev")) as server:
         yield server

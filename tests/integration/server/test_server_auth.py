@@ -34,12 +34,6 @@ STUDIO = {"x-auth-scheme": "langsmith"}  # what Studio sends to langgraph dev (n
 
 
 @pytest.fixture(scope="module")
-def fake() -> Iterator[FakeOpenAI]:
-    with FakeOpenAI(dims=64) as server:
-        yield server
-
-
-@pytest.fixture(scope="module")
 def jwks() -> Iterator[JwksServer]:
     with JwksServer() as keys:
         yield keys

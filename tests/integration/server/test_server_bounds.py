@@ -5,7 +5,7 @@ nothing; another user's ids in an import tell the importer nothing."""
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import httpx
@@ -17,21 +17,9 @@ from tests.servers import DevServer, bearer, langgraph_dev
 
 
 @pytest.fixture(scope="module")
-def fake() -> Iterator[FakeOpenAI]:
-    with FakeOpenAI(dims=64) as server:
-        yield server
-
-
-@pytest.fixture(scope="module")
 def server(fake: FakeOpenAI, tmp_path_factory: pytest.TempPathFactory) -> Iterator[DevServer]:
     with langgraph_dev(fake, tmp_path_factory.mktemp("langgraph-bounds")) as running:
         yield running
-
-
-@pytest.fixture
-async def http(server: DevServer) -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient(base_url=server.url, timeout=60) as client:
-        yield client
 
 
 async def export_of(http: httpx.AsyncClient, user: str, *texts: str) -> list[str]:

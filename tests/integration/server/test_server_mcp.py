@@ -39,12 +39,6 @@ SCHEMA_LIMIT = 1000  # characters of each tool's input (and output) schema
 
 
 @pytest.fixture(scope="module")
-def fake() -> Iterator[FakeOpenAI]:
-    with FakeOpenAI(dims=64) as server:
-        yield server
-
-
-@pytest.fixture(scope="module")
 def server(fake: FakeOpenAI, tmp_path_factory: pytest.TempPathFactory) -> Iterator[DevServer]:
     with langgraph_dev(fake, tmp_path_factory.mktemp("langgraph-mcp")) as running:
         yield running

@@ -49,12 +49,6 @@ BY_ID: dict[str, dict[str, Any]] = {
 
 
 @pytest.fixture(scope="module")
-def fake() -> Iterator[FakeOpenAI]:
-    with FakeOpenAI(dims=64) as server:
-        yield server
-
-
-@pytest.fixture(scope="module")
 def server(fake: FakeOpenAI, tmp_path_factory: pytest.TempPathFactory) -> Iterator[DevServer]:
     workdir = tmp_path_factory.mktemp("langgraph-mcp-agents")
     with langgraph_dev(fake, workdir, ENGRAM_PRIVATE_AGENTS=PRIVATE) as running:

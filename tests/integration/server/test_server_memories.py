@@ -5,7 +5,7 @@ missing one), and the routes in the server's OpenAPI schema."""
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import httpx
@@ -27,12 +27,6 @@ MAX_IMPORT_BYTES = 200_000
 
 
 @pytest.fixture(scope="module")
-def fake() -> Iterator[FakeOpenAI]:
-    with FakeOpenAI(dims=64) as server:
-        yield server
-
-
-@pytest.fixture(scope="module")
 def server(fake: FakeOpenAI, tmp_path_factory: pytest.TempPathFactory) -> Iterator[DevServer]:
     workdir = tmp_path_factory.mktemp("langgraph-memories")
     with langgraph_dev(
@@ -43,12 +37,6 @@ def server(fake: FakeOpenAI, tmp_path_factory: pytest.TempPathFactory) -> Iterat
         ENGRAM_MEMORY_STEPS="inline",  # each turn's memory work in its own run and thread
     ) as running:
         yield running
-
-
-@pytest.fixture
-async def http(server: DevServer) -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient(base_url=server.url, timeout=60) as client:
-        yield client
 
 
 def as_user(user: str) -> dict[str, str]:

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -26,12 +26,6 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DevServer]:
     workdir = tmp_path_factory.mktemp("langgraph-profile")
     with FakeOpenAI(dims=64) as fake, langgraph_dev(fake, workdir) as running:
         yield running
-
-
-@pytest.fixture
-async def http(server: DevServer) -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient(base_url=server.url, timeout=60) as client:
-        yield client
 
 
 async def add(http: httpx.AsyncClient, user: str, text: str) -> str:
