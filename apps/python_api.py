@@ -303,17 +303,12 @@ class AsyncMemory:
         """Write every version of the user's memories `agent_id` sees (`ALL_AGENTS`: every
         agent's), and their profile, to `file` (a path or a text stream) in `engram
         export`'s format; returns how many versions."""
-        from engram.memory.transfer import export_jsonl
+        from engram.memory.transfer import export_file, export_jsonl
 
         def write() -> int:
             if not isinstance(file, str | Path):
                 return export_jsonl(self.store, user_id, file, agent_id=agent_id)
-            path = Path(file)
-            partial = path.with_name(path.name + ".partial")  # a failed export replaces nothing
-            with partial.open("w", encoding="utf-8") as handle:
-                count = export_jsonl(self.store, user_id, handle, agent_id=agent_id)
-            partial.replace(path)
-            return count
+            return export_file(self.store, user_id, Path(file), agent_id=agent_id)
 
         return await self._off_loop(write)
 

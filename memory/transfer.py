@@ -40,6 +40,7 @@ import json
 import uuid
 from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any, Literal, TextIO
 
 from pydantic import BaseModel, Field, ValidationError
@@ -181,6 +182,23 @@ def export_jsonl(
         )
         out.write(line.model_dump_json(exclude={"score"}) + "\n")
     return len(rows)
+
+
+def export_file(
+    store: MemoryStore, user_id: str, path: Path, *, agent_id: AgentScope = None
+) -> int:
+    """`export_jsonl` into the file at `path`, which is replaced only by a whole export: one
+    that fails part way (the store unreachable, the disk full, a bad user id) leaves an
+    earlier export at that path as it was, and no partial file beside it."""
+    partial = path.with_name(path.name + ".partial")
+    try:
+        with partial.open("w", encoding="utf-8") as handle:
+            count = export_jsonl(store, user_id, handle, agent_id=agent_id)
+    except BaseException:
+        partial.unlink(missing_ok=True)
+        raise
+    partial.replace(path)
+    return count
 
 
 def ids_mac(store: MemoryStore, user_id: str, record: MemoryRecord) -> str:

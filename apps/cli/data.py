@@ -102,15 +102,14 @@ def export_memories(
 ) -> None:
     """Export every version of a user's memories, and their profile, as JSON Lines: the
     shared memories, and --agent's own or with --all-agents every agent's."""
-    from engram.memory.transfer import export_jsonl
+    from engram.memory.transfer import export_file, export_jsonl
 
     scope = agent_scope(agent, all_agents)
     store = open_store()
     if output is None:
         count = export_jsonl(store, user, sys.stdout, agent_id=scope)
     else:
-        with output.open("w", encoding="utf-8") as handle:
-            count = export_jsonl(store, user, handle, agent_id=scope)
+        count = export_file(store, user, output, agent_id=scope)
     whose = ""
     if scope is ALL_AGENTS:
         whose = " (every agent's)"

@@ -178,6 +178,26 @@ def test_export_import_round_trip_through_files(store: MemoryStore, tmp_path: Pa
     assert "for dave" in output and len(store.memories("dave", status=None)) == 2
 
 
+def test_a_failed_export_to_a_file_keeps_the_earlier_one(
+    store: MemoryStore, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store.add("alice", "User lives in Paris", "location")
+    exports = tmp_path / "exports"
+    exports.mkdir()
+    export = exports / "alice.jsonl"
+    assert run("export", "--user", "alice", "--output", str(export))[0] == 0
+    earlier = export.read_text()
+
+    def unreachable(*args: object, **kwargs: object) -> object:
+        raise ConnectionError("Qdrant is unreachable")
+
+    monkeypatch.setattr(store, "export_records", unreachable)
+    with pytest.raises(ConnectionError):
+        run("export", "--user", "alice", "--output", str(export))
+    assert export.read_text() == earlier
+    assert [p.name for p in exports.iterdir()] == ["alice.jsonl"]
+
+
 def test_cli_thread_ids_cannot_collide_across_users() -> None:
     assert cli.thread_id_for("a:b", "c") != cli.thread_id_for("a", "b:c")
 

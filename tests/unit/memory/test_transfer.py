@@ -13,7 +13,7 @@ import pytest
 from langchain_core.embeddings import DeterministicFakeEmbedding, Embeddings
 
 from engram.memory.store import MemoryStore, PlannedOp
-from engram.memory.transfer import VERSION, derived_id, export_jsonl, import_jsonl
+from engram.memory.transfer import VERSION, derived_id, export_file, export_jsonl, import_jsonl
 from engram.state.contracts import Source
 from engram.state.errors import ImportFormatError, MemoryNotFoundError
 from tests.helpers import make_engine, make_store
@@ -68,6 +68,37 @@ def test_round_trip_is_exact(store: MemoryStore) -> None:
     assert vectors_after.keys() == vectors_before.keys()
     for memory_id, vector in vectors_before.items():
         assert vectors_after[memory_id] == pytest.approx(vector, abs=1e-6)
+
+
+def test_an_export_that_fails_part_way_leaves_the_earlier_file_whole(
+    store: MemoryStore, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    populated(store)
+    exports = tmp_path / "exports"
+    exports.mkdir()
+    target = exports / "alice.jsonl"
+    assert export_file(store, "alice", target) == 3
+    earlier = target.read_text()
+    store.add("alice", "User keeps bees", "hobbies")
+    signed = store.vector_mac
+    calls = 0
+
+    def fails_on_the_third_line(text: str, vector: list[float]) -> str:
+        nonlocal calls
+        calls += 1
+        if calls == 3:
+            raise OSError("No space left on device")
+        return signed(text, vector)
+
+    monkeypatch.setattr(store, "vector_mac", fails_on_the_third_line)
+    with pytest.raises(OSError, match="No space left"):
+        export_file(store, "alice", target)
+    assert calls == 3  # two versions were written before it failed
+    assert target.read_text() == earlier
+    assert [p.name for p in exports.iterdir()] == ["alice.jsonl"]  # no partial file left
+    monkeypatch.setattr(store, "vector_mac", signed)
+    assert export_file(store, "alice", target) == 4
+    assert "User keeps bees" in target.read_text()
 
 
 def test_an_old_export_never_rolls_back_newer_changes(store: MemoryStore) -> None:
