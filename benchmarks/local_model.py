@@ -29,7 +29,10 @@ from collections import defaultdict
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from engram import Settings
 
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -160,8 +163,25 @@ class StepTimes:
         programs.run_program = timed
 
 
+def served_settings(url: str, mode: str, data_dir: Path, **more: Any) -> Settings:
+    """Engram's settings for the model this server serves: one attempt per call, a long
+    timeout (a small model on 2 cores is slow), local embeddings."""
+    from engram import Settings
+
+    return Settings(
+        data_dir=data_dir,
+        openai_base_url=url,
+        chat_model=MODEL_ALIAS,
+        embeddings="local",
+        structured_output=mode,
+        llm_attempts=1,
+        llm_timeout=120,
+        **more,
+    )
+
+
 async def run_conversation(url: str, mode: str) -> dict[str, Any]:
-    from engram import AsyncMemory, Settings
+    from engram import AsyncMemory
     from engram.nodes.structured_output import ENDPOINT_MODES
 
     ENDPOINT_MODES.clear()
@@ -172,16 +192,7 @@ async def run_conversation(url: str, mode: str) -> dict[str, Any]:
     rejected: list[str] = []
     errors: list[str] = []
     with tempfile.TemporaryDirectory(prefix="engram-local-model-") as data_dir:
-        settings = Settings(
-            data_dir=Path(data_dir),
-            openai_base_url=url,
-            chat_model=MODEL_ALIAS,
-            embeddings="local",
-            structured_output=mode,
-            llm_attempts=1,
-            llm_timeout=120,
-        )
-        memory = AsyncMemory(settings=settings)
+        memory = AsyncMemory(settings=served_settings(url, mode, Path(data_dir)))
         for said, reply in CONVERSATION:
             result = await memory.add([("user", said), ("assistant", reply)], user_id="bench")
             extracted += [f.text for f in result.extracted]

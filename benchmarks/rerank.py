@@ -36,7 +36,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 sys.path.insert(0, str(Path(__file__).parent))
 
-from local_model import MODEL_ALIAS, ensure_server, llama_server, model_file
+from local_model import ensure_server, llama_server, model_file, served_settings
 from retrieval import DATA, Question, asked, fill, load, plain
 
 from engram.clients import Clients, build_embeddings
@@ -77,16 +77,7 @@ async def measure(url: str, mode: str, sample: int, seed: int) -> None:
         store, memory_ids, seconds = fill(embeddings, Path(tmp) / "store", data, plain)
         store.retrieval = Retrieval(mode="hybrid", keyword_weight=KEYWORD_WEIGHT)
         print(f"{len(data.memories)} memories loaded in {seconds:.0f} s; {len(chosen)} questions")
-        settings = Settings(
-            data_dir=Path(tmp) / "data",
-            openai_base_url=url,
-            chat_model=MODEL_ALIAS,
-            embeddings="local",
-            structured_output=mode,
-            llm_attempts=1,
-            llm_timeout=120,
-            rerank="llm",
-        )
+        settings = served_settings(url, mode, Path(tmp) / "data", rerank="llm")
         clients = Clients(settings, store=store)
         program = RerankMemories()
         before: list[list[str]] = []
