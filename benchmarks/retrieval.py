@@ -1,5 +1,5 @@
 """Retrieval over long multi-session conversations: keywords, dense and hybrid search side by
-side, per question kind, and three levers on what is embedded and what is asked.
+side, per question kind, and levers on what is embedded and what is asked.
 
 The data (`benchmarks/data/longmem.jsonl`, written for this project by
 `benchmarks/data/make_longmem.py`, deterministic) holds ten users' conversations, 15-30 dated
@@ -15,7 +15,9 @@ A question is found at k when one of its gold observations is among the top k of
 `MemoryStore.search(k=20)`; for questions with several gold observations, "all" asks for
 every one of them in the top k. MRR@20 is 1 / rank of the first gold one (0 past 20). For
 unanswerable questions, AUC is the chance that an answerable question's top-1 score beats an
-unanswerable one's (1.0: a relevance floor could tell them apart; 0.5: chance).
+unanswerable one's (1.0: a relevance floor could tell them apart; 0.5: chance). The
+answerable questions are also split by wording: those that share a content word with a gold
+memory, and paraphrases that share none (where keywords cannot help).
 
 Methods: keywords alone (the engine's BM25 query; `MemoryStore` has no keyword-only mode),
 dense (`Retrieval(mode="dense")`), hybrid at keyword weights 0.05 (the product's), 0.075,
@@ -55,7 +57,7 @@ from langchain_core.embeddings import Embeddings
 from engram.clients import build_embeddings
 from engram.memory.engines.base import Query, Where
 from engram.memory.engines.edge import EdgeEngine
-from engram.memory.keywords import query_keywords
+from engram.memory.keywords import content_words, query_keywords
 from engram.memory.retrieval import KEYWORD_WEIGHT, Retrieval
 from engram.memory.store import MemoryStore, PlannedOp
 from engram.memory.timeframe import time_reference
@@ -369,6 +371,22 @@ def previous_split(runs: Sequence[Run], questions: Sequence[Question]) -> None:
         )
 
 
+def wording_split(runs: Sequence[Run], data: Dataset) -> None:
+    """Answerable questions that share a content word with a gold memory (a name, a title)
+    against paraphrases that share none, where keywords cannot help."""
+    texts = {m.id: m.text for m in data.memories}
+
+    def shares_a_word(question: Question) -> bool:
+        asked_words = content_words(question.text)
+        return any(asked_words & content_words(texts[gold]) for gold in question.gold)
+
+    lexical = [q for q in data.questions if q.gold and shares_a_word(q)]
+    paraphrase = [q for q in data.questions if q.gold and not shares_a_word(q)]
+    for run in runs:
+        a, b = score(run, lexical), score(run, paraphrase)
+        print(f"  {run.name:<20} shared word ({a.count}): {cell(a)}   none ({b.count}): {cell(b)}")
+
+
 def consistency(store: MemoryStore, data: Dataset, sample: int, retrieval: Retrieval) -> str:
     """Whether `search(k=5)` is the start of `search(k=20)` (the product says it is)."""
     store.retrieval = retrieval
@@ -444,6 +462,8 @@ def main() -> None:
         f"the query; keywords: the engine's BM25 query alone); levers (+...) are {base_name}\n"
     )
     table(runs, base, data.questions)
+    print("\nby wording: questions sharing a content word with a gold memory, or none:")
+    wording_split(runs[:3] + [r for r in runs if r.name.startswith("recall")], data)
     print("\nprevious message in the query, by whether it was about the same thing:")
     previous_split([base, previous], data.questions)
     print(f"\nsearch(k=5) is the first 5 of search(k=20): {', '.join(checks)}")
