@@ -37,6 +37,9 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import os
+import stat
+import tempfile
 import uuid
 from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
@@ -187,17 +190,27 @@ def export_jsonl(
 def export_file(
     store: MemoryStore, user_id: str, path: Path, *, agent_id: AgentScope = None
 ) -> int:
-    """`export_jsonl` into the file at `path`, which is replaced only by a whole export: one
-    that fails part way (the store unreachable, the disk full, a bad user id) leaves an
-    earlier export at that path as it was, and no partial file beside it."""
-    partial = path.with_name(path.name + ".partial")
+    """`export_jsonl` into the file at `path`, which only a whole export replaces: one that
+    fails part way (the store unreachable, the disk full, a bad user id) leaves an earlier
+    export there as it was and nothing beside it. The export is written to a temporary file
+    in the same folder, flushed to disk, then renamed over the target (through a symlink, to
+    the file it points at). The file keeps an earlier export's permissions; a new one is
+    readable by its owner only, as it holds the user's memories."""
+    target = path.resolve()
+    mode = stat.S_IMODE(target.stat().st_mode) if target.is_file() else 0o600
+    fd, temporary = tempfile.mkstemp(
+        dir=target.parent, prefix=f".{target.name}.", suffix=".partial"
+    )
     try:
-        with partial.open("w", encoding="utf-8") as handle:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
             count = export_jsonl(store, user_id, handle, agent_id=agent_id)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.chmod(temporary, mode)
+        os.replace(temporary, target)
     except BaseException:
-        partial.unlink(missing_ok=True)
+        Path(temporary).unlink(missing_ok=True)
         raise
-    partial.replace(path)
     return count
 
 

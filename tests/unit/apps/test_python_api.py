@@ -183,3 +183,4 @@ def test_a_failed_export_leaves_the_file_as_it_was(store: MemoryStore, tmp_path:
     with pytest.raises(ValueError, match="user_id must not be blank"):
         memory_on(store).export(target, user_id=" ")
     assert target.read_text() == "an earlier export\n"
+    assert not [p for p in tmp_path.iterdir() if "partial" in p.name]  # none left beside it

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import stat
 import uuid
 from datetime import UTC, date, datetime
 from pathlib import Path
@@ -99,6 +100,25 @@ def test_an_export_that_fails_part_way_leaves_the_earlier_file_whole(
     monkeypatch.setattr(store, "vector_mac", signed)
     assert export_file(store, "alice", target) == 4
     assert "User keeps bees" in target.read_text()
+
+
+def test_an_export_file_is_private_keeps_its_permissions_and_follows_a_link(
+    store: MemoryStore, tmp_path: Path
+) -> None:
+    populated(store)
+    new = tmp_path / "new.jsonl"
+    export_file(store, "alice", new)
+    assert stat.S_IMODE(new.stat().st_mode) == 0o600  # it holds the user's memories
+    shared = tmp_path / "shared.jsonl"
+    shared.write_text("an earlier export\n")
+    shared.chmod(0o640)
+    export_file(store, "alice", shared)
+    assert stat.S_IMODE(shared.stat().st_mode) == 0o640
+    link = tmp_path / "latest.jsonl"
+    link.symlink_to(shared)
+    store.add("alice", "User keeps bees", "hobbies")
+    export_file(store, "alice", link)
+    assert link.is_symlink() and "User keeps bees" in shared.read_text()
 
 
 def test_an_old_export_never_rolls_back_newer_changes(store: MemoryStore) -> None:
