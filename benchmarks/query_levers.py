@@ -15,6 +15,7 @@ Cells: found@5/@10/@20 over the answerable questions, MRR@20, and found@10 per k
 
 from __future__ import annotations
 
+import argparse
 import os
 import re
 import sys
@@ -58,6 +59,7 @@ def first_person_as(question: Question, who: str) -> str:
 
 
 def main() -> None:
+    argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None).parse_args()
     data = load(DATA)
     embeddings = build_embeddings(Settings(embeddings="local"))
     vectors = np.asarray(embeddings.embed_documents([m.text for m in data.memories]))

@@ -20,8 +20,8 @@ answerable questions are also split by wording: those that share a content word 
 memory, and paraphrases that share none (where keywords cannot help).
 
 Methods: keywords alone (the engine's BM25 query; `MemoryStore` has no keyword-only mode),
-dense (`Retrieval(mode="dense")`), hybrid at keyword weights 0.05 (the product's), 0.075,
-0.1, 0.2 and 0.3, and the chat graph's recall (`nodes.recall.recall_memories`: the
+dense (`Retrieval(mode="dense")`), hybrid at keyword weights 0.05 (the product's), 0.025,
+0.075, 0.1, 0.2 and 0.3, and the chat graph's recall (`nodes.recall.recall_memories`: the
 product's hybrid search, time-aware, without its relevance floor). Levers, each against the
 product's hybrid search, changing only the text the benchmark stores or asks:
   +date      the observation's date first in the stored (and embedded) text: "2026-03-14: ..."
@@ -69,7 +69,7 @@ DATA = Path(__file__).with_name("data") / "longmem.jsonl"
 K = 20
 CUTOFFS = (5, 10, 20)
 KINDS = ("single", "multi", "temporal", "open")
-WEIGHTS = (KEYWORD_WEIGHT, 0.075, 0.1, 0.2, 0.3)
+WEIGHTS = tuple(dict.fromkeys((KEYWORD_WEIGHT, 0.025, 0.075, 0.1, 0.2, 0.3)))
 MONTHS = "January February March April May June July August September October November December"
 
 

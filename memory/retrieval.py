@@ -4,10 +4,11 @@ Each text becomes three searches sent in one batch: dense, keywords, and the key
 rescored by the dense vector; the dense hits the keyword search did not reach get their
 keyword scores from a fourth (`keyword_scores`), so every candidate carries both scores.
 They are fused by a weighted sum: cosine similarity + `keyword_weight` x (keyword score /
-the best keyword score of that query). The weight, 0.05, ranked best on both retrieval
-benchmarks (`benchmarks/retrieval.py`, long conversations, and `benchmarks/fusion.py`),
-ahead of dense alone, of heavier weights and of reciprocal-rank fusion (figures in
-benchmarks/README.md). "dense" turns keywords off (`ENGRAM_RETRIEVAL=dense`).
+the best keyword score of that query). The weight, 0.05, ranked best of those tried
+(0.025 to 0.5) on both retrieval benchmarks (`benchmarks/retrieval.py`, long
+conversations, and `benchmarks/fusion.py`), ahead of dense alone, of heavier weights and
+of reciprocal-rank fusion (figures in benchmarks/README.md). "dense" turns keywords off
+(`ENGRAM_RETRIEVAL=dense`).
 
 The ranking does not depend on how many results are asked for: `search(k=5)` is the start
 of `search(k=20)`. Every candidate is scored exactly, and `fuse` says whether a memory
