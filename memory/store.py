@@ -270,13 +270,16 @@ class MemoryStore:
         valid_on: date | None = None,
         as_of: datetime | None = None,
         agent_id: str | None = None,
+        embedding: list[float] | None = None,
     ) -> list[MemoryRecord]:
         """The user's `k` active memories most relevant to `query`, best first; with
         `min_score`, only those that score at least that (the relevance floor); with
         `observed`, only those the user said within that time range; with `valid_on`, only
         those still true that day (not past their `valid_until`). With `as_of`, among what
         the store held as true at that moment instead (`held_at`): nothing is changed. Searched
-        as `agent_id`: the shared memories and that agent's own (none: the shared only)."""
+        as `agent_id`: the shared memories and that agent's own (none: the shared only).
+        `embedding`: the query's, when the caller has it already (`embed_query`), so a
+        caller searching twice for one message does not embed it twice."""
         user_id = require_user_id(user_id)
         where = Where(
             user_id=user_id,
@@ -286,7 +289,7 @@ class MemoryStore:
             valid_on=valid_on,
             agents=seen_by(agent_id),
         )
-        dense = [self.embeddings.embed_query(query)]
+        dense = [self.embed_query(query) if embedding is None else embedding]
         if as_of is None:
             return self._search(where, [query], dense, k, min_score)[0]
         held = {
@@ -299,6 +302,10 @@ class MemoryStore:
         where = replace(where, status=None, ids=list(held), valid_on=None)
         found = self._search(where, [query], dense, k, min_score)[0]
         return [held[r.id].model_copy(update={"score": r.score}) for r in found]
+
+    def embed_query(self, query: str) -> list[float]:
+        """`query`'s vector as `search` embeds it (pass it back as `embedding`)."""
+        return self.embeddings.embed_query(query)
 
     def search_many(
         self,

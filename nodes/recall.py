@@ -139,7 +139,18 @@ def recall_memories(
     With `valid_on`, only memories still true that day. As `agent_id`: the shared
     memories and that agent's own.
     """
-    search = partial(store.search, user_id, query, k, valid_on=valid_on, agent_id=agent_id)
+    # One embedding for the message, however many searches it takes: with a remote
+    # embedding endpoint, each one is a round trip before the answer.
+    embedding = store.embed_query(query)
+    search = partial(
+        store.search,
+        user_id,
+        query,
+        k,
+        valid_on=valid_on,
+        agent_id=agent_id,
+        embedding=embedding,
+    )
     if reference is None:
         return search(min_score=floor)
     if reference.said:

@@ -8,6 +8,7 @@ from datetime import UTC, date, datetime, timedelta, timezone
 from typing import Any
 
 import pytest
+from langchain_core.embeddings import Embeddings
 from langchain_core.messages import HumanMessage
 from langgraph.runtime import Runtime
 
@@ -123,6 +124,32 @@ async def test_an_event_time_boosts_memories_said_then(store: MemoryStore) -> No
     assert score["User went hiking in the Dolomites"] == pytest.approx(
         base["User went hiking in the Dolomites"] + TIME_BOOST
     )
+
+
+async def test_a_boosted_recall_embeds_the_message_once(
+    store: MemoryStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A time reference takes two searches; with a remote embedding endpoint, a second
+    embedding would be a second round trip before the answer."""
+    fill(store)
+    embedded: list[str] = []
+
+    class Counted(Embeddings):
+        def __init__(self, inner: Embeddings) -> None:
+            self.inner = inner
+
+        def embed_documents(self, texts: list[str]) -> list[list[float]]:
+            return self.inner.embed_documents(texts)
+
+        def embed_query(self, text: str) -> list[float]:
+            embedded.append(text)
+            return self.inner.embed_query(text)
+
+    monkeypatch.setattr(store, "embeddings", Counted(store.embeddings))
+    recall = make_recall(NoModels(Settings(), store=store))
+    recalled = (await recall(message("Where did I go hiking last summer?"), runtime()))["recalled"]
+    assert recalled[0].text == "User went hiking in the Dolomites"  # boosted: both searches ran
+    assert embedded == ["Where did I go hiking last summer?"]
 
 
 async def test_the_chat_model_sees_the_date_the_user_said_it(store: MemoryStore) -> None:
