@@ -28,7 +28,7 @@ from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Receive, Scope, Send
 from starlette.websockets import WebSocketClose
 
-from engram.apps.server.tokens import TokenError, TokenVerifier
+from engram.apps.server.tokens import Caller, TokenError, TokenVerifier
 from engram.identity import (
     ACTING_PERMISSION,
     AGENT_HEADER,
@@ -79,19 +79,26 @@ async def authenticate(
         caller = await verifier().caller(authorization)
     except TokenError as error:
         raise Auth.exceptions.HTTPException(status_code=401, detail=str(error)) from None
-    permissions = agent_permissions(caller.agents)
-    if agent is not None:
-        name = agent.decode("utf-8", "replace") if isinstance(agent, bytes) else agent
-        try:
-            name = validate_agent_id(name)
-        except ValueError as error:
-            raise forbidden(f"X-Engram-Agent: {error}") from None
-        try:
-            check_agent({"permissions": permissions}, name)
-        except AccessDeniedError as error:
-            raise forbidden(str(error)) from None
-        permissions.append(f"{ACTING_PERMISSION}{name}")
+    permissions = request_permissions(caller, agent)
     return {"identity": caller.user_id, "is_authenticated": True, "permissions": permissions}
+
+
+def request_permissions(caller: Caller, agent: str | bytes | None) -> list[str]:
+    """A request's permissions: the agents its token allows, and the agent its
+    `X-Engram-Agent` header (`agent`) says it acts as, which the token must allow (403)."""
+    permissions = agent_permissions(caller.agents)
+    if agent is None:
+        return permissions
+    name = agent.decode("utf-8", "replace") if isinstance(agent, bytes) else agent
+    try:
+        name = validate_agent_id(name)
+    except ValueError as error:
+        raise forbidden(f"X-Engram-Agent: {error}") from None
+    try:
+        check_agent({"permissions": permissions}, name)
+    except AccessDeniedError as error:
+        raise forbidden(str(error)) from None
+    return [*permissions, f"{ACTING_PERMISSION}{name}"]
 
 
 def user_of(ctx: Auth.types.AuthContext) -> str:

@@ -45,7 +45,7 @@ from uuid import UUID
 
 import httpx
 import mcp.types as types
-from langgraph_sdk import get_client
+from langgraph_sdk import Auth, get_client
 from langgraph_sdk.auth import is_studio_user
 from mcp.server.context import ServerRequestContext
 from mcp.server.lowlevel import Server
@@ -66,13 +66,13 @@ from starlette.responses import JSONResponse
 from starlette.types import Receive, Scope, Send
 
 from engram import __version__
-from engram.apps.server.auth import verifier
+from engram.apps.server.auth import request_permissions, verifier
 from engram.apps.server.tokens import TokenError
 from engram.clients import default_store
 from engram.identity import (
     ACTING_PERMISSION,
+    AGENT_HEADER,
     acting_agent,
-    agent_permissions,
     check_agent,
     on_aegra,
     permissions_of,
@@ -886,12 +886,18 @@ class McpEndpoint:
         if "user" not in scope and on_aegra():
             # Aegra's custom-route auth covers FastAPI's routes only: this one checks the
             # token itself, with the same verifier as every other request.
+            headers = Headers(scope=scope)
             try:
-                token = await verifier().caller(Headers(scope=scope).get("authorization"))
+                token = await verifier().caller(headers.get("authorization"))
+                permissions = request_permissions(token, headers.get(AGENT_HEADER))
             except TokenError as error:
                 await JSONResponse({"detail": str(error)}, status_code=401)(scope, receive, send)
                 return
-            scope["user"] = TokenUser(token.user_id, tuple(agent_permissions(token.agents)))
+            except Auth.exceptions.HTTPException as error:
+                answer = JSONResponse({"detail": error.detail}, status_code=error.status_code)
+                await answer(scope, receive, send)
+                return
+            scope["user"] = TokenUser(token.user_id, tuple(permissions))
         try:
             Caller.of(scope)
         except AccessDeniedError as error:

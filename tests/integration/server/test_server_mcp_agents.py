@@ -379,7 +379,9 @@ async def test_a_token_the_endpoint_verifies_itself_keeps_its_agents(
     verifier.cache_clear()
     endpoint = mcp_endpoint.McpEndpoint()
 
-    async def tool(user: str, agents: list[str], name: str, **arguments: Any) -> dict[str, Any]:
+    async def post(
+        user: str, agents: list[str], name: str, acting: str | None, **arguments: Any
+    ) -> httpx.Response:
         request = {
             "jsonrpc": "2.0",
             "id": 1,
@@ -387,9 +389,16 @@ async def test_a_token_the_endpoint_verifies_itself_keeps_its_agents(
             "params": {"name": name, "arguments": arguments},
         }
         headers = {**MCP_HEADERS, **bearer(user, agents=agents)}
+        if acting is not None:
+            headers["X-Engram-Agent"] = acting
         transport = httpx.ASGITransport(app=endpoint)
         async with httpx.AsyncClient(transport=transport, base_url="http://mcp") as http:
-            answer = await http.post("/mcp", json=request, headers=headers)
+            return await http.post("/mcp", json=request, headers=headers)
+
+    async def tool(
+        user: str, agents: list[str], name: str, acting: str | None = None, **arguments: Any
+    ) -> dict[str, Any]:
+        answer = await post(user, agents, name, acting, **arguments)
         assert answer.status_code == 200, answer.text
         result: dict[str, Any] = answer.json()["result"]
         return result
@@ -408,6 +417,17 @@ async def test_a_token_the_endpoint_verifies_itself_keeps_its_agents(
                 assert denied["content"][0]["text"].startswith(NOT_ALLOWED)
             shared = await tool("aegra-user", ["travel"], "list_memories", agent_id="travel")
             assert shared["structuredContent"]["memories"] == []
+            # The X-Engram-Agent header counts here too: the agent of a tool that names none,
+            # and no other; a header the token does not allow is refused outright.
+            acting = await tool("aegra-user", [PRIVATE], "list_memories", acting=PRIVATE)
+            assert [m["text"] for m in acting["structuredContent"]["memories"]] == [SECRET]
+            other = await tool(
+                "aegra-user", [PRIVATE, "travel"], "list_memories", "travel", agent_id=PRIVATE
+            )
+            assert other["isError"] is True and "X-Engram-Agent" in other["content"][0]["text"]
+            for agents in (["travel"], []):
+                denied = await post("aegra-user", agents, "list_memories", PRIVATE)
+                assert denied.status_code == 403 and NOT_ALLOWED in denied.json()["detail"]
     finally:
         store.engine.close()
         verifier.cache_clear()
