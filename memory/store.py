@@ -278,8 +278,12 @@ class MemoryStore:
         those still true that day (not past their `valid_until`). With `as_of`, among what
         the store held as true at that moment instead (`held_at`): nothing is changed. Searched
         as `agent_id`: the shared memories and that agent's own (none: the shared only).
-        `embedding`: the query's, when the caller has it already (`embed_query`), so a
-        caller searching twice for one message does not embed it twice."""
+        `embedding`: `embed_query(query)`, when the caller has it already, so a caller
+        searching twice for one message does not embed it twice."""
+        if embedding is not None and len(embedding) != self.dims:
+            raise ValueError(
+                f"embedding has {len(embedding)} dimensions; this store's have {self.dims}"
+            )
         user_id = require_user_id(user_id)
         where = Where(
             user_id=user_id,

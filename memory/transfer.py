@@ -195,18 +195,28 @@ def export_file(
     export there as it was and nothing beside it. The export is written to a temporary file
     in the same folder, flushed to disk, then renamed over the target (through a symlink, to
     the file it points at). The file keeps an earlier export's permissions; a new one is
-    readable by its owner only, as it holds the user's memories."""
+    readable by its owner only, as it holds the user's memories. A target that is not a
+    regular file (`/dev/stdout`, a pipe) is written to as it is: it cannot be replaced."""
     target = path.resolve()
-    mode = stat.S_IMODE(target.stat().st_mode) if target.is_file() else 0o600
-    fd, temporary = tempfile.mkstemp(
-        dir=target.parent, prefix=f".{target.name}.", suffix=".partial"
-    )
+    if target.exists() and not target.is_file():
+        with target.open("w", encoding="utf-8") as stream:
+            return export_jsonl(store, user_id, stream, agent_id=agent_id)
+    mode = stat.S_IMODE(target.stat().st_mode) if target.exists() else 0o600
+    try:
+        fd, temporary = tempfile.mkstemp(
+            dir=target.parent, prefix=f".{target.name}.", suffix=".partial"
+        )
+    except OSError as error:
+        raise InvalidInputError(
+            f"cannot export to {path}: {error.strerror} (the export is written beside it "
+            f"in {target.parent}, then renamed over it)"
+        ) from None
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            os.fchmod(handle.fileno(), mode)
             count = export_jsonl(store, user_id, handle, agent_id=agent_id)
             handle.flush()
             os.fsync(handle.fileno())
-        os.chmod(temporary, mode)
         os.replace(temporary, target)
     except BaseException:
         Path(temporary).unlink(missing_ok=True)

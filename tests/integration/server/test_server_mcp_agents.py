@@ -428,6 +428,9 @@ async def test_a_token_the_endpoint_verifies_itself_keeps_its_agents(
             for agents in (["travel"], []):
                 denied = await post("aegra-user", agents, "list_memories", PRIVATE)
                 assert denied.status_code == 403 and NOT_ALLOWED in denied.json()["detail"]
+            malformed = await post("aegra-user", ["*"], "list_memories", "*")
+            assert malformed.status_code == 403
+            assert malformed.json()["detail"].startswith("X-Engram-Agent:")
     finally:
         store.engine.close()
         verifier.cache_clear()

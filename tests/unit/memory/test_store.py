@@ -49,6 +49,22 @@ def test_search_is_semantic_and_per_user(store: MemoryStore) -> None:
     assert [h.text for h in store.search("carol", "hiking", k=5)] == []
 
 
+def test_a_search_with_the_querys_embedding_ranks_as_without_it(store: MemoryStore) -> None:
+    store.add("alice", "User loves hiking in the Alps", "preferences")
+    store.add("alice", "User works as a tax accountant", "work")
+    moment = now_utc()
+    store.add("alice", "User hikes every weekend", "preferences")
+    query = "what outdoor activities do I like?"
+    vector = store.embed_query(query)
+    for options in ({}, {"as_of": moment}):
+        plain = store.search("alice", query, k=3, **options)
+        given = store.search("alice", query, k=3, embedding=vector, **options)
+        assert [(h.id, h.score) for h in given] == [(h.id, h.score) for h in plain]
+    wrong = f"embedding has 3 dimensions; this store's have {store.dims}"
+    with pytest.raises(ValueError, match=wrong):
+        store.search("alice", query, embedding=[0.1, 0.2, 0.3])
+
+
 def test_add_of_exact_duplicate_is_idempotent(store: MemoryStore) -> None:
     first = store.add("alice", "User likes green tea", "preferences")
     again = store.add("alice", "  user likes GREEN tea. ", "preferences")

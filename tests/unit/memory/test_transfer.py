@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import stat
 import uuid
 from datetime import UTC, date, datetime
@@ -16,7 +17,7 @@ from langchain_core.embeddings import DeterministicFakeEmbedding, Embeddings
 from engram.memory.store import MemoryStore, PlannedOp
 from engram.memory.transfer import VERSION, derived_id, export_file, export_jsonl, import_jsonl
 from engram.state.contracts import Source
-from engram.state.errors import ImportFormatError, MemoryNotFoundError
+from engram.state.errors import ImportFormatError, InvalidInputError, MemoryNotFoundError
 from tests.helpers import make_engine, make_store
 
 
@@ -119,6 +120,22 @@ def test_an_export_file_is_private_keeps_its_permissions_and_follows_a_link(
     store.add("alice", "User keeps bees", "hobbies")
     export_file(store, "alice", link)
     assert link.is_symlink() and "User keeps bees" in shared.read_text()
+
+
+def test_an_export_to_what_is_not_a_regular_file_writes_through_or_says_why(
+    store: MemoryStore, tmp_path: Path
+) -> None:
+    populated(store)
+    devnull = Path(os.devnull)
+    assert export_file(store, "alice", devnull) == 3  # written to, never replaced
+    assert stat.S_ISCHR(devnull.stat().st_mode)
+    folder = tmp_path / "exports"
+    folder.mkdir()
+    with pytest.raises(IsADirectoryError):
+        export_file(store, "alice", folder)
+    assert list(folder.iterdir()) == []
+    with pytest.raises(InvalidInputError, match=r"cannot export to .*missing.*No such file"):
+        export_file(store, "alice", tmp_path / "missing" / "alice.jsonl")
 
 
 def test_an_old_export_never_rolls_back_newer_changes(store: MemoryStore) -> None:
