@@ -198,6 +198,8 @@ def export_file(
     readable by its owner only, as it holds the user's memories. A target that is not a
     regular file (`/dev/stdout`, a pipe) is written to as it is: it cannot be replaced."""
     target = path.resolve()
+    if target.is_dir():
+        raise InvalidInputError(f"cannot export to {path}: it is a folder; name a file in it")
     if target.exists() and not target.is_file():
         with target.open("w", encoding="utf-8") as stream:
             return export_jsonl(store, user_id, stream, agent_id=agent_id)

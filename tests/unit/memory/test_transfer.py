@@ -131,7 +131,7 @@ def test_an_export_to_what_is_not_a_regular_file_writes_through_or_says_why(
     assert stat.S_ISCHR(devnull.stat().st_mode)
     folder = tmp_path / "exports"
     folder.mkdir()
-    with pytest.raises(IsADirectoryError):
+    with pytest.raises(InvalidInputError, match="it is a folder; name a file in it"):
         export_file(store, "alice", folder)
     assert list(folder.iterdir()) == []
     with pytest.raises(InvalidInputError, match=r"cannot export to .*missing.*No such file"):
